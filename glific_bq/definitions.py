@@ -1,0 +1,13 @@
+"""The Dagster definitions of glific_bq: ``dagster dev -m glific_bq.definitions``."""
+
+import dagster as dg
+
+from glific_bq.defs.assets import source_assets, table_assets
+from glific_bq.defs.resources import resources_from_env
+from glific_bq.defs.sensors import tenant_discovery
+
+defs = dg.Definitions(
+    assets=[*source_assets, *table_assets],
+    sensors=[tenant_discovery],
+    resources=resources_from_env(),
+)

@@ -1,0 +1,62 @@
+"""Resources: the Glific PostgreSQL source and BigQuery, configured by environment variables."""
+
+from __future__ import annotations
+
+import os
+
+from contextlib import contextmanager
+from collections.abc import Iterator
+
+import dagster as dg
+from dagster_gcp import BigQueryResource
+from pydantic import Field
+
+from glific_bq.source import Source
+from glific_bq.tenants import Organization
+from glific_bq.warehouse import ENVIRONMENT, Warehouse, WarehouseConfig, WriteMethod
+
+
+class GlificPostgres(dg.ConfigurableResource):
+    """The Glific PostgreSQL database (``GLIFIC_DATABASE_URL``)."""
+
+    database_url: str = Field(description="libpq URL of the Glific database")
+
+    @contextmanager
+    def source(self) -> Iterator[Source]:
+        with Source(self.database_url) as source:
+            yield source
+
+
+class GlificBigQuery(BigQueryResource):
+    """dagster-gcp's ``BigQueryResource`` plus one dataset per organization, the write method,
+    per-organization credentials and an optional local emulator. Fields mirror ``WarehouseConfig``."""
+
+    dataset_template: str = Field(
+        default=WarehouseConfig.dataset_template,
+        description="Dataset id per organization; placeholders {organization_id} and {shortcode}",
+    )
+    write_method: str = Field(default=WarehouseConfig.write_method, description=", ".join(m.value for m in WriteMethod))
+    credentials_dir: str | None = Field(default=None, description="Directory of <organization_id>.json service-account keys")
+    emulator_host: str | None = Field(default=None, description="BigQuery REST emulator URL, with scheme")
+    storage_emulator_host: str | None = Field(default=None, description="Emulator gRPC endpoint, host:port")
+
+    def config(self) -> WarehouseConfig:
+        return WarehouseConfig(**{field: getattr(self, field) for field in ENVIRONMENT})
+
+    @contextmanager
+    def warehouse(self, organization: Organization) -> Iterator[Warehouse]:
+        warehouse = Warehouse(self.config(), organization)
+        try:
+            yield warehouse
+        finally:
+            warehouse.close()
+
+
+def resources_from_env() -> dict[str, dg.ConfigurableResource]:
+    """The resources as deployed: development and production differ only by environment, and
+    values stay ``EnvVar``s so that secrets never show in the UI."""
+    bigquery = {field: dg.EnvVar(var) for field, var in ENVIRONMENT.items() if field == "project" or os.environ.get(var)}
+    return {
+        "postgres": GlificPostgres(database_url=dg.EnvVar("GLIFIC_DATABASE_URL")),
+        "bigquery": GlificBigQuery(**bigquery),
+    }

@@ -1,0 +1,140 @@
+"""The incremental query, built in exactly one place, and the pages it streams.
+
+Two passes read a tenant's table, both as keyset pages of bounded size, so that a backlog of
+millions of rows never sits in memory and a bulk update giving thousands of rows one
+``updated_at`` is read page by page (glific#5468):
+
+- the insert pass: rows with ``id > table_id``, in id order;
+- the update pass: rows already sent (``id <= table_id``) whose ``(updated_at, id)`` lies beyond the
+  compound cursor, in that order.
+
+Every value that varies (organization, positions, page size, timezone) is a bound parameter; the
+identifiers come from the registry and the catalog and are quoted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from psycopg import sql
+
+from glific_bq.registry import TableSpec
+from glific_bq.schema import Column
+
+#: The raw cursor value (UTC, as stored) carried with each row for the watermark; never sent.
+CURSOR_COLUMN = "_glific_bq_cursor"
+
+
+class Pass(str, Enum):
+    INSERT = "insert"
+    UPDATE = "update"
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of rows and the position of its last row."""
+
+    rows: pa.Table
+    last_id: int
+    last_cursor: tuple[datetime, int] | None
+
+
+# Positional parameters, the same for every query ADBC prepares.
+_ORG, _ID, _LIMIT, _TZ, _CURSOR_TS, _CURSOR_ID = (sql.SQL(f"${n}") for n in range(1, 7))
+
+
+def build_query(spec: TableSpec, columns: list[Column], pass_: Pass, schema: str = "public") -> str:
+    """The SELECT of one pass over ``spec``'s table for one organization and position.
+
+    Parameters: $1 organization id, $2 id bound, $3 page size, $4 timezone, and for the update
+    pass $5/$6 the cursor (updated_at, id).
+    """
+    by_name = {c.name: c for c in columns}
+    cursor = by_name.get(spec.cursor_column)
+    if cursor is not None and cursor.type_name == "timestamptz":
+        cursor_expr = sql.SQL("({} AT TIME ZONE 'UTC')").format(sql.Identifier(cursor.name))
+    elif cursor is not None and cursor.type_name == "timestamp":
+        cursor_expr = sql.Identifier(cursor.name)
+    else:
+        cursor_expr = sql.SQL("NULL::timestamp")
+    select = sql.SQL(", ").join(
+        [c.select_expression(sql.SQL("{}::text").format(_TZ)) for c in columns]
+        + [sql.SQL("{} AS {}").format(cursor_expr, sql.Identifier(CURSOR_COLUMN))]
+    )
+    table = sql.Identifier(schema, spec.name)
+    if pass_ is Pass.INSERT:
+        where = sql.SQL("organization_id = {} AND id > {}").format(_ORG, _ID)
+        order = sql.SQL("id")
+    else:
+        where = sql.SQL("organization_id = {} AND id <= {} AND ({}, id) > ({}::timestamp, {}::bigint)").format(
+            _ORG, _ID, cursor_expr, _CURSOR_TS, _CURSOR_ID
+        )
+        order = sql.SQL("{}, id").format(cursor_expr)
+    query = sql.SQL("SELECT {} FROM {} WHERE {} ORDER BY {} LIMIT {}::bigint").format(
+        select, table, where, order, _LIMIT
+    )
+    return query.as_string(None)
+
+
+def has_update_cursor(spec: TableSpec, columns: list[Column]) -> bool:
+    """Whether the table has the timestamp column its update pass needs."""
+    return any(c.name == spec.cursor_column and c.type_name in ("timestamp", "timestamptz") and not c.is_array
+               for c in columns)
+
+
+def pages(
+    reader,
+    query: str,
+    pass_: Pass,
+    *,
+    organization_id: int,
+    timezone: str,
+    id_bound: int,
+    cursor: tuple[datetime, int] | None = None,
+    page_rows: int,
+    max_rows: int | None = None,
+) -> Iterator[Page]:
+    """Stream the pages of one pass, each a separate bounded query, until the pass is exhausted
+    or ``max_rows`` have been read (reading fewer than ``max_rows`` means it is exhausted).
+
+    ``reader`` is an ADBC PostgreSQL connection; run all pages inside one REPEATABLE READ
+    transaction so that they see one snapshot. ADBC fetches a prepared statement's result whole,
+    so the page size is what bounds memory.
+    """
+    read = 0
+    while max_rows is None or read < max_rows:
+        limit = page_rows if max_rows is None else min(page_rows, max_rows - read)
+        params: tuple = (organization_id, id_bound, limit, timezone)
+        if pass_ is Pass.UPDATE:
+            assert cursor is not None
+            params += cursor
+        with reader.cursor() as cur:
+            cur.execute(query, parameters=params)
+            rows = cur.fetch_arrow_table()
+        if rows.num_rows == 0:
+            return
+        last_id = rows.column("id")[-1].as_py()
+        last_ts = rows.column(CURSOR_COLUMN)[-1].as_py()
+        if pass_ is Pass.INSERT:
+            id_bound = last_id
+        else:
+            cursor = (last_ts, last_id)
+        read += rows.num_rows
+        yield Page(rows, last_id, (last_ts, last_id) if last_ts is not None else None)
+        if rows.num_rows < limit:
+            return
+
+
+def max_cursor(rows: pa.Table) -> tuple[datetime, int] | None:
+    """The greatest (cursor, id) among rows, ignoring rows whose cursor is NULL."""
+    ts = rows.column(CURSOR_COLUMN)
+    top = pc.max(ts).as_py()
+    if top is None:
+        return None
+    ids = rows.column("id").filter(pc.equal(ts, pa.scalar(top, ts.type)))
+    return top, pc.max(ids).as_py()

@@ -1,0 +1,135 @@
+"""Start the local BigQuery emulator (bqemulator) with the workarounds it needs here.
+
+bqemulator speaks BigQuery's REST and gRPC (Storage Write/Read) wire protocols over DuckDB.
+Three patches, each checked so that an upgrade which removes the patched attribute fails loudly
+instead of silently changing behaviour (see shared/reference/stack.md):
+
+1. ``DuckDBEngine._load_spatial`` downloads DuckDB's spatial extension, impossible offline.
+   We use no GEOGRAPHY columns, so it becomes a no-op.
+2. Multipart uploads from google-cloud-bigquery send ``*/*`` as the media type; the emulator
+   refuses it, which breaks ``load_table_from_file``. ``*/*`` is added to the allowed types.
+3. After every write the emulator copies the whole table for time travel, which makes many
+   small appends quadratic. We use no time travel, so ``SnapshotManager.capture`` is a no-op.
+
+Run ``python -m glific_bq.local.bigquery_emulator --data-dir DIR`` for a standalone server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+from pathlib import Path
+
+BQEMULATOR_VERSION = "1.4.0"
+DEFAULT_PROJECT = "glific-local"
+
+
+def apply_patches() -> None:
+    """Patch bqemulator in-process; raise if the version or a patched attribute changed."""
+    from importlib.metadata import version
+
+    from bqemulator.api.routes import upload
+    from bqemulator.storage.engine import DuckDBEngine
+    from bqemulator.versioning.snapshots import SnapshotManager
+
+    installed = version("bqemulator")
+    if installed != BQEMULATOR_VERSION:
+        raise RuntimeError(
+            f"bqemulator {installed} is installed but the patches were verified on "
+            f"{BQEMULATOR_VERSION}; re-verify them (see glific_bq/local/bigquery_emulator.py)."
+        )
+    for owner, name in [
+        (DuckDBEngine, "_load_spatial"),
+        (upload, "_PERMITTED_MEDIA_CONTENT_TYPES"),
+        (SnapshotManager, "capture"),
+    ]:
+        if not hasattr(owner, name):
+            raise RuntimeError(f"bqemulator no longer has {owner.__name__}.{name}; re-verify the patches")
+
+    DuckDBEngine._load_spatial = lambda self: None
+    if "*/*" not in upload._PERMITTED_MEDIA_CONTENT_TYPES:
+        upload._PERMITTED_MEDIA_CONTENT_TYPES = (*upload._PERMITTED_MEDIA_CONTENT_TYPES, "*/*")
+    SnapshotManager.capture = lambda self, *args, **kwargs: None
+
+
+class LocalBigQuery:
+    """An in-process emulator on a background thread.
+
+    ``rest_url`` (with scheme) is what ``BIGQUERY_EMULATOR_HOST`` takes; ``grpc_endpoint``
+    (host:port) is what ``BIGQUERY_STORAGE_EMULATOR_HOST`` takes.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path | None = None,
+        project: str = DEFAULT_PROJECT,
+        rest_port: int = 0,
+        grpc_port: int = 0,
+    ) -> None:
+        apply_patches()
+        from bqemulator.config import PersistenceMode, Settings
+        from bqemulator.testing._thread_runner import ThreadedEmulator
+
+        settings = Settings(
+            persistence_mode=PersistenceMode.PERSISTENT if data_dir else PersistenceMode.EPHEMERAL,
+            data_dir=data_dir,
+            default_project_id=project,
+            rest_host="127.0.0.1",
+            rest_port=rest_port,
+            grpc_host="127.0.0.1",
+            grpc_port=grpc_port,
+            log_level="warning",
+        )
+        self.project = project
+        self._threaded = ThreadedEmulator(settings)
+
+    def start(self) -> LocalBigQuery:
+        self._threaded.start()
+        return self
+
+    def stop(self) -> None:
+        self._threaded.stop()
+
+    @property
+    def rest_url(self) -> str:
+        return f"http://127.0.0.1:{self._threaded.server.rest_port}"
+
+    @property
+    def grpc_endpoint(self) -> str:
+        return f"127.0.0.1:{self._threaded.server.grpc_port}"
+
+    def environment(self) -> dict[str, str]:
+        """The environment variables that point glific_bq at this emulator."""
+        return {
+            "BIGQUERY_EMULATOR_HOST": self.rest_url,
+            "BIGQUERY_STORAGE_EMULATOR_HOST": self.grpc_endpoint,
+            "GLIFIC_BQ_PROJECT": self.project,
+        }
+
+    def __enter__(self) -> LocalBigQuery:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", type=Path, help="persist tables here (default: in memory)")
+    parser.add_argument("--project", default=DEFAULT_PROJECT)
+    parser.add_argument("--rest-port", type=int, default=9050)
+    parser.add_argument("--grpc-port", type=int, default=9060)
+    args = parser.parse_args()
+    if args.data_dir:
+        args.data_dir.mkdir(parents=True, exist_ok=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    with LocalBigQuery(args.data_dir, args.project, args.rest_port, args.grpc_port) as emulator:
+        print(f"BigQuery emulator: REST {emulator.rest_url}, gRPC {emulator.grpc_endpoint}", flush=True)
+        stop.wait()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""Shared fixtures: a real PostgreSQL (pgserver) and the local BigQuery emulator, both in-process,
+started once per test session; every test gets its own database and its own datasets."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from glific_bq import watermarks
+from glific_bq.local.bigquery_emulator import LocalBigQuery
+from glific_bq.source import Source
+from glific_bq.warehouse import Warehouse, WarehouseConfig
+
+if "XDG_RUNTIME_DIR" not in os.environ:  # pgserver and platformdirs want a private runtime dir
+    os.environ["XDG_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="glific_bq_runtime_")
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory):
+    import pgserver
+
+    server = pgserver.get_server(str(tmp_path_factory.mktemp("pg")), cleanup_mode="stop")
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def database_url(pg_server) -> str:
+    """A fresh, empty database for this test."""
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    base = pg_server.get_uri()
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return base.replace("/postgres?", f"/{name}?", 1)
+
+
+@pytest.fixture
+def db(database_url) -> Iterator[psycopg.Connection]:
+    """An autocommit connection to a database holding Glific's schema and the watermark table."""
+    from glific_bq.local.sample_data import create_schema
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        create_schema(conn)
+        watermarks.ensure_table(conn)
+        yield conn
+
+
+@pytest.fixture
+def source(database_url, db) -> Iterator[Source]:
+    with Source(database_url) as source:
+        yield source
+
+
+@pytest.fixture(scope="session")
+def bigquery_emulator() -> Iterator[LocalBigQuery]:
+    with LocalBigQuery() as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def warehouse_config(bigquery_emulator) -> WarehouseConfig:
+    """Emulator settings with a dataset prefix of this test's own."""
+    return WarehouseConfig(
+        project=bigquery_emulator.project,
+        dataset_template=f"t{uuid.uuid4().hex[:8]}_{{organization_id}}",
+        emulator_host=bigquery_emulator.rest_url,
+        storage_emulator_host=bigquery_emulator.grpc_endpoint,
+    )
+
+
+@pytest.fixture
+def warehouse_for(warehouse_config) -> Iterator:
+    """Opens the warehouse of an organization; closes them all after the test."""
+    opened: list[Warehouse] = []
+
+    def open_warehouse(organization) -> Warehouse:
+        opened.append(Warehouse(warehouse_config, organization))
+        return opened[-1]
+
+    yield open_warehouse
+    for warehouse in opened:
+        warehouse.close()

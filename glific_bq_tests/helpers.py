@@ -1,0 +1,63 @@
+"""Small helpers the tests share: building tenants and rows, reading BigQuery back."""
+
+from __future__ import annotations
+
+import itertools
+
+import psycopg
+
+from glific_bq.tenants import Organization, get_organization
+from glific_bq.warehouse import Warehouse
+
+_names = itertools.count(1)
+
+NOTES_DDL = """
+CREATE TABLE notes (
+    id bigserial PRIMARY KEY,
+    organization_id bigint NOT NULL REFERENCES organizations (id),
+    body text,
+    payload jsonb,
+    inserted_at timestamp(0) NOT NULL DEFAULT (now() AT TIME ZONE 'UTC'),
+    updated_at timestamp NOT NULL DEFAULT (now() AT TIME ZONE 'UTC')
+)
+"""
+
+
+def add_organization(conn: psycopg.Connection, timezone: str = "UTC") -> Organization:
+    n = next(_names)
+    (organization_id,) = conn.execute(
+        "INSERT INTO organizations (name, shortcode, email, timezone, inserted_at, updated_at) "
+        "VALUES (%s, %s, %s, %s, now(), now()) RETURNING id",
+        (f"Org {n}", f"org{n}", f"org{n}@example.org", timezone),
+    ).fetchone()
+    return get_organization(conn, organization_id)
+
+
+def add_notes(conn: psycopg.Connection, organization: Organization, bodies: list[str | None]) -> list[int]:
+    """Insert one note per body; returns their ids."""
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO notes (organization_id, body, payload) VALUES (%s, %s, '{\"k\": 1}') RETURNING id",
+            [(organization.id, body) for body in bodies],
+            returning=True,
+        )
+        ids = []
+        while True:
+            ids.append(cur.fetchone()[0])
+            if not cur.nextset():
+                return ids
+
+
+def warehouse_rows(warehouse: Warehouse, table: str) -> list[dict]:
+    """Every row version in the organization's copy of ``table``, by id then send time."""
+    return warehouse.query(f"SELECT * FROM `{warehouse.dataset_ref}.{table}` ORDER BY id, bq_inserted_at")
+
+
+def latest_versions(rows: list[dict]) -> dict[int, dict]:
+    """The newest version of each id: the one sent last."""
+    latest: dict[int, dict] = {}
+    for row in rows:
+        current = latest.get(row["id"])
+        if current is None or (row["bq_inserted_at"], row["bq_uuid"]) > (current["bq_inserted_at"], current["bq_uuid"]):
+            latest[row["id"]] = row
+    return latest
