@@ -1,0 +1,387 @@
+"""Encode Arrow record batches as protobuf rows for the BigQuery Storage Write API.
+
+AppendRows takes each row as one serialized protobuf message plus a ``DescriptorProto``
+describing it. Building a protobuf message object per row in Python is too slow for bulk syncs
+(see bench/bench_protorows.py); this module instead encodes whole columns with numpy and
+pyarrow.compute, so the per-row work happens inside numpy and Arrow's C++ kernels.
+
+How a batch is encoded:
+
+* Every field becomes a sequence of *segments*, each contributing some bytes to every row.
+  A ``_Grid`` holds up to ``width`` bytes per row plus a mask of the bytes each row keeps
+  (tags, varints, doubles, bools, length prefixes); an Arrow binary array contributes its
+  values as they are (string and bytes payloads, not copied until the final join).
+* Grids are stored byte position by byte position, (width, rows), so building them is
+  contiguous numpy work. Consecutive grids are stacked and compacted with one boolean index
+  read row by row, so a run of numeric fields costs a handful of numpy calls. The runs and the
+  binary arrays are then concatenated per row with ``binary_join_element_wise``; NULL values
+  become empty bytes, i.e. an omitted field.
+* Fields are emitted in field-number order, which makes every row byte-identical to
+  ``SerializeToString()`` of the equivalent message.
+
+REPEATED columns reuse the same machinery on the flattened list values, then regroup the
+encoded elements per row by offsets alone: the elements of a row are already contiguous.
+Numeric lists are packed (declared ``packed=true`` in the descriptor).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from decimal import Decimal
+from enum import Enum
+from typing import NamedTuple
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from google.cloud.bigquery import SchemaField
+from google.protobuf import descriptor_pb2
+
+_Field = descriptor_pb2.FieldDescriptorProto
+
+
+def descriptor_for(schema: Sequence[SchemaField], name: str = "Row") -> descriptor_pb2.DescriptorProto:
+    """The proto2 message describing rows of ``schema``: field i is number i+1, named after the column.
+
+    REPEATED numeric fields are declared packed, matching how ``serialize`` writes them.
+    """
+    descriptor = descriptor_pb2.DescriptorProto(name=name)
+    for number, field in enumerate(schema, start=1):
+        mapping = _mapping(field)
+        repeated = field.mode == "REPEATED"
+        proto_field = descriptor.field.add(
+            name=field.name,
+            number=number,
+            type=mapping.proto_type,
+            label=_Field.LABEL_REPEATED if repeated else _Field.LABEL_OPTIONAL,
+        )
+        if repeated and mapping.kind is not _Kind.BYTES:
+            proto_field.options.packed = True
+    return descriptor
+
+
+def serialize(batch: pa.RecordBatch, schema: Sequence[SchemaField]) -> list[bytes]:
+    """Each row of ``batch`` as a serialized message of ``descriptor_for(schema)``.
+
+    Columns are matched to schema fields by name; a field without a column is NULL in every row.
+    NULL values and empty lists are omitted from the row.
+    """
+    segments: list[_Segment] = []
+    for number, field in enumerate(schema, start=1):
+        _mapping(field)  # reject unsupported BigQuery types even when the column is absent
+        indices = batch.schema.get_all_field_indices(field.name)
+        if len(indices) > 1:
+            raise ValueError(f"column {field.name!r} appears {len(indices)} times in the batch")
+        if indices:
+            segments += _field_segments(number, field, batch.column(indices[0]))
+    if batch.num_rows == 0:
+        return []
+    return _concat_rows(segments, batch.num_rows).to_pylist()
+
+
+# ---------------------------------------------------------------------------------------------
+# BigQuery types: protobuf type, wire encoding, and the Arrow columns they accept
+# ---------------------------------------------------------------------------------------------
+
+
+class _Kind(Enum):
+    """How one value is written, and the Arrow type columns are normalized to for it."""
+
+    VARINT = "int64"  # INT64, TIMESTAMP (microseconds), DATE (days)
+    DOUBLE = "float64"  # fixed 8 bytes, little-endian
+    BOOL = "bool"  # a one-byte varint
+    BYTES = "large_binary"  # length-delimited: STRING, BYTES and every text encoding
+
+
+def _is_text(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t)
+
+
+def _integers(values: pa.Array) -> pa.Array | None:
+    return values.cast(pa.int64()) if pa.types.is_signed_integer(values.type) else None
+
+
+def _floats(values: pa.Array) -> pa.Array | None:
+    return values.cast(pa.float64()) if pa.types.is_floating(values.type) else None
+
+
+def _bools(values: pa.Array) -> pa.Array | None:
+    return values if pa.types.is_boolean(values.type) else None
+
+
+def _text(values: pa.Array) -> pa.Array | None:
+    return values.cast(pa.large_binary()) if _is_text(values.type) else None
+
+
+def _binary(values: pa.Array) -> pa.Array | None:
+    t = values.type
+    return values.cast(pa.large_binary()) if pa.types.is_binary(t) or pa.types.is_large_binary(t) else None
+
+
+def _decimal_text(values: pa.Array) -> pa.Array | None:
+    """Decimals as plain decimal text (Arrow writes tiny or negative-scale ones as ``1E-9``); text as is."""
+    if _is_text(values.type):
+        return _text(values)
+    if not pa.types.is_decimal(values.type):
+        return None
+    text = values.cast(pa.string())
+    exponent = pc.fill_null(pc.match_substring(text, "E"), False)
+    if pc.any(exponent).as_py():
+        plain = [format(Decimal(s), "f") for s in pc.filter(text, exponent).to_pylist()]
+        text = pc.replace_with_mask(text, exponent, pa.array(plain, pa.string()))
+    return text.cast(pa.large_binary())
+
+
+def _days(values: pa.Array) -> pa.Array | None:
+    return values.cast(pa.int32()).cast(pa.int64()) if pa.types.is_date32(values.type) else None
+
+
+def _microseconds(values: pa.Array) -> pa.Array:
+    """Timestamps as int64 microseconds since the epoch (UTC); nanoseconds are floored."""
+    if values.type.unit == "ns":
+        micros = np.floor_divide(_numpy(values.cast(pa.int64())), 1000)
+        return pa.array(micros, mask=_absent(values))
+    return values.cast(pa.timestamp("us", values.type.tz)).cast(pa.int64())  # raises on overflow
+
+
+def _timestamps(values: pa.Array) -> pa.Array | None:
+    return _microseconds(values) if pa.types.is_timestamp(values.type) else None
+
+
+def _datetimes(values: pa.Array) -> pa.Array | None:
+    """Civil date-times as ``YYYY-MM-DD HH:MM:SS.ffffff`` (Arrow's format for timestamp[us])."""
+    if not pa.types.is_timestamp(values.type) or values.type.tz is not None:
+        return None
+    return _microseconds(values).cast(pa.timestamp("us")).cast(pa.string()).cast(pa.large_binary())
+
+
+def _times(values: pa.Array) -> pa.Array | None:
+    """Times of day as ``HH:MM:SS.ffffff`` (Arrow's format for time64[us]); nanoseconds are dropped."""
+    if not pa.types.is_time(values.type):
+        return None
+    return values.cast(pa.time64("us"), safe=False).cast(pa.string()).cast(pa.large_binary())
+
+
+class _Mapping(NamedTuple):
+    proto_type: int  # FieldDescriptorProto.Type
+    kind: _Kind
+    convert: Callable[[pa.Array], pa.Array | None]  # the normalized column, or None if unsupported
+
+
+# The Storage Write API's protobuf type for each BigQuery type, and how Arrow columns reach it.
+_MAPPINGS = {
+    "INT64": _Mapping(_Field.TYPE_INT64, _Kind.VARINT, _integers),
+    "INTEGER": _Mapping(_Field.TYPE_INT64, _Kind.VARINT, _integers),
+    "FLOAT64": _Mapping(_Field.TYPE_DOUBLE, _Kind.DOUBLE, _floats),
+    "FLOAT": _Mapping(_Field.TYPE_DOUBLE, _Kind.DOUBLE, _floats),
+    "BOOL": _Mapping(_Field.TYPE_BOOL, _Kind.BOOL, _bools),
+    "BOOLEAN": _Mapping(_Field.TYPE_BOOL, _Kind.BOOL, _bools),
+    "STRING": _Mapping(_Field.TYPE_STRING, _Kind.BYTES, _text),
+    "JSON": _Mapping(_Field.TYPE_STRING, _Kind.BYTES, _text),
+    "BYTES": _Mapping(_Field.TYPE_BYTES, _Kind.BYTES, _binary),
+    "NUMERIC": _Mapping(_Field.TYPE_STRING, _Kind.BYTES, _decimal_text),
+    "BIGNUMERIC": _Mapping(_Field.TYPE_STRING, _Kind.BYTES, _decimal_text),
+    "DATE": _Mapping(_Field.TYPE_INT32, _Kind.VARINT, _days),
+    "DATETIME": _Mapping(_Field.TYPE_STRING, _Kind.BYTES, _datetimes),
+    "TIMESTAMP": _Mapping(_Field.TYPE_INT64, _Kind.VARINT, _timestamps),
+    "TIME": _Mapping(_Field.TYPE_STRING, _Kind.BYTES, _times),
+}
+
+
+def _mapping(field: SchemaField) -> _Mapping:
+    try:
+        return _MAPPINGS[field.field_type]
+    except KeyError:
+        raise TypeError(f"column {field.name!r}: BigQuery type {field.field_type} is not supported") from None
+
+
+def _convert(field: SchemaField, values: pa.Array, column_type: pa.DataType) -> tuple[_Kind, pa.Array]:
+    """``values`` (the column, or a REPEATED column's elements) normalized for its wire kind."""
+    mapping = _mapping(field)
+    converted = mapping.convert(values)
+    if converted is None:
+        raise TypeError(
+            f"column {field.name!r}: Arrow type {column_type} cannot be written to BigQuery {field.field_type}"
+        )
+    return mapping.kind, converted
+
+
+# ---------------------------------------------------------------------------------------------
+# Encoding columns into segments
+# ---------------------------------------------------------------------------------------------
+
+
+class _Grid(NamedTuple):
+    """Row i contributes ``values[:, i][mask[:, i]]``: up to ``width`` bytes, kept per the mask."""
+
+    values: np.ndarray  # uint8, shape (width, rows)
+    mask: np.ndarray  # bool, shape (width, rows)
+
+
+_Segment = _Grid | pa.Array  # an Arrow large_binary array contributes each value; NULL = nothing
+
+_VARINT, _I64, _LEN = 0, 1, 2  # protobuf wire types
+
+
+def _field_segments(number: int, field: SchemaField, column: pa.Array) -> list[_Segment]:
+    """The segments that write ``column`` as field ``number``."""
+    is_list = pa.types.is_list(column.type) or pa.types.is_large_list(column.type)
+    if field.mode != "REPEATED":
+        if is_list:
+            raise TypeError(f"column {field.name!r}: Arrow type {column.type} needs a REPEATED field")
+        kind, values = _convert(field, column, column.type)
+        return _value_segments(number, kind, values)
+
+    if not is_list:
+        raise TypeError(f"column {field.name!r}: REPEATED field needs an Arrow list, got {column.type}")
+    elements = column.flatten()  # skips NULL lists and honours slicing
+    if elements.null_count:
+        row = pc.list_parent_indices(column)[_first_null(elements)].as_py()
+        raise ValueError(f"column {field.name!r}: REPEATED value in row {row} contains a NULL element")
+    kind, elements = _convert(field, elements, column.type)
+    counts = _numpy(pc.list_value_length(column))
+    row_starts = np.zeros(len(column) + 1, dtype=np.int64)
+    np.cumsum(counts, out=row_starts[1:])
+
+    if kind is _Kind.BYTES:  # one (tag, length, bytes) entry per element
+        encoded = _concat_rows(_value_segments(number, kind, elements), len(elements))
+        return [_regroup(encoded, row_starts)]
+    # Packed: one (tag, total length) header followed by the untagged payloads.
+    payloads = _concat_rows([_payload_grid(kind, elements, None)], len(elements))
+    content = _regroup(payloads, row_starts)
+    content_lengths = np.diff(_offsets(content))
+    non_empty = content_lengths > 0
+    return [_tag_grid(number, _LEN, non_empty, len(column)), _varint_grid(content_lengths, non_empty), content]
+
+
+def _value_segments(number: int, kind: _Kind, values: pa.Array) -> list[_Segment]:
+    """Each present value as (tag, payload); for BYTES the payload is a length grid plus the data."""
+    present = _present(values)
+    rows = len(values)
+    if kind is _Kind.BYTES:
+        lengths = _numpy(pc.binary_length(values))
+        return [_tag_grid(number, _LEN, present, rows), _varint_grid(lengths, present), values]
+    wire_type = _I64 if kind is _Kind.DOUBLE else _VARINT
+    return [_tag_grid(number, wire_type, present, rows), _payload_grid(kind, values, present)]
+
+
+def _payload_grid(kind: _Kind, values: pa.Array, present: np.ndarray | None) -> _Grid:
+    """The untagged wire bytes of each present value of a numeric column."""
+    if kind is _Kind.VARINT:
+        return _varint_grid(_numpy(values), present)
+    if kind is _Kind.DOUBLE:
+        raw = np.ascontiguousarray(_numpy(values), dtype="<f8").view(np.uint8).reshape(-1, 8).T
+    else:
+        raw = _numpy(values).astype(np.uint8)[None, :]
+    return _Grid(raw, _present_mask(present, raw.shape))
+
+
+def _varint_grid(numbers: np.ndarray, present: np.ndarray | None) -> _Grid:
+    """Base-128 varints of int64 values; negatives take 10 bytes (two's complement), as protobuf does."""
+    unsigned = numbers.astype(np.int64, copy=False).view(np.uint64)
+    width = max(1, -(-int(unsigned.max(initial=0)).bit_length() // 7))
+    groups = unsigned[None, :] >> (7 * np.arange(width, dtype=np.uint64))[:, None]
+    more = groups > 0x7F  # another byte follows this one
+    values = groups.astype(np.uint8)
+    values &= 0x7F
+    values |= more.view(np.uint8) << 7
+    mask = np.empty_like(more)
+    mask[0] = True if present is None else present
+    mask[1:] = more[:-1]
+    return _Grid(values, mask)
+
+
+def _tag_grid(number: int, wire_type: int, present: np.ndarray | None, rows: int) -> _Grid:
+    """The field's tag (number and wire type as a varint) in every present row."""
+    tag = _varint_bytes(number << 3 | wire_type)
+    values = np.broadcast_to(np.frombuffer(tag, dtype=np.uint8)[:, None], (len(tag), rows))
+    return _Grid(values, _present_mask(present, values.shape))
+
+
+def _varint_bytes(number: int) -> bytes:
+    out = bytearray()
+    while number >= 0x80:
+        out.append(number & 0x7F | 0x80)
+        number >>= 7
+    out.append(number)
+    return bytes(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Joining segments into rows
+# ---------------------------------------------------------------------------------------------
+
+_NOTHING = pa.scalar(b"", pa.large_binary())
+
+
+def _concat_rows(segments: Sequence[_Segment], rows: int) -> pa.LargeBinaryArray:
+    """Row i of the result is the concatenation of every segment's contribution to row i."""
+    pieces: list[pa.Array] = []
+    grids: list[_Grid] = []
+    for segment in segments:
+        if isinstance(segment, _Grid):
+            grids.append(segment)
+            continue
+        if grids:
+            pieces.append(_grids_to_array(grids, rows))
+            grids = []
+        pieces.append(segment)
+    if grids:
+        pieces.append(_grids_to_array(grids, rows))
+    if not pieces:
+        return pa.array([b""] * rows, pa.large_binary())
+    if len(pieces) == 1 and pieces[0].null_count == 0:
+        return pieces[0]
+    return pc.binary_join_element_wise(*pieces, _NOTHING, null_handling="replace", null_replacement="")
+
+
+def _grids_to_array(grids: list[_Grid], rows: int) -> pa.LargeBinaryArray:
+    """Per row, the kept bytes of every grid in order, as one binary value."""
+    values = np.concatenate([g.values for g in grids])
+    mask = np.concatenate([g.mask for g in grids])
+    offsets = np.zeros(rows + 1, dtype=np.int64)
+    np.cumsum(mask.sum(axis=0, dtype=np.uint32), out=offsets[1:])
+    data = values.T[mask.T]  # row by row: all of row 0's kept bytes, then row 1's, ...
+    return pa.Array.from_buffers(pa.large_binary(), rows, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+
+
+def _regroup(elements: pa.LargeBinaryArray, row_starts: np.ndarray) -> pa.LargeBinaryArray:
+    """Concatenate elements ``row_starts[i]:row_starts[i+1]`` into row i, reusing the data buffer."""
+    offsets = np.ascontiguousarray(_offsets(elements)[row_starts])
+    data = elements.buffers()[2]
+    return pa.Array.from_buffers(pa.large_binary(), len(row_starts) - 1, [None, pa.py_buffer(offsets), data])
+
+
+def _offsets(values: pa.LargeBinaryArray) -> np.ndarray:
+    return np.frombuffer(values.buffers()[1], dtype=np.int64)[values.offset : values.offset + len(values) + 1]
+
+
+# ---------------------------------------------------------------------------------------------
+# Small Arrow <-> numpy helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def _numpy(values: pa.Array) -> np.ndarray:
+    """A primitive column as numpy, NULLs as zero (so they still encode; masks drop them)."""
+    return values.fill_null(False if pa.types.is_boolean(values.type) else 0).to_numpy(zero_copy_only=False)
+
+
+def _present(values: pa.Array) -> np.ndarray | None:
+    """Which rows hold a value, or None when all of them do."""
+    return values.is_valid().to_numpy(zero_copy_only=False) if values.null_count else None
+
+
+def _present_mask(present: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
+    """A grid mask keeping every byte of the present rows."""
+    if present is None:
+        return np.ones(shape, dtype=bool)
+    return np.repeat(present[None, :], shape[0], axis=0)
+
+
+def _absent(values: pa.Array) -> np.ndarray | None:
+    present = _present(values)
+    return None if present is None else ~present
+
+
+def _first_null(values: pa.Array) -> int:
+    return int(np.argmin(values.is_valid().to_numpy(zero_copy_only=False)))
