@@ -1,13 +1,17 @@
-"""The Dagster definitions of glific_bq: ``dagster dev -m glific_bq.definitions``."""
+"""The Dagster definitions of glific_bq (``dagster dev -m glific_bq.definitions``)."""
 
 import dagster as dg
 
 from glific_bq.defs.assets import source_assets, table_assets
+from glific_bq.defs.jobs import sync_job
 from glific_bq.defs.resources import resources_from_env
+from glific_bq.defs.schedules import sync_every_minute
 from glific_bq.defs.sensors import tenant_discovery
 
 defs = dg.Definitions(
     assets=[*source_assets, *table_assets],
+    jobs=[sync_job],
+    schedules=[sync_every_minute],
     sensors=[tenant_discovery],
     resources=resources_from_env(),
 )

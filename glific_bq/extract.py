@@ -54,14 +54,7 @@ def build_query(spec: TableSpec, columns: list[Column], pass_: Pass, schema: str
     Parameters: $1 organization id, $2 id bound, $3 page size, $4 timezone, and for the update
     pass $5/$6 the cursor (updated_at, id).
     """
-    by_name = {c.name: c for c in columns}
-    cursor = by_name.get(spec.cursor_column)
-    if cursor is not None and cursor.type_name == "timestamptz":
-        cursor_expr = sql.SQL("({} AT TIME ZONE 'UTC')").format(sql.Identifier(cursor.name))
-    elif cursor is not None and cursor.type_name == "timestamp":
-        cursor_expr = sql.Identifier(cursor.name)
-    else:
-        cursor_expr = sql.SQL("NULL::timestamp")
+    cursor_expr = cursor_expression(spec, columns) or sql.SQL("NULL::timestamp")
     select = sql.SQL(", ").join(
         [c.select_expression(sql.SQL("{}::text").format(_TZ)) for c in columns]
         + [sql.SQL("{} AS {}").format(cursor_expr, sql.Identifier(CURSOR_COLUMN))]
@@ -81,10 +74,15 @@ def build_query(spec: TableSpec, columns: list[Column], pass_: Pass, schema: str
     return query.as_string(None)
 
 
-def has_update_cursor(spec: TableSpec, columns: list[Column]) -> bool:
-    """Whether the table has the timestamp column its update pass needs."""
-    return any(c.name == spec.cursor_column and c.type_name in ("timestamp", "timestamptz") and not c.is_array
-               for c in columns)
+def cursor_expression(spec: TableSpec, columns: list[Column]) -> sql.Composable | None:
+    """The update cursor as a UTC ``timestamp``, or None if the table has no usable cursor column."""
+    for column in columns:
+        if column.name == spec.cursor_column and not column.is_array:
+            if column.type_name == "timestamp":
+                return sql.Identifier(column.name)
+            if column.type_name == "timestamptz":
+                return sql.SQL("({} AT TIME ZONE 'UTC')").format(sql.Identifier(column.name))
+    return None
 
 
 def pages(

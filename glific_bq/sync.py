@@ -135,7 +135,7 @@ def _sync_table(source, warehouse, organization, spec, options, on_step) -> Tabl
         return result
     timezone_name = organization.checked_timezone()
     target = warehouse.ensure_table(spec, bigquery_schema(columns))
-    updates = spec.mode is SyncMode.UPSERT and extract.has_update_cursor(spec, columns)
+    updates = spec.mode is SyncMode.UPSERT and extract.cursor_expression(spec, columns) is not None
     if spec.mode is SyncMode.UPSERT and not updates:
         result.warnings.append(f"{spec.name} has no {spec.cursor_column} timestamp: synced insert-only")
     insert_query = extract.build_query(spec, columns, Pass.INSERT)

@@ -1,10 +1,13 @@
 """One asset per synced table, ``bigquery/<table>``, partitioned by tenant, downstream of the
 PostgreSQL table it copies (``postgres/<table>``, an external asset)."""
 
+from collections import defaultdict
+from collections.abc import Iterable
+
 import dagster as dg
 
 from glific_bq.registry import TABLES, TableSpec
-from glific_bq.sync import SyncOptions, TableSync, sync_table
+from glific_bq.sync import TableSync, sync_table
 from glific_bq.tenants import get_organization
 
 from .partitions import tenants
@@ -20,8 +23,12 @@ def source_spec(spec: TableSpec) -> dg.AssetSpec:
     )
 
 
-def materialization(key: dg.AssetKey, result: TableSync, dataset: str) -> dg.AssetMaterialization:
-    """What the UI shows for one tenant's sync: row counts, watermarks, lag, as numbers to plot."""
+def table_key(spec: TableSpec) -> dg.AssetKey:
+    return dg.AssetKey(["bigquery", spec.name])
+
+
+def materialization(result: TableSync, dataset: str) -> dg.AssetMaterialization:
+    """What the UI shows for one tenant's sync: row counts, watermarks and lag, as numbers to plot."""
     metadata: dict[str, object] = {
         "dataset": dataset,
         "rows_inserted": dg.MetadataValue.int(result.inserted),
@@ -35,12 +42,58 @@ def materialization(key: dg.AssetKey, result: TableSync, dataset: str) -> dg.Ass
             metadata[f"last_updated_at_{name}"] = watermark.last_updated_at.isoformat()
     if result.warnings:
         metadata["warnings"] = dg.MetadataValue.md("\n".join(f"- {w}" for w in result.warnings))
-    return dg.AssetMaterialization(asset_key=key, partition=str(result.organization_id), metadata=metadata)
+    return dg.AssetMaterialization(
+        asset_key=["bigquery", result.table], partition=str(result.organization_id), metadata=metadata
+    )
+
+
+def sync_partitions(
+    context: dg.OpExecutionContext,
+    postgres: GlificPostgres,
+    bigquery: GlificBigQuery,
+    work: Iterable[tuple[str, TableSpec]],
+) -> list[TableSync]:
+    """Sync each (tenant key, table), recording a materialization for each success.
+
+    One tenant-table failing does not stop the others; the failures are raised together at the
+    end, so the run fails and says which tenants and tables.
+    """
+    by_tenant: dict[str, list[TableSpec]] = defaultdict(list)
+    for key, spec in work:
+        by_tenant[key].append(spec)
+    results, failures = [], []
+    with postgres.source() as source:
+        for key, specs in by_tenant.items():
+            try:
+                organization = get_organization(source.control, int(key))
+                with bigquery.warehouse(organization) as warehouse:
+                    for spec in specs:
+                        try:
+                            result = sync_table(source, warehouse, organization, spec)
+                        except Exception as error:  # this tenant-table only
+                            context.log.exception(f"organization {key}, {spec.name} failed")
+                            failures.append(f"organization {key}, {spec.name}: {type(error).__name__}: {error}")
+                            continue
+                        results.append(result)
+                        if result.status == "synced":
+                            context.log_event(materialization(result, warehouse.dataset_ref))
+                        elif result.status == "busy":
+                            context.log.info(f"organization {key}, {spec.name}: {result.message}")
+                        else:
+                            failures.append(f"organization {key}, {spec.name}: {result.message}")
+            except Exception as error:  # a tenant that cannot be set up fails alone
+                context.log.exception(f"organization {key} failed")
+                failures.append(f"organization {key}: {type(error).__name__}: {error}")
+    if failures:
+        raise dg.Failure(
+            f"{len(failures)} tenant-table sync(s) failed", metadata={"failures": dg.MetadataValue.md("\n".join(f"- {f}" for f in failures))}
+        )
+    return results
 
 
 def table_asset(spec: TableSpec) -> dg.AssetsDefinition:
     @dg.asset(
-        key=["bigquery", spec.name],
+        key=table_key(spec),
         deps=[source_spec(spec)],
         partitions_def=tenants,
         backfill_policy=dg.BackfillPolicy.single_run(),
@@ -48,28 +101,12 @@ def table_asset(spec: TableSpec) -> dg.AssetsDefinition:
         kinds={"bigquery"},
         description=f"Glific's {spec.name}, one dataset per organization, synced incrementally ({spec.mode.value}).",
         output_required=False,
-        pool="bigquery_sync",
     )
     def _sync(context: dg.AssetExecutionContext, postgres: GlificPostgres, bigquery: GlificBigQuery):
-        failures = []
-        with postgres.source() as source:
-            for key in context.partition_keys:
-                organization = get_organization(source.control, int(key))
-                with bigquery.warehouse(organization) as warehouse:
-                    try:
-                        result = sync_table(source, warehouse, organization, spec, SyncOptions())
-                    except Exception as error:  # one tenant's failure does not stop the others
-                        context.log.exception(f"organization {key}: {spec.name} failed")
-                        failures.append(f"organization {key}: {type(error).__name__}: {error}")
-                        continue
-                    if result.status in ("missing", "failed"):
-                        failures.append(f"organization {key}: {result.message}")
-                        continue
-                    context.log.info(f"organization {key}: {result.as_metadata()}")
-                    context.log_event(materialization(context.asset_key, result, warehouse.dataset_ref))
-        if failures:
-            raise dg.Failure(f"{spec.name}: {len(failures)} tenant(s) failed", metadata={"failures": "\n".join(failures)})
-        return None
+        sync_partitions(context, postgres, bigquery, [(key, spec) for key in context.partition_keys])
+        # Each tenant's materialization was recorded as it completed, with its own numbers: the
+        # asset yields no output of its own (a generator that yields nothing).
+        yield from ()
 
     return _sync
 

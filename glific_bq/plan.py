@@ -1,0 +1,49 @@
+"""Which (organization, table) pairs have work to do: decided from the data, never from an
+"active recently" filter (glific#4169).
+
+One query per table, whatever the number of organizations: each organization costs two index
+probes (``(organization_id, id)`` and ``(organization_id, updated_at, id)``), never a scan.
+"""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg import sql
+
+from glific_bq.extract import cursor_expression
+from glific_bq.registry import SyncMode, TableSpec
+from glific_bq.schema import reflect_columns
+
+_DIRTY = """
+SELECT o.id
+FROM organizations o
+LEFT JOIN bigquery_jobs w ON w.organization_id = o.id AND w."table" = {name}
+WHERE COALESCE(o.is_active, true)
+  AND (EXISTS (SELECT 1 FROM {table} t WHERE t.organization_id = o.id AND t.id > COALESCE(w.table_id, 0))
+       {updates})
+ORDER BY o.id
+"""
+
+_UPDATES = """
+       OR EXISTS (SELECT 1 FROM {table} t
+                  WHERE t.organization_id = o.id AND t.id <= w.table_id
+                    AND ({cursor}, t.id) > (w.last_updated_at, w.last_updated_id))
+"""
+
+
+def dirty_organizations(conn: psycopg.Connection, spec: TableSpec) -> list[int]:
+    """Ids of active organizations with rows of ``spec``'s table beyond their watermark."""
+    columns = reflect_columns(conn, spec.name)
+    if not columns:
+        return []
+    table = sql.Identifier(spec.name)
+    cursor = cursor_expression(spec, columns) if spec.mode is SyncMode.UPSERT else None
+    updates = sql.SQL(_UPDATES).format(table=table, cursor=cursor) if cursor else sql.SQL("")
+    query = sql.SQL(_DIRTY).format(name=sql.Literal(spec.name), table=table, updates=updates)
+    return [row[0] for row in conn.execute(query).fetchall()]
+
+
+def dirty(conn: psycopg.Connection, tables: tuple[TableSpec, ...]) -> dict[str, list[int]]:
+    """``{table: [organization ids]}`` for every table with work to do."""
+    plan = {spec.name: dirty_organizations(conn, spec) for spec in tables}
+    return {name: ids for name, ids in plan.items() if ids}

@@ -1,0 +1,110 @@
+"""The Dagster layer: definitions load, a tenant materializes, the sensor registers tenants,
+the minute job syncs what is dirty — all against the real PostgreSQL and the emulator."""
+
+from __future__ import annotations
+
+import uuid
+
+import dagster as dg
+import pytest
+
+from glific_bq import plan
+from glific_bq.defs.assets import table_assets
+from glific_bq.defs.jobs import sync_job
+from glific_bq.defs.partitions import tenants
+from glific_bq.defs.resources import GlificBigQuery, GlificPostgres
+from glific_bq.defs.schedules import sync_every_minute
+from glific_bq.defs.sensors import tenant_discovery
+from glific_bq.local.sample_data import seed
+from glific_bq.registry import TABLES
+from glific_bq.warehouse import Warehouse
+from glific_bq.tenants import get_organization
+
+from .helpers import warehouse_rows
+
+
+@pytest.fixture
+def seeded(db):
+    seed(db, organizations=2, messages_per_org=40, contacts_per_org=10)
+    return db
+
+
+@pytest.fixture
+def resources(database_url, warehouse_config):
+    return {
+        "postgres": GlificPostgres(database_url=database_url),
+        "bigquery": GlificBigQuery(
+            project=warehouse_config.project,
+            dataset_template=warehouse_config.dataset_template,
+            emulator_host=warehouse_config.emulator_host,
+            storage_emulator_host=warehouse_config.storage_emulator_host,
+        ),
+    }
+
+
+def count(conn, table: str, organization_id: int) -> int:
+    return conn.execute(f"SELECT count(*) FROM {table} WHERE organization_id = %s", (organization_id,)).fetchone()[0]
+
+
+def test_definitions_load(monkeypatch):
+    monkeypatch.setenv("GLIFIC_DATABASE_URL", "postgresql://nowhere/none")
+    monkeypatch.setenv("GLIFIC_BQ_PROJECT", "some-project")
+    from glific_bq.definitions import defs
+
+    dg.Definitions.validate_loadable(defs)
+    graph = defs.resolve_asset_graph()
+    for spec in TABLES:
+        key = dg.AssetKey(["bigquery", spec.name])
+        assert graph.get(key).parent_keys == {dg.AssetKey(["postgres", spec.name])}
+    assert {s.name for s in defs.schedules} == {"sync_every_minute"}
+
+
+def test_materializing_one_tenant_syncs_it_and_reports_numbers(seeded, resources, warehouse_config):
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(tenants.name, ["1", "2"])
+    messages = next(a for a in table_assets if a.key == dg.AssetKey(["bigquery", "messages"]))
+
+    result = dg.materialize([messages], partition_key="1", resources=resources, instance=instance)
+
+    assert result.success
+    events = result.get_asset_materialization_events()
+    assert [(e.asset_key.path, e.partition) for e in events] == [(["bigquery", "messages"], "1")]
+    metadata = events[0].materialization.metadata
+    assert metadata["rows_inserted"].value == count(seeded, "messages", 1)
+    assert metadata["rows_updated"].value == 0
+    assert metadata["table_id_before"].value == 0 and metadata["table_id_after"].value > 0
+    rows = warehouse_rows(Warehouse(warehouse_config, get_organization(seeded, 1)), "messages")
+    assert len(rows) == count(seeded, "messages", 1) and {r["organization_id"] for r in rows} == {1}
+
+
+def test_tenant_discovery_adds_active_organizations_once(seeded, resources):
+    instance = dg.DagsterInstance.ephemeral()
+    seeded.execute("UPDATE organizations SET is_active = false WHERE id = 2")
+
+    first = tenant_discovery(dg.build_sensor_context(instance=instance, resources=resources))
+    assert isinstance(first, dg.SensorResult)
+    assert [r.partition_keys for r in first.dynamic_partitions_requests] == [["1"]]
+
+    instance.add_dynamic_partitions(tenants.name, ["1"])
+    second = tenant_discovery(dg.build_sensor_context(instance=instance, resources=resources))
+    assert isinstance(second, dg.SkipReason)
+
+
+def test_minute_schedule_requests_a_run_unless_one_is_in_flight():
+    with dg.instance_for_test() as instance:
+        assert isinstance(sync_every_minute(dg.build_schedule_context(instance=instance)), dg.RunRequest)
+
+        instance.add_run(dg.DagsterRun(job_name=sync_job.name, run_id=str(uuid.uuid4()), status=dg.DagsterRunStatus.STARTED))
+        assert isinstance(sync_every_minute(dg.build_schedule_context(instance=instance)), dg.SkipReason)
+
+
+def test_plan_finds_exactly_the_tenant_tables_beyond_their_watermarks(seeded, resources, warehouse_config):
+    everything = plan.dirty(seeded, TABLES)
+    assert everything["messages"] == [1, 2] and everything["contacts"] == [1, 2]
+
+    result = sync_job.execute_in_process(resources=resources, instance=dg.DagsterInstance.ephemeral())
+    assert result.success
+    assert plan.dirty(seeded, TABLES) == {}
+
+    seeded.execute("UPDATE messages SET status = 'read', updated_at = updated_at + interval '1 day' WHERE id = (SELECT max(id) FROM messages WHERE organization_id = 2)")
+    assert plan.dirty(seeded, TABLES) == {"messages": [2]}
