@@ -26,6 +26,9 @@ from psycopg import sql
 from glific_bq.registry import TableSpec
 from glific_bq.schema import Column
 
+#: Default margin behind the database clock that the update cursor never passes (see ``horizon``).
+HORIZON_SECONDS = 5.0
+
 #: The raw cursor value (UTC, as stored) carried with each row for the watermark; never sent.
 CURSOR_COLUMN = "_glific_bq_cursor"
 
@@ -45,14 +48,15 @@ class Page:
 
 
 # Positional parameters, the same for every query ADBC prepares.
-_ORG, _ID, _LIMIT, _TZ, _CURSOR_TS, _CURSOR_ID = (sql.SQL(f"${n}") for n in range(1, 7))
+_ORG, _ID, _LIMIT, _TZ, _CURSOR_TS, _CURSOR_ID, _HORIZON = (sql.SQL(f"${n}") for n in range(1, 8))
 
 
 def build_query(spec: TableSpec, columns: list[Column], pass_: Pass, schema: str = "public") -> str:
     """The SELECT of one pass over ``spec``'s table for one organization and position.
 
     Parameters: $1 organization id, $2 id bound, $3 page size, $4 timezone, and for the update
-    pass $5/$6 the cursor (updated_at, id).
+    pass $5/$6 the cursor (updated_at, id) and $7 the horizon: rows changed at or after it are
+    left for a later sync (see ``horizon``).
     """
     cursor_expr = cursor_expression(spec, columns) or sql.SQL("NULL::timestamp")
     select = sql.SQL(", ").join(
@@ -64,9 +68,9 @@ def build_query(spec: TableSpec, columns: list[Column], pass_: Pass, schema: str
         where = sql.SQL("organization_id = {} AND id > {}").format(_ORG, _ID)
         order = sql.SQL("id")
     else:
-        where = sql.SQL("organization_id = {} AND id <= {} AND ({}, id) > ({}::timestamp, {}::bigint)").format(
-            _ORG, _ID, cursor_expr, _CURSOR_TS, _CURSOR_ID
-        )
+        where = sql.SQL(
+            "organization_id = {} AND id <= {} AND ({}, id) > ({}::timestamp, {}::bigint) AND {} < {}::timestamp"
+        ).format(_ORG, _ID, cursor_expr, _CURSOR_TS, _CURSOR_ID, cursor_expr, _HORIZON)
         order = sql.SQL("{}, id").format(cursor_expr)
     query = sql.SQL("SELECT {} FROM {} WHERE {} ORDER BY {} LIMIT {}::bigint").format(
         select, table, where, order, _LIMIT
@@ -94,6 +98,7 @@ def pages(
     timezone: str,
     id_bound: int,
     cursor: tuple[datetime, int] | None = None,
+    horizon: datetime | None = None,
     page_rows: int,
     max_rows: int | None = None,
 ) -> Iterator[Page]:
@@ -109,8 +114,8 @@ def pages(
         limit = page_rows if max_rows is None else min(page_rows, max_rows - read)
         params: tuple = (organization_id, id_bound, limit, timezone)
         if pass_ is Pass.UPDATE:
-            assert cursor is not None
-            params += cursor
+            assert cursor is not None and horizon is not None
+            params += (*cursor, horizon)
         with reader.cursor() as cur:
             cur.execute(query, parameters=params)
             rows = cur.fetch_arrow_table()
@@ -128,8 +133,25 @@ def pages(
             return
 
 
-def max_cursor(rows: pa.Table) -> tuple[datetime, int] | None:
-    """The greatest (cursor, id) among rows, ignoring rows whose cursor is NULL."""
+def horizon(reader, margin_seconds: float) -> datetime:
+    """The database clock (UTC) minus a margin, read as the first statement of a snapshot.
+
+    The update cursor never passes it. A change stamped in the current second (Glific's
+    ``timestamp(0)``), by a writer whose clock runs a little ahead, or by a transaction still
+    committing could otherwise get a key below a cursor that has already moved on, and be
+    skipped for good. Changes past the horizon wait for the next sync instead; rows stamped in
+    the future wait until their time comes, without dragging the cursor past rows written later.
+    """
+    with reader.cursor() as cur:
+        cur.execute(f"SELECT (clock_timestamp() AT TIME ZONE 'UTC') - interval '{float(margin_seconds)} seconds'")
+        (value,) = cur.fetchone()
+    return value
+
+
+def max_cursor(rows: pa.Table, below: datetime) -> tuple[datetime, int] | None:
+    """The greatest (cursor, id) among rows whose cursor is below ``below`` (NULLs ignored)."""
+    ts = rows.column(CURSOR_COLUMN)
+    rows = rows.filter(pc.less(ts, pa.scalar(below, ts.type)))
     ts = rows.column(CURSOR_COLUMN)
     top = pc.max(ts).as_py()
     if top is None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import psycopg
 from psycopg import sql
 
-from glific_bq.extract import cursor_expression
+from glific_bq.extract import HORIZON_SECONDS, cursor_expression
 from glific_bq.registry import SyncMode, TableSpec
 from glific_bq.schema import reflect_columns
 
@@ -27,18 +27,22 @@ ORDER BY o.id
 _UPDATES = """
        OR EXISTS (SELECT 1 FROM {table} t
                   WHERE t.organization_id = o.id AND t.id <= w.table_id
-                    AND ({cursor}, t.id) > (w.last_updated_at, w.last_updated_id))
+                    AND ({cursor}, t.id) > (w.last_updated_at, w.last_updated_id)
+                    AND {cursor} < (clock_timestamp() AT TIME ZONE 'UTC') - make_interval(secs => {margin}))
 """
 
 
-def dirty_organizations(conn: psycopg.Connection, spec: TableSpec) -> list[int]:
-    """Ids of active organizations with rows of ``spec``'s table beyond their watermark."""
+def dirty_organizations(
+    conn: psycopg.Connection, spec: TableSpec, horizon_seconds: float = HORIZON_SECONDS
+) -> list[int]:
+    """Ids of active organizations with rows of ``spec``'s table beyond their watermark (changes
+    newer than the sync's horizon do not count yet)."""
     columns = reflect_columns(conn, spec.name)
     if not columns:
         return []
     table = sql.Identifier(spec.name)
     cursor = cursor_expression(spec, columns) if spec.mode is SyncMode.UPSERT else None
-    updates = sql.SQL(_UPDATES).format(table=table, cursor=cursor) if cursor else sql.SQL("")
+    updates = sql.SQL(_UPDATES).format(table=table, cursor=cursor, margin=sql.Literal(horizon_seconds)) if cursor else sql.SQL("")
     query = sql.SQL(_DIRTY).format(name=sql.Literal(spec.name), table=table, updates=updates)
     return [row[0] for row in conn.execute(query).fetchall()]
 

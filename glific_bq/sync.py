@@ -50,11 +50,15 @@ class SyncOptions:
             Glific message row in Arrow, so 50,000 rows hold ~50 MB.
         round_rows: rows per snapshot; bounds how long a snapshot is held open.
         max_rows: stop after this many rows in one call (None: until caught up).
+        horizon_seconds: changes stamped less than this long ago (database clock) wait for the
+            next sync, so that the update cursor never passes a change still being committed
+            in the same second (see ``extract.horizon``). Raise it if writers' clocks drift.
     """
 
     page_rows: int = 50_000
     round_rows: int = 1_000_000
     max_rows: int | None = None
+    horizon_seconds: float = extract.HORIZON_SECONDS
 
 
 @dataclass
@@ -167,11 +171,12 @@ def _sync_table(source, warehouse, organization, spec, options, on_step) -> Tabl
             update_exhausted = True
             insert_top = None
             reader.commit()  # each round starts a fresh snapshot
+            horizon = extract.horizon(reader, options.horizon_seconds)
             if update_query:
                 for page in extract.pages(
                     reader, update_query, Pass.UPDATE, organization_id=organization.id,
                     timezone=timezone_name, id_bound=watermark.table_id, cursor=watermark.cursor,
-                    page_rows=options.page_rows, max_rows=round_limit,
+                    horizon=horizon, page_rows=options.page_rows, max_rows=round_limit,
                 ):
                     watermark = write(Pass.UPDATE, page)
                     result.updated += page.rows.num_rows
@@ -187,7 +192,7 @@ def _sync_table(source, warehouse, organization, spec, options, on_step) -> Tabl
                     watermark = write(Pass.INSERT, page)
                     result.inserted += page.rows.num_rows
                     insert_read += page.rows.num_rows
-                    insert_top = max(filter(None, (insert_top, extract.max_cursor(page.rows))), default=None)
+                    insert_top = max(filter(None, (insert_top, extract.max_cursor(page.rows, horizon))), default=None)
             reader.commit()
             if updates and update_exhausted and insert_top:
                 watermark = watermarks.advance(control, organization.id, spec.name, cursor=insert_top)

@@ -104,7 +104,7 @@ class WarehouseConfig:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> WarehouseConfig:
         env = os.environ if environ is None else environ
-        return cls(**{field: env[var] for field, var in ENVIRONMENT.items() if env.get(var)})
+        return cls(**{"project": "", **{field: env[var] for field, var in ENVIRONMENT.items() if env.get(var)}})
 
     def dataset_for(self, organization: Organization) -> str:
         """The dataset id of one organization, validated so that no value can inject SQL."""

@@ -17,8 +17,8 @@ CREATE TABLE notes (
     organization_id bigint NOT NULL REFERENCES organizations (id),
     body text,
     payload jsonb,
-    inserted_at timestamp(0) NOT NULL DEFAULT (now() AT TIME ZONE 'UTC'),
-    updated_at timestamp NOT NULL DEFAULT (now() AT TIME ZONE 'UTC')
+    inserted_at timestamp(0) NOT NULL DEFAULT (now() AT TIME ZONE 'UTC') - interval '1 hour',
+    updated_at timestamp NOT NULL DEFAULT (now() AT TIME ZONE 'UTC') - interval '1 hour'
 )
 """
 

@@ -106,5 +106,5 @@ def test_plan_finds_exactly_the_tenant_tables_beyond_their_watermarks(seeded, re
     assert result.success
     assert plan.dirty(seeded, TABLES) == {}
 
-    seeded.execute("UPDATE messages SET status = 'read', updated_at = updated_at + interval '1 day' WHERE id = (SELECT max(id) FROM messages WHERE organization_id = 2)")
+    seeded.execute("UPDATE messages SET status = 'read', updated_at = now() AT TIME ZONE 'UTC' - interval '6 seconds' WHERE id = (SELECT max(id) FROM messages WHERE organization_id = 2)")
     assert plan.dirty(seeded, TABLES) == {"messages": [2]}

@@ -103,7 +103,7 @@ def test_a_bulk_update_sharing_one_updated_at_arrives_across_page_boundaries(not
     ids = add_notes(notes, org, [f"n{i}" for i in range(35)])
     warehouse = warehouse_for(org)
     sync_table(source, warehouse, org, NOTES)
-    notes.execute("UPDATE notes SET body = body || '!', updated_at = '2030-01-01 00:00:00' WHERE organization_id = %s", (org.id,))
+    notes.execute("UPDATE notes SET body = body || '!', updated_at = now() AT TIME ZONE 'UTC' - interval '10 minutes' WHERE organization_id = %s", (org.id,))
 
     result = sync_table(source, warehouse, org, NOTES, SyncOptions(page_rows=10))
 
@@ -119,10 +119,10 @@ def test_tie_on_updated_at_straddling_a_page_is_neither_skipped_nor_repeated(not
     ids = add_notes(notes, org, [f"n{i}" for i in range(12)])
     warehouse = warehouse_for(org)
     sync_table(source, warehouse, org, NOTES)
-    notes.execute("UPDATE notes SET updated_at = '2030-01-01' WHERE id = ANY(%s)", (ids[:7],))
-    notes.execute("UPDATE notes SET updated_at = '2030-01-02' WHERE id = ANY(%s)", (ids[7:],))
+    notes.execute("UPDATE notes SET updated_at = date_trunc('minute', updated_at) + interval '20 minutes' WHERE id = ANY(%s)", (ids[:7],))
+    notes.execute("UPDATE notes SET updated_at = date_trunc('minute', updated_at) + interval '30 minutes' WHERE id = ANY(%s)", (ids[7:],))
 
-    # The first round stops in the middle of the 2030-01-01 tie; the second must resume inside it.
+    # The first round stops in the middle of the first tie; the second must resume inside it.
     result = sync_table(source, warehouse, org, NOTES, SyncOptions(page_rows=5, round_rows=5))
 
     assert result.updated == 12
@@ -228,3 +228,35 @@ def test_a_column_added_at_the_source_appears_in_bigquery(notes, source, warehou
 
     rows = warehouse_rows(warehouse, "notes")
     assert [(r["body"], r["mood"]) for r in rows] == [("before", None), ("after", "happy")]
+
+
+def test_changes_newer_than_the_horizon_wait_for_a_later_sync(notes, source, warehouse_for):
+    org = add_organization(notes)
+    ids = add_notes(notes, org, ["a", "b"])
+    warehouse = warehouse_for(org)
+    sync_table(source, warehouse, org, NOTES)
+    notes.execute("UPDATE notes SET body = 'edited now', updated_at = now() AT TIME ZONE 'UTC' WHERE id = %s", (ids[1],))
+
+    now = sync_table(source, warehouse, org, NOTES)
+    later = sync_table(source, warehouse, org, NOTES, SyncOptions(horizon_seconds=-60))  # a minute later
+
+    assert (now.updated, later.updated) == (0, 1)
+    assert latest_versions(warehouse_rows(warehouse, "notes"))[ids[1]]["body"] == "edited now"
+
+
+def test_a_future_updated_at_does_not_drag_the_cursor_past_rows_written_later(notes, source, warehouse_for):
+    org = add_organization(notes)
+    ids = add_notes(notes, org, ["skewed", "normal"])
+    warehouse = warehouse_for(org)
+    sync_table(source, warehouse, org, NOTES)
+    notes.execute("UPDATE notes SET body = 'from the future', updated_at = now() AT TIME ZONE 'UTC' + interval '1 day' WHERE id = %s", (ids[0],))
+    sync_table(source, warehouse, org, NOTES)
+    notes.execute("UPDATE notes SET body = 'written later', updated_at = now() AT TIME ZONE 'UTC' - interval '1 minute' WHERE id = %s", (ids[1],))
+
+    result = sync_table(source, warehouse, org, NOTES)
+    assert result.updated == 1
+    assert watermarks.get(notes, org.id, "notes").last_updated_at < notes.execute("SELECT now() AT TIME ZONE 'UTC'").fetchone()[0]
+    tomorrow = sync_table(source, warehouse, org, NOTES, SyncOptions(horizon_seconds=-2 * 86400))
+    assert tomorrow.updated == 1
+    latest = latest_versions(warehouse_rows(warehouse, "notes"))
+    assert (latest[ids[0]]["body"], latest[ids[1]]["body"]) == ("from the future", "written later")

@@ -16,7 +16,7 @@ from .partitions import tenants
 from .resources import GlificBigQuery, GlificPostgres
 
 
-@dg.op(description="Plan the (tenant, table) pairs with rows beyond their watermarks, and sync them.")
+@dg.op(out={}, description="Plan the (tenant, table) pairs with rows beyond their watermarks, and sync them.")
 def sync_dirty_tenants(context: dg.OpExecutionContext, postgres: GlificPostgres, bigquery: GlificBigQuery):
     with postgres.source() as source:
         dirty = plan.dirty(source.control, TABLES)
@@ -27,11 +27,10 @@ def sync_dirty_tenants(context: dg.OpExecutionContext, postgres: GlificPostgres,
         context.instance.add_dynamic_partitions(tenants.name, [k for k in keys if k not in known])
     context.log.info(f"{len(work)} tenant-table pair(s) to sync: {dirty}")
     results = sync_partitions(context, postgres, bigquery, work)
-    context.add_output_metadata({
-        "pairs_synced": len(results),
-        "rows_inserted": sum(r.inserted for r in results),
-        "rows_updated": sum(r.updated for r in results),
-    })
+    context.log.info(
+        f"synced {len(results)} tenant-table pair(s): {sum(r.inserted for r in results)} rows inserted, "
+        f"{sum(r.updated for r in results)} updated"
+    )
 
 
 @dg.job(description="Sync every tenant and table that has changes (what the minute schedule runs).")

@@ -27,7 +27,13 @@ DEFAULT_PROJECT = "glific-local"
 
 def apply_patches() -> None:
     """Patch bqemulator in-process; raise if the version or a patched attribute changed."""
+    import logging
     from importlib.metadata import version
+
+    import structlog
+
+    # bqemulator logs through structlog at debug level from import time on; keep warnings only.
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
 
     from bqemulator.api.routes import upload
     from bqemulator.storage.engine import DuckDBEngine

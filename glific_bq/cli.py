@@ -1,0 +1,81 @@
+"""``glific-bq``: the sync from the command line, without Dagster, plus set-up helpers.
+
+    glific-bq sync --organization 1 [--table messages ...]   sync now (environment as for Dagster)
+    glific-bq register-tenants                             add organizations as Dagster partitions
+    glific-bq demo [--fresh]                               the local demo (see the README)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from glific_bq import registry, watermarks
+from glific_bq.source import Source, database_url
+
+
+def _sync(args: argparse.Namespace) -> int:
+    from glific_bq.sync import SyncOptions, sync_organization
+    from glific_bq.tenants import get_organization
+    from glific_bq.warehouse import Warehouse, WarehouseConfig
+
+    tables = [registry.table(name) for name in args.table] if args.table else list(registry.TABLES)
+    config = WarehouseConfig.from_env()
+    with Source(database_url()) as source:
+        watermarks.ensure_table(source.control)
+        organization = get_organization(source.control, args.organization)
+        warehouse = Warehouse(config, organization)
+        try:
+            results = sync_organization(source, warehouse, organization, tables, SyncOptions(page_rows=args.page_rows))
+        finally:
+            warehouse.close()
+    for result in results:
+        print(json.dumps(result.as_metadata(), default=str))
+    return 0 if all(r.status in ("synced", "busy") for r in results) else 1
+
+
+def _register_tenants(args: argparse.Namespace) -> int:
+    import dagster as dg
+
+    from glific_bq.defs.partitions import tenants
+    from glific_bq.tenants import list_organizations
+
+    with Source(database_url()) as source:
+        keys = [o.partition_key for o in list_organizations(source.control) if o.is_active]
+    instance = dg.DagsterInstance.get()
+    known = set(instance.get_dynamic_partitions(tenants.name))
+    new = [k for k in keys if k not in known]
+    if new:
+        instance.add_dynamic_partitions(tenants.name, new)
+    print(f"tenants: {len(new)} added, {len(keys) - len(new)} already registered")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="glific-bq", description="Glific PostgreSQL → BigQuery sync")
+    commands = parser.add_subparsers(dest="command", required=True)
+    sync = commands.add_parser("sync", help="sync one organization now")
+    sync.add_argument("--organization", type=int, required=True, help="organization id")
+    sync.add_argument("--table", action="append", help="a registered table (repeatable; default all)")
+    sync.add_argument("--page-rows", type=int, default=50_000)
+    commands.add_parser("register-tenants", help="add active organizations as Dagster partitions")
+    demo = commands.add_parser("demo", help="run the local demo", add_help=False)
+    demo.add_argument("rest", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "demo":
+        from glific_bq.local.demo import main as demo_main
+
+        demo_main(args.rest)
+        return 0
+    try:
+        return {"sync": _sync, "register-tenants": _register_tenants}[args.command](args)
+    except (ValueError, LookupError) as error:  # configuration and input mistakes: say what, not a traceback
+        print(f"glific-bq: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
