@@ -1,11 +1,16 @@
 """Rows/s and peak memory of glific_bq's extract path against binary COPY, on a large Glific-like
 ``messages`` table in an embedded PostgreSQL (pgserver).
 
-Scenario: ``--rows`` messages (2,000,000 by default) spread round-robin over ``--tenants``
-organizations (20 by default), so ids interleave across tenants as they do in production and
-each tenant's rows are scattered over the whole heap. Every variant reads ALL rows: the
-insert pass of every organization from ``id > 0``, one organization after the other, in one
-process. ``--tenants 1`` gives the single-tenant, one-huge-backlog variant of the scenario.
+Scenarios (``--layout``), ``--tenants`` organizations (20 by default):
+
+* ``heavy`` (default): one tenant-heavy backlog. Organization 1 owns ``--rows`` messages
+  (2,000,000 by default); the other organizations own another 5% between them, their ids
+  interleaved with organization 1's (one row in 21). Every variant reads ALL of organization
+  1's rows: its insert pass from ``id > 0``, one backlog of ``--rows`` rows.
+* ``interleaved``: ``--rows`` messages spread round-robin over the organizations, so each
+  tenant's rows are scattered over the whole heap and each tenant's scan touches every heap
+  page. Every variant reads ALL rows: the insert pass of every organization, one after the
+  other, in one process.
 
 Variants, each in its own fresh subprocess so that its peak RSS (``ru_maxrss``) is its own:
 
@@ -22,9 +27,9 @@ Variants, each in its own fresh subprocess so that its peak RSS (``ru_maxrss``) 
   ``Warehouse._storage_write`` builds (8 MB chunks), still without sending.
 
 The data directory is ``.local/bench_pg`` (git-ignored); the table is reused when it already
-holds the requested rows and tenants.
+holds the requested rows, tenants and layout.
 
-Run: ``.venv/bin/python bench/bench_extract.py [--rows 2000000] [--tenants 20]
+Run: ``.venv/bin/python bench/bench_extract.py [--rows 2000000] [--tenants 20] [--layout heavy]
 [--page-rows 10000 50000 100000] [--profile]``
 """
 
@@ -93,15 +98,21 @@ def _bodies() -> tuple[list[str], list[str], list[str]]:
     return weighted, long, huge
 
 
-def ensure_data(url: str, rows: int, tenants: int) -> tuple[bool, float]:
-    """Create the Glific schema and ``rows`` messages over ``tenants`` organizations unless the
-    database already holds exactly that. Returns (generated, seconds)."""
+def ensure_data(url: str, rows: int, tenants: int, layout: str) -> tuple[bool, float]:
+    """Create the Glific schema and the messages of ``layout`` unless the database already holds
+    exactly that. Returns (generated, seconds)."""
     import psycopg
 
     from glific_bq import watermarks
     from glific_bq.local.sample_data import _TIMEZONES, create_schema
 
-    wanted = {"rows": rows, "tenants": tenants, "version": DATA_VERSION}
+    wanted = {"rows": rows, "tenants": tenants, "layout": layout, "version": DATA_VERSION}
+    if layout == "heavy" and tenants > 1:  # one row in 21 belongs to organizations 2..tenants
+        total = rows + rows // 20
+        org_expr = f"CASE WHEN i %% 21 = 0 THEN 2 + (i / 21) %% {tenants - 1} ELSE 1 END"
+    else:
+        total = rows
+        org_expr = f"1 + (i - 1) %% {tenants}"
     with psycopg.connect(url, autocommit=True) as conn:
         create_schema(conn)
         watermarks.ensure_table(conn)
@@ -110,7 +121,7 @@ def ensure_data(url: str, rows: int, tenants: int) -> tuple[bool, float]:
         if have and have[0] == wanted:
             return False, 0.0
         started = time.perf_counter()
-        print(f"generating {rows:,} messages over {tenants} organizations ...", flush=True)
+        print(f"generating {total:,} messages over {tenants} organizations ({layout}) ...", flush=True)
         weighted, long, huge = _bodies()
         with conn.transaction():
             conn.execute("TRUNCATE organizations, bench_meta CASCADE")
@@ -154,8 +165,8 @@ def ensure_data(url: str, rows: int, tenants: int) -> tuple[bool, float]:
                 {"t": tenants, "m": MEDIA_PER_ORG},
             )
             conn.execute("SELECT setseed(0.42)")
-            conn.execute(_MESSAGES_INSERT, {
-                "n": rows, "t": tenants, "c": CONTACTS_PER_ORG, "f": FLOWS_PER_ORG, "m": MEDIA_PER_ORG,
+            conn.execute(_MESSAGES_INSERT.replace("{org}", org_expr), {
+                "n": total, "t": tenants, "c": CONTACTS_PER_ORG, "f": FLOWS_PER_ORG, "m": MEDIA_PER_ORG,
                 "bodies": weighted, "long": long, "huge": huge,
             })
             for table in ("organizations", "contacts", "flows", "messages_media", "messages"):
@@ -170,7 +181,7 @@ def ensure_data(url: str, rows: int, tenants: int) -> tuple[bool, float]:
 # One INSERT ... SELECT over generate_series. r1..r8 are independent uniforms per row.
 _MESSAGES_INSERT = """
 WITH src AS (
-  SELECT i, 1 + (i - 1) %% %(t)s AS org, (i - 1) / %(t)s AS n,
+  SELECT i, {org} AS org, (i - 1) / %(t)s AS n,
          random() AS r1, random() AS r2, random() AS r3, random() AS r4,
          random() AS r5, random() AS r6, random() AS r7, random() AS r8
   FROM generate_series(1, %(n)s) i
@@ -253,11 +264,11 @@ FROM typed
 # ---------------------------------------------------------------------------------------------
 
 
-def _organizations(url: str) -> list[tuple[int, str]]:
+def _organizations(url: str, ids: list[int]) -> list[tuple[int, str]]:
     import psycopg
 
     with psycopg.connect(url) as conn:
-        return conn.execute("SELECT id, timezone FROM organizations ORDER BY id").fetchall()
+        return conn.execute("SELECT id, timezone FROM organizations WHERE id = ANY(%s) ORDER BY id", (ids,)).fetchall()
 
 
 def _columns(conn):
@@ -267,7 +278,7 @@ def _columns(conn):
     return columns
 
 
-def run_copy(url: str, page_rows: int | None) -> dict:
+def run_copy(url: str, orgs: list[int]) -> dict:
     """The ceiling: binary COPY of the insert-pass SELECT (same columns and casts, no LIMIT)."""
     import psycopg
 
@@ -279,7 +290,7 @@ def run_copy(url: str, page_rows: int | None) -> dict:
         base_split = rss_split_mb()
         rows = nbytes = 0
         started = time.perf_counter()
-        for org, tz in _organizations(url):
+        for org, tz in _organizations(url, orgs):
             statement = (
                 query.replace(" LIMIT $3::bigint", "")
                 .replace("$1", str(int(org)))
@@ -296,7 +307,7 @@ def run_copy(url: str, page_rows: int | None) -> dict:
     return {"rows": rows, "seconds": seconds, "base_rss_mb": base_rss, "base_split": base_split, "bytes": nbytes}
 
 
-def run_pages(url: str, page_rows: int, serialize: bool, requests: bool = False) -> dict:
+def run_pages(url: str, orgs: list[int], page_rows: int, serialize: bool, requests: bool = False) -> dict:
     """glific_bq's extract (and optionally what happens to each page before the network)."""
     from glific_bq import extract, protorows, registry
     from glific_bq.extract import CURSOR_COLUMN, Pass
@@ -319,7 +330,7 @@ def run_pages(url: str, page_rows: int, serialize: bool, requests: bool = False)
         query = extract.build_query(spec, columns, Pass.INSERT)
         if requests:
             writer_schema = types.ProtoSchema(proto_descriptor=protorows.descriptor_for(schema))
-        organizations = _organizations(url)
+        organizations = _organizations(url, orgs)
         base_rss = peak_rss_mb()
         base_split = rss_split_mb()
         started = time.perf_counter()
@@ -374,7 +385,7 @@ def run_pages(url: str, page_rows: int, serialize: bool, requests: bool = False)
 
 
 def run_child(spec: dict) -> dict:
-    kind, url, page_rows = spec["kind"], spec["url"], spec.get("page_rows")
+    kind, url, orgs, page_rows = spec["kind"], spec["url"], spec["orgs"], spec.get("page_rows")
     if spec.get("profile"):
         import cProfile
         import io
@@ -388,9 +399,9 @@ def run_child(spec: dict) -> dict:
         result["profile"] = out.getvalue()
         return result
     if kind == "copy":
-        result = run_copy(url, page_rows)
+        result = run_copy(url, orgs)
     else:
-        result = run_pages(url, page_rows, serialize=kind in ("serialize", "requests"), requests=kind == "requests")
+        result = run_pages(url, orgs, page_rows, serialize=kind in ("serialize", "requests"), requests=kind == "requests")
     result["peak_rss_mb"] = peak_rss_mb()
     result["end_split"] = rss_split_mb()
     return result
@@ -445,7 +456,10 @@ def versions(url: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=2_000_000, help="messages in the table")
-    parser.add_argument("--tenants", type=int, default=20, help="organizations the rows are spread over")
+    parser.add_argument("--tenants", type=int, default=20, help="organizations in the table")
+    parser.add_argument("--layout", choices=("heavy", "interleaved"), default="heavy",
+                        help="heavy: organization 1 owns --rows rows (read them all); interleaved: --rows "
+                             "rows round-robin over the organizations (read every organization's)")
     parser.add_argument("--page-rows", type=int, nargs="+", default=None,
                         help="page sizes to measure (default: 10000, SyncOptions().page_rows, 100000)")
     parser.add_argument("--profile", action="store_true",
@@ -464,21 +478,27 @@ def main() -> None:
     page_sizes = args.page_rows or sorted({10_000, default_page, 100_000})
     server, url = start_server()
     try:
-        generated, seconds = ensure_data(url, args.rows, args.tenants)
+        generated, seconds = ensure_data(url, args.rows, args.tenants, args.layout)
+        orgs = [1] if args.layout == "heavy" else list(range(1, args.tenants + 1))
         print(("generated" if generated else "reused") + f" the table{f' in {seconds:.0f} s' if generated else ''}")
         print(f"machine: {os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}), {platform.platform()}")
         print(versions(url))
-        print(f"scenario: all {args.rows:,} rows, {args.tenants} organizations with interleaved ids, every "
-              f"organization's insert pass from id 0, one after the other; each variant in a fresh process")
+        if args.layout == "heavy":
+            print(f"scenario: tenant-heavy backlog: all {args.rows:,} rows of organization 1 (the table also holds "
+                  f"{args.rows // 20:,} rows of {args.tenants - 1} other organizations, ids interleaved 1 in 21), "
+                  f"its insert pass from id 0; each variant in a fresh process")
+        else:
+            print(f"scenario: all {args.rows:,} rows, {args.tenants} organizations with ids interleaved round-robin, "
+                  f"every organization's insert pass from id 0, one after the other; each variant in a fresh process")
 
         plan = [("copy (ceiling)", {"kind": "copy"})]
         plan += [(f"extract, page {p:,}", {"kind": "extract", "page_rows": p}) for p in page_sizes]
         plan += [(f"extract+serialize, page {p:,}", {"kind": "serialize", "page_rows": p}) for p in page_sizes]
         plan += [(f"+requests, page {default_page:,}", {"kind": "requests", "page_rows": default_page})]
-        spawn({"kind": "copy", "url": url})  # warm the OS cache and shared buffers; not reported
+        spawn({"kind": "copy", "url": url, "orgs": orgs})  # warm the OS cache and shared buffers; not reported
         results = []
         for name, spec in plan:
-            result = spawn({**spec, "url": url})
+            result = spawn({**spec, "url": url, "orgs": orgs})
             results.append((name, result))
             print(f"  {name}: {result['seconds']:.1f} s", flush=True)
 
@@ -500,7 +520,7 @@ def main() -> None:
         print("targets: >= 500,000 rows/s and peak RSS < 250 MB whatever the backlog")
 
         if args.profile:
-            result = spawn({"kind": "serialize", "page_rows": default_page, "url": url, "profile": True})
+            result = spawn({"kind": "serialize", "page_rows": default_page, "url": url, "orgs": orgs, "profile": True})
             print(f"\ncProfile of extract+serialize, page {default_page:,} "
                   f"({result['rows'] / result['seconds']:,.0f} rows/s under the profiler):")
             print(result["profile"])
