@@ -17,20 +17,16 @@ from glific_bq.source import Source, database_url
 
 
 def _sync(args: argparse.Namespace) -> int:
-    from glific_bq.sync import SyncOptions, sync_organization
-    from glific_bq.tenants import get_organization
+    from glific_bq.sync import SyncOptions, sync_tenant
     from glific_bq.warehouse import Warehouse, WarehouseConfig
 
     tables = [registry.table(name) for name in args.table] if args.table else list(registry.TABLES)
     config = WarehouseConfig.from_env()
     with Source(database_url()) as source:
         watermarks.ensure_table(source.control)
-        organization = get_organization(source.control, args.organization)
-        warehouse = Warehouse(config, organization)
-        try:
-            results = sync_organization(source, warehouse, organization, tables, SyncOptions(page_rows=args.page_rows))
-        finally:
-            warehouse.close()
+        results = sync_tenant(
+            source, lambda org: Warehouse(config, org), args.organization, tables, SyncOptions(page_rows=args.page_rows)
+        )
     for result in results:
         print(json.dumps(result.as_metadata(), default=str))
     return 0 if all(r.status in ("synced", "busy") for r in results) else 1

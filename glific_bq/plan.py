@@ -1,5 +1,7 @@
 """Which (organization, table) pairs have work to do: decided from the data, never from an
-"active recently" filter (glific#4169).
+"active recently" filter (glific#4169). A pair that failed waits 1, 2, 4 … up to 60 minutes before
+it is tried again, so that a tenant with invalid credentials does not fail every minute
+(glific#5570) while the others go on.
 
 One query per table, whatever the number of organizations: each organization costs two index
 probes (``(organization_id, id)`` and ``(organization_id, updated_at, id)``), never a scan.
@@ -19,6 +21,8 @@ SELECT o.id
 FROM organizations o
 LEFT JOIN bigquery_jobs w ON w.organization_id = o.id AND w."table" = {name}
 WHERE COALESCE(o.is_active, true)
+  AND NOT (COALESCE(w.failures, 0) > 0  -- back off after failures: 1, 2, 4 … 60 minutes
+           AND w.last_failed_at > now() - make_interval(mins => least(power(2, w.failures - 1), 60)::int))
   AND (EXISTS (SELECT 1 FROM {table} t WHERE t.organization_id = o.id AND t.id > COALESCE(w.table_id, 0))
        {updates})
 ORDER BY o.id

@@ -31,7 +31,7 @@ from glific_bq.extract import CURSOR_COLUMN, Pass
 from glific_bq.registry import SyncMode, TableSpec
 from glific_bq.source import Source
 from glific_bq.schema import bigquery_schema, reflect_columns, syncable_columns
-from glific_bq.tenants import Organization
+from glific_bq.tenants import Organization, get_organization
 from glific_bq.warehouse import Warehouse, WarehouseError
 from glific_bq.watermarks import Watermark
 
@@ -68,6 +68,7 @@ class TableSync:
     organization_id: int
     table: str
     status: str = "synced"  # synced | busy | missing | failed
+    dataset: str = ""
     inserted: int = 0
     updated: int = 0
     before: Watermark | None = None
@@ -126,7 +127,7 @@ def sync_table(
 def _sync_table(source, warehouse, organization, spec, options, on_step) -> TableSync:
     control, reader = source.control, source.reader
     started = time.monotonic()
-    result = TableSync(organization.id, spec.name)
+    result = TableSync(organization.id, spec.name, dataset=warehouse.dataset_ref)
     columns = reflect_columns(control, spec.name)
     if not columns:
         result.status, result.message = "missing", f"table {spec.name} does not exist in the source database"
@@ -135,8 +136,7 @@ def _sync_table(source, warehouse, organization, spec, options, on_step) -> Tabl
     columns, result.warnings = syncable_columns(columns, spec.name)
     names = {c.name for c in columns}
     if not {"id", "organization_id"} <= names:
-        result.status, result.message = "failed", f"table {spec.name} lacks an id or organization_id column"
-        return result
+        raise ValueError(f"table {spec.name} lacks an id or organization_id column")
     timezone_name = organization.checked_timezone()
     target = warehouse.ensure_table(spec, bigquery_schema(columns))
     updates = spec.mode is SyncMode.UPSERT and extract.cursor_expression(spec, columns) is not None
@@ -203,6 +203,7 @@ def _sync_table(source, warehouse, organization, spec, options, on_step) -> Tabl
                 result.caught_up = True
                 break
         result.after = watermark
+        watermarks.record_success(control, organization.id, spec.name)
     result.lag_seconds = 0.0 if result.caught_up else _lag_seconds(watermark)
     result.seconds = time.monotonic() - started
     log.info("synced %s for organization %s: %s inserted, %s updated", spec.name, organization.id,
@@ -223,22 +224,40 @@ def _lag_seconds(watermark: Watermark) -> float:
     return max(0.0, (now - watermark.last_updated_at).total_seconds())
 
 
-def sync_organization(
+def sync_tenant(
     source: Source,
-    warehouse: Warehouse,
-    organization: Organization,
+    open_warehouse: Callable[[Organization], Warehouse],
+    organization_id: int,
     tables: Sequence[TableSpec],
     options: SyncOptions = SyncOptions(),
 ) -> list[TableSync]:
-    """Sync several tables of one organization. A table that fails is reported with status
-    ``failed`` and its error, and does not stop the others."""
+    """Sync several tables of one organization; never raises for a tenant's own trouble.
+
+    A table that fails, or a tenant that cannot be set up at all (unknown organization, invalid
+    timezone, invalid credentials), comes back with status ``failed`` and its error, which is
+    also recorded in ``bigquery_jobs`` for backoff and alerts. Other tables go on.
+    """
+    def failed(spec: TableSpec, error: Exception) -> TableSync:
+        message = _describe(error)
+        log.error("organization %s, %s: %s", organization_id, spec.name, message)
+        watermarks.record_failure(source.control, organization_id, spec.name, message)
+        return TableSync(organization_id, spec.name, status="failed", message=message)
+
+    try:
+        organization = get_organization(source.control, organization_id)
+        organization.checked_timezone()
+        warehouse = open_warehouse(organization)
+    except Exception as error:  # the whole tenant fails, alone
+        return [failed(spec, error) for spec in tables]
     results = []
-    for spec in tables:
-        try:
-            results.append(sync_table(source, warehouse, organization, spec, options))
-        except Exception as error:  # one table's failure must not stop the others
-            log.exception("syncing %s for organization %s failed", spec.name, organization.id)
-            results.append(TableSync(organization.id, spec.name, status="failed", message=_describe(error)))
+    try:
+        for spec in tables:
+            try:
+                results.append(sync_table(source, warehouse, organization, spec, options))
+            except Exception as error:  # this table only
+                results.append(failed(spec, error))
+    finally:
+        warehouse.close()
     return results
 
 
@@ -246,4 +265,4 @@ def _describe(error: Exception) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-__all__ = ["STEPS", "SyncOptions", "TableSync", "WarehouseError", "sync_organization", "sync_table"]
+__all__ = ["STEPS", "SyncOptions", "TableSync", "WarehouseError", "sync_table", "sync_tenant"]

@@ -361,21 +361,23 @@ def _param_type(value: object) -> str:
 def _credentials(config: WarehouseConfig, organization: Organization):
     """(credentials, project) for one organization.
 
-    Order: the emulator (anonymous); ``GLIFIC_BQ_CREDENTIALS_DIR/<organization_id>.json`` (the
-    organization's own service account and project, as Glific stores them); the base64
-    ``GLIFIC_BQ_CREDENTIALS``; Application Default Credentials.
+    Order: ``GLIFIC_BQ_CREDENTIALS_DIR/<organization_id>.json`` (the organization's own service
+    account and project, as Glific stores them); the base64 ``GLIFIC_BQ_CREDENTIALS``; Application
+    Default Credentials. With the emulator, configured keys are still checked (a broken key fails
+    locally as it would in production) and anonymous credentials are used.
     """
-    if config.emulator_host:
-        from google.auth.credentials import AnonymousCredentials
-
-        return AnonymousCredentials(), config.project
     info = None
     if config.credentials_dir:
         path = Path(config.credentials_dir) / f"{organization.id}.json"
         if path.exists():
-            info = _read_service_account(path.read_text(), f"{path.name}", organization)
+            info = _read_service_account(path.read_text(), path.name, organization)
     if info is None and config.gcp_credentials:
-        info = _read_service_account(base64.b64decode(config.gcp_credentials).decode(), "GLIFIC_BQ_CREDENTIALS", organization)
+        text = base64.b64decode(config.gcp_credentials).decode()
+        info = _read_service_account(text, ENVIRONMENT["gcp_credentials"], organization)
+    if config.emulator_host:
+        from google.auth.credentials import AnonymousCredentials
+
+        return AnonymousCredentials(), config.project
     if info is None:
         import google.auth
 
@@ -397,6 +399,7 @@ def _read_service_account(text: str, source: str, organization: Organization) ->
         info = json.loads(text)
     except ValueError:
         raise CredentialsError(f"organization {organization.id}: {source} is not valid JSON") from None
-    if not isinstance(info, dict) or info.get("type") != "service_account":
+    required = {"type", "project_id", "private_key", "client_email"}
+    if not isinstance(info, dict) or info.get("type") != "service_account" or not required <= set(info):
         raise CredentialsError(f"organization {organization.id}: {source} is not a service-account key")
     return info

@@ -10,6 +10,9 @@ already. Columns (Glific's first, then ours):
   ``id <= table_id``, has its latest version in BigQuery. The id breaks ties between the thousands
   of rows a bulk update gives the same ``updated_at``.
 - ``advanced_at``: when the watermark last moved (stalled-watermark alerts read it).
+- ``failures``, ``last_error``, ``last_failed_at``: consecutive failed syncs and the latest
+  error, for backoff (a tenant with invalid credentials is not retried every minute, glific#5570)
+  and alerts. A successful sync resets them.
 
 A watermark only moves forward, and only after the rows below it are confirmed in BigQuery.
 """
@@ -39,6 +42,9 @@ CREATE TABLE IF NOT EXISTS bigquery_jobs (
 );
 ALTER TABLE bigquery_jobs ADD COLUMN IF NOT EXISTS last_updated_id bigint NOT NULL DEFAULT 0;
 ALTER TABLE bigquery_jobs ADD COLUMN IF NOT EXISTS advanced_at timestamptz;
+ALTER TABLE bigquery_jobs ADD COLUMN IF NOT EXISTS failures integer NOT NULL DEFAULT 0;
+ALTER TABLE bigquery_jobs ADD COLUMN IF NOT EXISTS last_error text;
+ALTER TABLE bigquery_jobs ADD COLUMN IF NOT EXISTS last_failed_at timestamptz;
 """
 
 # Glific's table has only a non-unique index on (organization_id, table). Before the unique index
@@ -64,7 +70,10 @@ CREATE UNIQUE INDEX IF NOT EXISTS bigquery_jobs_organization_id_table_uniq
 ON bigquery_jobs (organization_id, "table")
 """
 
-_COLUMNS = 'organization_id, "table", table_id, last_updated_at, last_updated_id, advanced_at'
+_COLUMNS = (
+    'organization_id, "table", table_id, last_updated_at, last_updated_id, advanced_at, '
+    "failures, last_error, last_failed_at"
+)
 
 
 @dataclass(frozen=True)
@@ -75,6 +84,9 @@ class Watermark:
     last_updated_at: datetime
     last_updated_id: int
     advanced_at: datetime | None
+    failures: int = 0
+    last_error: str | None = None
+    last_failed_at: datetime | None = None
 
     @property
     def cursor(self) -> tuple[datetime, int]:
@@ -103,13 +115,17 @@ def ensure_table(conn: psycopg.Connection) -> None:
             conn.execute(_UNIQUE)
 
 
-def get(conn: psycopg.Connection, organization_id: int, table: str) -> Watermark:
-    """The watermark of one (organization, table), created at the beginning if there is none."""
+def _create(conn: psycopg.Connection, organization_id: int, table: str) -> None:
     conn.execute(
         'INSERT INTO bigquery_jobs (organization_id, "table", table_id, last_updated_at) '
         "VALUES (%s, %s, 0, %s) ON CONFLICT (organization_id, \"table\") DO NOTHING",
         (organization_id, table, BEGINNING),
     )
+
+
+def get(conn: psycopg.Connection, organization_id: int, table: str) -> Watermark:
+    """The watermark of one (organization, table), created at the beginning if there is none."""
+    _create(conn, organization_id, table)
     with conn.cursor(row_factory=class_row(Watermark)) as cur:
         cur.execute(
             f'SELECT {_COLUMNS} FROM bigquery_jobs WHERE organization_id = %s AND "table" = %s',
@@ -167,6 +183,29 @@ def reset(conn: psycopg.Connection, organization_id: int, table: str) -> None:
         "UPDATE bigquery_jobs SET table_id = 0, last_updated_at = %s, last_updated_id = 0, "
         "advanced_at = now() WHERE organization_id = %s AND \"table\" = %s",
         (BEGINNING, organization_id, table),
+    )
+
+
+#: Longest error text kept; the rest is cut.
+_MAX_ERROR = 2000
+
+
+def record_failure(conn: psycopg.Connection, organization_id: int, table: str, error: str) -> None:
+    """Count one more consecutive failure of this (organization, table) and keep its error."""
+    _create(conn, organization_id, table)
+    conn.execute(
+        'UPDATE bigquery_jobs SET failures = failures + 1, last_error = %s, last_failed_at = now() '
+        'WHERE organization_id = %s AND "table" = %s',
+        (error[:_MAX_ERROR], organization_id, table),
+    )
+
+
+def record_success(conn: psycopg.Connection, organization_id: int, table: str) -> None:
+    """Clear the failure count after a successful sync (a no-op write-free query when already 0)."""
+    conn.execute(
+        "UPDATE bigquery_jobs SET failures = 0, last_error = NULL "
+        'WHERE organization_id = %s AND "table" = %s AND failures > 0',
+        (organization_id, table),
     )
 
 

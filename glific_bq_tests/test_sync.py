@@ -6,7 +6,7 @@ import pytest
 
 from glific_bq import watermarks
 from glific_bq.registry import SyncMode, TableSpec
-from glific_bq.sync import SyncOptions, sync_organization, sync_table
+from glific_bq.sync import SyncOptions, sync_table, sync_tenant
 
 from .helpers import NOTES_DDL, add_notes, add_organization, latest_versions, warehouse_rows
 
@@ -184,7 +184,7 @@ def test_a_missing_table_is_reported_and_does_not_stop_the_others(notes, source,
     add_notes(notes, org, ["kept"])
     warehouse = warehouse_for(org)
 
-    results = sync_organization(source, warehouse, org, [TableSpec("no_such_table"), NOTES])
+    results = sync_tenant(source, warehouse_for, org.id, [TableSpec("no_such_table"), NOTES])
 
     assert [(r.table, r.status) for r in results] == [("no_such_table", "missing"), ("notes", "synced")]
     assert "does not exist" in results[0].message
@@ -260,3 +260,32 @@ def test_a_future_updated_at_does_not_drag_the_cursor_past_rows_written_later(no
     assert tomorrow.updated == 1
     latest = latest_versions(warehouse_rows(warehouse, "notes"))
     assert (latest[ids[0]]["body"], latest[ids[1]]["body"]) == ("from the future", "written later")
+
+
+def test_a_tenant_with_invalid_credentials_fails_alone_and_its_key_never_shows(
+    notes, source, warehouse_config, tmp_path
+):
+    import dataclasses
+
+    from glific_bq import plan
+    from glific_bq.warehouse import Warehouse
+
+    good, bad = add_organization(notes), add_organization(notes)
+    add_notes(notes, good, ["fine"])
+    add_notes(notes, bad, ["stuck"])
+    secret = "-----BEGIN PRIVATE KEY-----SECRET-MATERIAL"
+    (tmp_path / f"{bad.id}.json").write_text('{"type": "service_account", "private_key": "%s"' % secret)
+    config = dataclasses.replace(warehouse_config, credentials_dir=str(tmp_path))
+
+    results = [
+        r for org in (good, bad)
+        for r in sync_tenant(source, lambda o: Warehouse(config, o), org.id, [NOTES])
+    ]
+
+    assert [(r.organization_id, r.status) for r in results] == [(good.id, "synced"), (bad.id, "failed")]
+    assert "not valid JSON" in results[1].message and "SECRET" not in results[1].message
+    failed = watermarks.get(notes, bad.id, "notes")
+    assert failed.failures == 1 and "SECRET" not in failed.last_error
+    # backed off: not planned again right away, while the healthy tenant still is when it has work
+    add_notes(notes, good, ["more"])
+    assert plan.dirty_organizations(notes, NOTES) == [good.id]

@@ -7,8 +7,7 @@ from collections.abc import Iterable
 import dagster as dg
 
 from glific_bq.registry import TABLES, TableSpec
-from glific_bq.sync import TableSync, sync_table
-from glific_bq.tenants import get_organization
+from glific_bq.sync import TableSync, sync_tenant
 
 from .partitions import tenants
 from .resources import GlificBigQuery, GlificPostgres
@@ -27,10 +26,10 @@ def table_key(spec: TableSpec) -> dg.AssetKey:
     return dg.AssetKey(["bigquery", spec.name])
 
 
-def materialization(result: TableSync, dataset: str) -> dg.AssetMaterialization:
+def materialization(result: TableSync) -> dg.AssetMaterialization:
     """What the UI shows for one tenant's sync: row counts, watermarks and lag, as numbers to plot."""
     metadata: dict[str, object] = {
-        "dataset": dataset,
+        "dataset": result.dataset,
         "rows_inserted": dg.MetadataValue.int(result.inserted),
         "rows_updated": dg.MetadataValue.int(result.updated),
         "seconds": dg.MetadataValue.float(round(result.seconds, 3)),
@@ -61,32 +60,22 @@ def sync_partitions(
     by_tenant: dict[str, list[TableSpec]] = defaultdict(list)
     for key, spec in work:
         by_tenant[key].append(spec)
-    results, failures = [], []
+    results = []
     with postgres.source() as source:
         for key, specs in by_tenant.items():
-            try:
-                organization = get_organization(source.control, int(key))
-                with bigquery.warehouse(organization) as warehouse:
-                    for spec in specs:
-                        try:
-                            result = sync_table(source, warehouse, organization, spec)
-                        except Exception as error:  # this tenant-table only
-                            context.log.exception(f"organization {key}, {spec.name} failed")
-                            failures.append(f"organization {key}, {spec.name}: {type(error).__name__}: {error}")
-                            continue
-                        results.append(result)
-                        if result.status == "synced":
-                            context.log_event(materialization(result, warehouse.dataset_ref))
-                        elif result.status == "busy":
-                            context.log.info(f"organization {key}, {spec.name}: {result.message}")
-                        else:
-                            failures.append(f"organization {key}, {spec.name}: {result.message}")
-            except Exception as error:  # a tenant that cannot be set up fails alone
-                context.log.exception(f"organization {key} failed")
-                failures.append(f"organization {key}: {type(error).__name__}: {error}")
+            for result in sync_tenant(source, bigquery.open_warehouse, int(key), specs):
+                results.append(result)
+                if result.status == "synced":
+                    context.log_event(materialization(result))
+                else:
+                    context.log.info(f"organization {key}, {result.table}: {result.status}: {result.message}")
+    failures = [r for r in results if r.status in ("failed", "missing")]
     if failures:
         raise dg.Failure(
-            f"{len(failures)} tenant-table sync(s) failed", metadata={"failures": dg.MetadataValue.md("\n".join(f"- {f}" for f in failures))}
+            f"{len(failures)} tenant-table sync(s) failed",
+            metadata={"failures": dg.MetadataValue.md(
+                "\n".join(f"- organization {r.organization_id}, {r.table}: {r.message}" for r in failures)
+            )},
         )
     return results
 

@@ -43,13 +43,9 @@ class GlificBigQuery(BigQueryResource):
     def config(self) -> WarehouseConfig:
         return WarehouseConfig(**{field: getattr(self, field) for field in ENVIRONMENT})
 
-    @contextmanager
-    def warehouse(self, organization: Organization) -> Iterator[Warehouse]:
-        warehouse = Warehouse(self.config(), organization)
-        try:
-            yield warehouse
-        finally:
-            warehouse.close()
+    def open_warehouse(self, organization: Organization) -> Warehouse:
+        """One organization's dataset; the caller closes it."""
+        return Warehouse(self.config(), organization)
 
 
 def resources_from_env() -> dict[str, dg.ConfigurableResource]:
