@@ -101,8 +101,23 @@ class Watermark:
         }
 
 
+_OUR_COLUMNS = ("last_updated_id", "advanced_at", "failures", "last_error", "last_failed_at")
+
+
 def ensure_table(conn: psycopg.Connection) -> None:
-    """Create ``bigquery_jobs`` or adopt Glific's, adding our columns and the unique key. Idempotent."""
+    """Create ``bigquery_jobs`` or adopt Glific's, adding our columns and the unique key.
+
+    Idempotent and cheap when all is in place (one catalog query, no DDL, no lock on the table),
+    so every run can call it before it plans.
+    """
+    present = conn.execute(
+        "SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass('bigquery_jobs') "
+        "AND attname = ANY(%s) AND NOT attisdropped",
+        (list(_OUR_COLUMNS),),
+    ).fetchone()[0]
+    unique = conn.execute("SELECT to_regclass('bigquery_jobs_organization_id_table_uniq') IS NOT NULL").fetchone()[0]
+    if present == len(_OUR_COLUMNS) and unique:
+        return
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('glific_bq:bigquery_jobs', 0))")
         conn.execute(_ENSURE)

@@ -11,6 +11,7 @@ import dagster as dg
 from dagster_gcp import BigQueryResource
 from pydantic import Field
 
+from glific_bq import watermarks
 from glific_bq.source import Source
 from glific_bq.tenants import Organization
 from glific_bq.warehouse import ENVIRONMENT, Warehouse, WarehouseConfig, WriteMethod
@@ -23,7 +24,9 @@ class GlificPostgres(dg.ConfigurableResource):
 
     @contextmanager
     def source(self) -> Iterator[Source]:
+        """Connections to the source, with the watermark table created or upgraded if needed."""
         with Source(self.database_url) as source:
+            watermarks.ensure_table(source.control)
             yield source
 
 
