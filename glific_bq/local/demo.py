@@ -55,7 +55,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--traffic-rate", type=float, default=5.0, help="simulated changes per second (0: none)")
     parser.add_argument("--fresh", action="store_true", help="delete the state directory first")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
     from glific_bq.local import traffic
     from glific_bq.local.bigquery_emulator import LocalBigQuery
@@ -69,11 +68,13 @@ def main(argv: list[str] | None = None) -> None:
     postgres = start_postgres(args.state_dir / "postgres")
     url = postgres.get_uri()
     counts = prepare_database(url)
-    log.info("PostgreSQL ready at %s: %s", url, counts)
 
     bigquery = LocalBigQuery(
         args.state_dir / "bigquery", rest_port=args.bigquery_port, grpc_port=args.bigquery_port + 10
     ).start()
+    # after the emulator, which reconfigures logging when it starts
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", force=True)
+    log.info("PostgreSQL ready at %s: %s", url, counts)
     log.info("BigQuery emulator: REST %s, gRPC %s", bigquery.rest_url, bigquery.grpc_endpoint)
 
     dagster_home = args.state_dir / "dagster_home"
