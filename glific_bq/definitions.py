@@ -3,14 +3,14 @@
 import dagster as dg
 
 from glific_bq.defs.assets import source_assets, table_assets
-from glific_bq.defs.jobs import sync_job
+from glific_bq.defs.jobs import resync_job, sync_job
 from glific_bq.defs.resources import resources_from_env
 from glific_bq.defs.schedules import sync_every_minute
 from glific_bq.defs.sensors import tenant_discovery
 
 defs = dg.Definitions(
     assets=[*source_assets, *table_assets],
-    jobs=[sync_job],
+    jobs=[sync_job, resync_job],
     schedules=[sync_every_minute],
     sensors=[tenant_discovery],
     resources=resources_from_env(),

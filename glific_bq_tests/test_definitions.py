@@ -108,3 +108,21 @@ def test_plan_finds_exactly_the_tenant_tables_beyond_their_watermarks(seeded, re
 
     seeded.execute("UPDATE messages SET status = 'read', updated_at = now() AT TIME ZONE 'UTC' - interval '6 seconds' WHERE id = (SELECT max(id) FROM messages WHERE organization_id = 2)")
     assert plan.dirty(seeded, TABLES) == {"messages": [2]}
+
+
+def test_resync_needs_confirmation_then_resends_the_tenant_table(seeded, resources, warehouse_config):
+    from glific_bq import watermarks
+    from glific_bq.defs.jobs import resync_job
+
+    instance = dg.DagsterInstance.ephemeral()
+    assert sync_job.execute_in_process(resources=resources, instance=instance).success
+    config = {"ops": {"resync_tenant_table": {"config": {"organization_id": 1, "table": "tickets"}}}}
+
+    refused = resync_job.execute_in_process(run_config=config, resources=resources, instance=instance, raise_on_error=False)
+    assert not refused.success
+    assert watermarks.get(seeded, 1, "tickets").table_id > 0
+
+    config["ops"]["resync_tenant_table"]["config"]["confirm"] = True
+    assert resync_job.execute_in_process(run_config=config, resources=resources, instance=instance).success
+    rows = warehouse_rows(Warehouse(warehouse_config, get_organization(seeded, 1)), "tickets")
+    assert len(rows) == 2 * count(seeded, "tickets", 1)  # every row twice until dedup

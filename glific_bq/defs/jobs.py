@@ -8,7 +8,7 @@ materialization of ``bigquery/<table>`` for each tenant it synced.
 
 import dagster as dg
 
-from glific_bq import plan
+from glific_bq import plan, watermarks
 from glific_bq.registry import TABLES, table
 
 from .assets import sync_partitions
@@ -36,3 +36,37 @@ def sync_dirty_tenants(context: dg.OpExecutionContext, postgres: GlificPostgres,
 @dg.job(description="Sync every tenant and table that has changes (what the minute schedule runs).")
 def sync_job():
     sync_dirty_tenants()
+
+
+class ResyncConfig(dg.Config):
+    """Re-send one tenant-table from scratch: its watermark goes back to the beginning and every
+    row is sent again. Rows already in BigQuery stay there as older versions (duplicates) until
+    the next dedup run. Set ``confirm`` to true to proceed."""
+
+    organization_id: int
+    table: str
+    confirm: bool = False
+
+
+@dg.op(
+    out={},
+    description="WARNING: resets one tenant-table's watermark and re-sends all its rows; duplicates "
+    "remain in BigQuery until the next dedup. Needs confirm: true.",
+)
+def resync_tenant_table(context: dg.OpExecutionContext, config: ResyncConfig, postgres: GlificPostgres, bigquery: GlificBigQuery):
+    spec = table(config.table)
+    if not config.confirm:
+        raise dg.Failure(
+            f"Not confirmed: re-syncing {spec.name} of organization {config.organization_id} re-sends every "
+            "row; the copies already in BigQuery stay as duplicates until the next dedup. "
+            "Run again with confirm: true."
+        )
+    with postgres.source() as source:
+        watermarks.reset(source.control, config.organization_id, spec.name)
+    context.log.warning(f"watermark of organization {config.organization_id}, {spec.name} reset to the beginning")
+    sync_partitions(context, postgres, bigquery, [(str(config.organization_id), spec)])
+
+
+@dg.job(description="Re-sync one tenant-table from scratch (resets its watermark; see the op's warning).")
+def resync_job():
+    resync_tenant_table()
