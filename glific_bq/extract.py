@@ -133,17 +133,33 @@ def pages(
             return
 
 
-def horizon(reader, margin_seconds: float) -> datetime:
-    """The database clock (UTC) minus a margin, read as the first statement of a snapshot.
+_HORIZON_QUERY = """
+SELECT least(
+    clock_timestamp(),
+    (SELECT min(xact_start) FROM pg_stat_activity
+     WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid())
+) AT TIME ZONE 'UTC' - make_interval(secs => $1::float8)
+"""
 
-    The update cursor never passes it. A change stamped in the current second (Glific's
-    ``timestamp(0)``), by a writer whose clock runs a little ahead, or by a transaction still
-    committing could otherwise get a key below a cursor that has already moved on, and be
-    skipped for good. Changes past the horizon wait for the next sync instead; rows stamped in
-    the future wait until their time comes, without dragging the cursor past rows written later.
+
+def horizon(reader, margin_seconds: float) -> datetime:
+    """How far the update cursor may go in this snapshot: the database clock, or the start of
+    the oldest transaction still writing if that is earlier, minus a margin (UTC).
+
+    Read as the first statement of the snapshot. Rows become visible when their transaction
+    commits, but carry the ``updated_at`` (and id) of when they were written: a change stamped in
+    the current second (Glific's ``timestamp(0)``), by a writer whose clock runs a little ahead,
+    or by a transaction still open could otherwise get a key below a cursor that has already
+    moved on, and be skipped for good. Such changes wait for a later sync instead. A
+    transaction left open for hours holds the cursor back (inserts still flow; their rows are
+    sent again once it moves, and dedup keeps one), and rows stamped in the future wait for
+    their time without dragging the cursor past rows written later.
+
+    Seeing other sessions' transactions needs the ``pg_read_all_stats`` role (or superuser);
+    without it only the clock and the margin protect.
     """
     with reader.cursor() as cur:
-        cur.execute(f"SELECT (clock_timestamp() AT TIME ZONE 'UTC') - interval '{float(margin_seconds)} seconds'")
+        cur.execute(_HORIZON_QUERY, parameters=(float(margin_seconds),))
         (value,) = cur.fetchone()
     return value
 

@@ -13,7 +13,7 @@ import psycopg
 from psycopg import sql
 
 from glific_bq.extract import HORIZON_SECONDS, cursor_expression
-from glific_bq.registry import SyncMode, TableSpec
+from glific_bq.registry import TableSpec
 from glific_bq.schema import reflect_columns
 
 _DIRTY = """
@@ -45,7 +45,7 @@ def dirty_organizations(
     if not columns:
         return []
     table = sql.Identifier(spec.name)
-    cursor = cursor_expression(spec, columns) if spec.mode is SyncMode.UPSERT else None
+    cursor = cursor_expression(spec, columns)
     updates = sql.SQL(_UPDATES).format(table=table, cursor=cursor, margin=sql.Literal(horizon_seconds)) if cursor else sql.SQL("")
     query = sql.SQL(_DIRTY).format(name=sql.Literal(spec.name), table=table, updates=updates)
     return [row[0] for row in conn.execute(query).fetchall()]

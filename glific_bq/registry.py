@@ -18,7 +18,8 @@ class SyncMode(str, Enum):
 
     #: New rows by id, and changed rows by (updated_at, id), appended as new versions.
     UPSERT = "upsert"
-    #: New rows by id only: Glific never updates these rows, so no update pass runs.
+    #: New rows by id only: Glific never updates these rows. Their cursor is ``inserted_at``, so
+    #: the second pass only catches rows whose transaction committed after a later id's did.
     INSERT_ONLY = "insert_only"
 
 
@@ -29,7 +30,8 @@ class TableSpec:
     Attributes:
         name: table name in PostgreSQL, also used in BigQuery.
         mode: ``UPSERT`` (insert and update passes) or ``INSERT_ONLY`` (Glific's append-only tables).
-        cursor_column: the change timestamp of the update pass. Tables without it sync insert-only.
+        cursor_column: the change timestamp of the update pass (``inserted_at`` for insert-only
+            tables, where the pass catches late commits). Tables without it sync by id only.
         partition_column: the column BigQuery partitions the table by (monthly). An immutable
             creation time keeps every version of a row in one partition, so dedup and date-bounded
             reports scan only the partitions they need. Falls back to ingestion time if absent.
@@ -37,10 +39,13 @@ class TableSpec:
 
     name: str
     mode: SyncMode = SyncMode.UPSERT
-    cursor_column: str = "updated_at"
+    cursor_column: str = ""
     partition_column: str = "inserted_at"
 
     def __post_init__(self) -> None:
+        if not self.cursor_column:
+            cursor = "updated_at" if self.mode is SyncMode.UPSERT else "inserted_at"
+            object.__setattr__(self, "cursor_column", cursor)
         for value in (self.name, self.cursor_column, self.partition_column):
             if not _IDENTIFIER.match(value):
                 raise ValueError(f"not a plain lower-case SQL identifier: {value!r}")

@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 
 from glific_bq import extract, watermarks
 from glific_bq.extract import CURSOR_COLUMN, Pass
-from glific_bq.registry import SyncMode, TableSpec
+from glific_bq.registry import TableSpec
 from glific_bq.source import Source
 from glific_bq.schema import bigquery_schema, reflect_columns, syncable_columns
 from glific_bq.tenants import Organization, get_organization
@@ -139,9 +139,9 @@ def _sync_table(source, warehouse, organization, spec, options, on_step) -> Tabl
         raise ValueError(f"table {spec.name} lacks an id or organization_id column")
     timezone_name = organization.checked_timezone()
     target = warehouse.ensure_table(spec, bigquery_schema(columns))
-    updates = spec.mode is SyncMode.UPSERT and extract.cursor_expression(spec, columns) is not None
-    if spec.mode is SyncMode.UPSERT and not updates:
-        result.warnings.append(f"{spec.name} has no {spec.cursor_column} timestamp: synced insert-only")
+    updates = extract.cursor_expression(spec, columns) is not None
+    if not updates:
+        result.warnings.append(f"{spec.name} has no {spec.cursor_column} timestamp: synced by id only")
     insert_query = extract.build_query(spec, columns, Pass.INSERT)
     update_query = extract.build_query(spec, columns, Pass.UPDATE) if updates else None
 

@@ -289,3 +289,44 @@ def test_a_tenant_with_invalid_credentials_fails_alone_and_its_key_never_shows(
     # backed off: not planned again right away, while the healthy tenant still is when it has work
     add_notes(notes, good, ["more"])
     assert plan.dirty_organizations(notes, NOTES) == [good.id]
+
+
+def test_a_row_committed_late_with_a_lower_id_is_not_lost(notes, source, warehouse_for, database_url):
+    import psycopg
+
+    org = add_organization(notes)
+    warehouse = warehouse_for(org)
+    stamped_now = "INSERT INTO notes (organization_id, body, updated_at) VALUES (%s, %s, now() AT TIME ZONE 'UTC') RETURNING id"
+    with psycopg.connect(database_url) as slow:  # a transaction that stays open
+        (late_id,) = slow.execute(stamped_now, (org.id, "committed late")).fetchone()
+        (early_id,) = notes.execute(stamped_now, (org.id, "committed first")).fetchone()
+        assert late_id < early_id
+
+        first = sync_table(source, warehouse, org, NOTES)
+        assert first.inserted == 1  # only the committed row is visible
+        slow.commit()
+
+    later = sync_table(source, warehouse, org, NOTES, SyncOptions(horizon_seconds=-60))  # a minute later
+
+    assert later.updated >= 1
+    latest = latest_versions(warehouse_rows(warehouse, "notes"))
+    assert sorted(latest) == [late_id, early_id]
+    assert latest[late_id]["body"] == "committed late"
+
+
+def test_an_open_transaction_holds_the_cursor_back_but_not_the_inserts(notes, source, warehouse_for, database_url):
+    import psycopg
+
+    org = add_organization(notes)
+    warehouse = warehouse_for(org)
+    with psycopg.connect(database_url) as slow:
+        slow.execute("INSERT INTO notes (organization_id, body) VALUES (%s, 'open')", (org.id,))
+        opened = slow.execute("SELECT now() AT TIME ZONE 'UTC'").fetchone()[0]
+        add_notes(notes, org, ["a", "b"])
+        notes.execute("UPDATE notes SET updated_at = now() AT TIME ZONE 'UTC' WHERE body = 'a'")  # after the open one began
+
+        result = sync_table(source, warehouse, org, NOTES, SyncOptions(horizon_seconds=0))
+
+        assert result.inserted == 2
+        assert watermarks.get(notes, org.id, "notes").last_updated_at < opened
+        slow.rollback()
