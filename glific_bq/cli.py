@@ -1,6 +1,7 @@
 """``glific-bq``: the sync from the command line, without Dagster, plus set-up helpers.
 
     glific-bq sync --organization 1 [--table messages ...]   sync now (environment as for Dagster)
+    glific-bq redrive --organization 1 [--table messages]  re-send rows BigQuery refused, once fixed
     glific-bq register-tenants                             add organizations as Dagster partitions
     glific-bq demo [--fresh]                               the local demo (see the README)
 """
@@ -32,6 +33,24 @@ def _sync(args: argparse.Namespace) -> int:
     return 0 if all(r.status in ("synced", "busy") for r in results) else 1
 
 
+def _redrive(args: argparse.Namespace) -> int:
+    from glific_bq.sync import redrive
+    from glific_bq.tenants import get_organization
+    from glific_bq.warehouse import Warehouse, WarehouseConfig
+
+    tables = [registry.table(name) for name in args.table] if args.table else list(registry.TABLES)
+    with Source(database_url()) as source:
+        organization = get_organization(source.control, args.organization)
+        warehouse = Warehouse(WarehouseConfig.from_env(), organization)
+        try:
+            results = [redrive(source, warehouse, organization, spec) for spec in tables]
+        finally:
+            warehouse.close()
+    for result in results:
+        print(json.dumps({"table": result.table, "loaded": result.updated, "still_refused": result.set_aside}))
+    return 0 if all(r.set_aside == 0 for r in results) else 1
+
+
 def _register_tenants(args: argparse.Namespace) -> int:
     import dagster as dg
 
@@ -56,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     sync.add_argument("--organization", type=int, required=True, help="organization id")
     sync.add_argument("--table", action="append", help="a registered table (repeatable; default all)")
     sync.add_argument("--page-rows", type=int, default=50_000)
+    again = commands.add_parser("redrive", help="send again the rows BigQuery refused (once fixed at the source)")
+    again.add_argument("--organization", type=int, required=True)
+    again.add_argument("--table", action="append", help="a registered table (repeatable; default all)")
     commands.add_parser("register-tenants", help="add active organizations as Dagster partitions")
     demo = commands.add_parser("demo", help="run the local demo", add_help=False)
     demo.add_argument("rest", nargs=argparse.REMAINDER)
@@ -67,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         demo_main(args.rest)
         return 0
     try:
-        return {"sync": _sync, "register-tenants": _register_tenants}[args.command](args)
+        return {"sync": _sync, "redrive": _redrive, "register-tenants": _register_tenants}[args.command](args)
     except (ValueError, LookupError) as error:  # configuration and input mistakes: say what, not a traceback
         print(f"glific-bq: {error}", file=sys.stderr)
         return 2

@@ -36,6 +36,7 @@ CURSOR_COLUMN = "_glific_bq_cursor"
 class Pass(str, Enum):
     INSERT = "insert"
     UPDATE = "update"
+    BY_ID = "by_id"  # given ids, to re-drive rows BigQuery refused
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,8 @@ _ORG, _ID, _LIMIT, _TZ, _CURSOR_TS, _CURSOR_ID, _HORIZON = (sql.SQL(f"${n}") for
 def build_query(spec: TableSpec, columns: list[Column], pass_: Pass, schema: str = "public") -> str:
     """The SELECT of one pass over ``spec``'s table for one organization and position.
 
-    Parameters: $1 organization id, $2 id bound, $3 page size, $4 timezone, and for the update
+    Parameters: $1 organization id, $2 id bound (comma-separated ids for ``BY_ID``), $3 page size,
+    $4 timezone, and for the update
     pass $5/$6 the cursor (updated_at, id) and $7 the horizon: rows changed at or after it are
     left for a later sync (see ``horizon``).
     """
@@ -66,6 +68,9 @@ def build_query(spec: TableSpec, columns: list[Column], pass_: Pass, schema: str
     table = sql.Identifier(schema, spec.name)
     if pass_ is Pass.INSERT:
         where = sql.SQL("organization_id = {} AND id > {}").format(_ORG, _ID)
+        order = sql.SQL("id")
+    elif pass_ is Pass.BY_ID:
+        where = sql.SQL("organization_id = {} AND id = ANY(string_to_array({}::text, ',')::bigint[])").format(_ORG, _ID)
         order = sql.SQL("id")
     else:
         where = sql.SQL(
@@ -140,6 +145,13 @@ SELECT least(
      WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid())
 ) AT TIME ZONE 'UTC' - make_interval(secs => $1::float8)
 """
+
+
+def rows_by_id(reader, query: str, organization_id: int, timezone: str, ids: list[int]) -> pa.Table:
+    """The current rows with these ids (a ``Pass.BY_ID`` query); ids gone from the source are absent."""
+    with reader.cursor() as cur:
+        cur.execute(query, parameters=(organization_id, ",".join(str(int(i)) for i in ids), len(ids), timezone))
+        return cur.fetch_arrow_table()
 
 
 def horizon(reader, margin_seconds: float) -> datetime:

@@ -32,7 +32,7 @@ from glific_bq.registry import TableSpec
 from glific_bq.source import Source
 from glific_bq.schema import bigquery_schema, reflect_columns, syncable_columns
 from glific_bq.tenants import Organization, get_organization
-from glific_bq.warehouse import Warehouse, WarehouseError
+from glific_bq.warehouse import DEAD_LETTERS, Warehouse, WarehouseError
 from glific_bq.watermarks import Watermark
 
 log = logging.getLogger(__name__)
@@ -71,6 +71,7 @@ class TableSync:
     dataset: str = ""
     inserted: int = 0
     updated: int = 0
+    set_aside: int = 0  # rows BigQuery refused, kept in the dead-letter table
     before: Watermark | None = None
     after: Watermark | None = None
     caught_up: bool = False
@@ -87,6 +88,7 @@ class TableSync:
             "status": self.status,
             "rows_inserted": self.inserted,
             "rows_updated": self.updated,
+            "rows_set_aside": self.set_aside,
             "caught_up": self.caught_up,
             "seconds": round(self.seconds, 3),
         }
@@ -155,7 +157,13 @@ def _sync_table(source, warehouse, organization, spec, options, on_step) -> Tabl
             rows = page.rows.drop_columns([CURSOR_COLUMN])
             _check_tenant(rows, organization.id, spec.name)
             on_step("extracted")
-            warehouse.append(target, rows)
+            rejected = warehouse.append(target, rows)
+            if rejected:
+                warehouse.set_aside(spec.name, rejected)
+                result.set_aside += len(rejected)
+                log.error("organization %s, %s: %s row(s) refused by BigQuery set aside in %s (ids %s)",
+                          organization.id, spec.name, len(rejected), DEAD_LETTERS,
+                          [r.row.get("id") for r in rejected[:10]])
             on_step("written")
             if pass_ is Pass.INSERT:
                 advanced = watermarks.advance(control, organization.id, spec.name, table_id=page.last_id)
@@ -208,6 +216,28 @@ def _sync_table(source, warehouse, organization, spec, options, on_step) -> Tabl
     result.seconds = time.monotonic() - started
     log.info("synced %s for organization %s: %s inserted, %s updated", spec.name, organization.id,
              result.inserted, result.updated)
+    return result
+
+
+def redrive(source: Source, warehouse: Warehouse, organization: Organization, spec: TableSpec) -> TableSync:
+    """Send again, in their current version, the rows of ``spec`` that BigQuery refused before.
+
+    Rows that now load, or no longer exist at the source, leave the dead-letter table; rows still
+    refused stay there with their first error.
+    """
+    result = TableSync(organization.id, spec.name, dataset=warehouse.dataset_ref)
+    ids = warehouse.dead_letter_ids(spec.name)
+    if not ids:
+        return result
+    columns, result.warnings = syncable_columns(reflect_columns(source.control, spec.name), spec.name)
+    target = warehouse.ensure_table(spec, bigquery_schema(columns))
+    query = extract.build_query(spec, columns, Pass.BY_ID)
+    rows = extract.rows_by_id(source.reader, query, organization.id, organization.checked_timezone(), ids)
+    source.reader.commit()
+    rejected = warehouse.append(target, rows.drop_columns([CURSOR_COLUMN]))
+    still_refused = {r.row.get("id") for r in rejected}
+    warehouse.forget_dead_letters(spec.name, [i for i in ids if i not in still_refused])
+    result.updated, result.set_aside = rows.num_rows - len(rejected), len(still_refused)
     return result
 
 
@@ -265,4 +295,4 @@ def _describe(error: Exception) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-__all__ = ["STEPS", "SyncOptions", "TableSync", "WarehouseError", "sync_table", "sync_tenant"]
+__all__ = ["STEPS", "SyncOptions", "TableSync", "WarehouseError", "redrive", "sync_table", "sync_tenant"]

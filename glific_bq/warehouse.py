@@ -33,7 +33,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from google.api_core.exceptions import GoogleAPICallError
+from google.api_core.exceptions import BadRequest, GoogleAPICallError, InvalidArgument, Unknown
 from google.cloud import bigquery
 from google.cloud.bigquery import SchemaField
 
@@ -61,6 +61,37 @@ class WarehouseError(RuntimeError):
 
 class SchemaDriftError(WarehouseError):
     """A source column changed in a way BigQuery cannot apply in place (for example text → integer)."""
+
+
+#: Per-organization table of rows BigQuery refused.
+DEAD_LETTERS = "glific_bq_dead_letters"
+DEAD_LETTER_SCHEMA = (
+    SchemaField("table_name", "STRING", description="source table"),
+    SchemaField("id", "INT64", description="source row id"),
+    SchemaField("error", "STRING", description="why BigQuery refused the row"),
+    SchemaField("row_json", "STRING", description="the row as sent, as JSON"),
+    SchemaField("bq_inserted_at", "TIMESTAMP", description="when it was set aside"),
+)
+
+
+class RowsRefused(Exception):
+    """BigQuery refused some rows of a write (by row index when it says which)."""
+
+    def __init__(self, message: str, messages: dict[int, str] | None = None) -> None:
+        super().__init__(message)
+        self.messages = messages or {}
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A row BigQuery refused, as sent (with its bq_uuid), and why."""
+
+    row: dict
+    error: str
+
+
+#: gRPC codes of an append that was refused because of its rows, not of the service.
+_REFUSALS = {3, 2}  # INVALID_ARGUMENT, UNKNOWN (the emulator reports conversion errors so)
 
 
 class CredentialsError(WarehouseError):
@@ -199,22 +230,100 @@ class Warehouse:
 
     # -- writes ------------------------------------------------------------------------------
 
-    def append(self, target: Target, rows: pa.Table) -> int:
-        """Append ``rows`` (source columns only) as new row versions; return how many BigQuery
-        confirmed. Raises ``WarehouseError`` if any part was refused: the caller must then not
-        advance its watermark (parts already acknowledged may be sent again: at-least-once)."""
+    def append(self, target: Target, rows: pa.Table) -> list[Rejected]:
+        """Append ``rows`` (source columns only) as new row versions, confirmed by BigQuery.
+
+        Rows that BigQuery refuses are isolated (by the row errors it reports, or by halving
+        the batch until the refused rows stand alone) and returned, so that one bad row does not
+        block its table (glific#3477, #5466); everything else is written. Failures that are not
+        about the rows (service down, permissions, a missing table) raise ``WarehouseError``:
+        the caller must then not advance its watermark (parts already acknowledged may be sent
+        again: at-least-once).
+        """
         if rows.num_rows == 0:
-            return 0
-        rows = stamp(rows)
-        method = WriteMethod(self.config.write_method)
+            return []
         try:
-            if method is WriteMethod.LOAD_PARQUET:
-                self._load_parquet(target, rows)
-            else:
-                self._storage_write(target, rows, arrow=method is WriteMethod.STORAGE_WRITE_ARROW)
+            return self._write_isolating(target, stamp(rows))
         except GoogleAPICallError as error:
             raise WarehouseError(f"writing {rows.num_rows} rows to {target.table_id} failed: {error.message}") from error
-        return rows.num_rows
+
+    # -- rows BigQuery refused ---------------------------------------------------------------
+
+    def set_aside(self, table: str, rejected: list[Rejected]) -> None:
+        """Keep refused rows, their error and their source key in the organization's
+        ``glific_bq_dead_letters`` table, where ``redrive`` finds them once fixed."""
+        target = self._dead_letter_target()
+        now = datetime.now(timezone.utc)
+        letters = pa.Table.from_pylist(
+            [
+                {"table_name": table, "id": r.row.get("id"), "error": r.error[:10_000],
+                 "row_json": json.dumps(r.row, default=str, ensure_ascii=False), "bq_inserted_at": now}
+                for r in rejected
+            ],
+            schema=pa.schema([("table_name", pa.string()), ("id", pa.int64()), ("error", pa.string()),
+                              ("row_json", pa.string()), ("bq_inserted_at", pa.timestamp("us", tz="UTC"))]),
+        )
+        try:
+            self._write(target, letters)
+        except RowsRefused as error:
+            raise WarehouseError(f"could not set aside refused rows of {table}: {error}") from error
+
+    def dead_letter_ids(self, table: str) -> list[int]:
+        """Source ids of the rows of ``table`` set aside and not yet re-driven."""
+        if not self._dead_letters_exist():
+            return []
+        rows = self.query(
+            f"SELECT DISTINCT id FROM `{self.dataset_ref}.{DEAD_LETTERS}` WHERE table_name = @table ORDER BY id",
+            table=table,
+        )
+        return [r["id"] for r in rows]
+
+    def forget_dead_letters(self, table: str, ids: list[int]) -> None:
+        if ids:
+            config = bigquery.QueryJobConfig(query_parameters=[
+                bigquery.ScalarQueryParameter("table", "STRING", table),
+                bigquery.ArrayQueryParameter("ids", "INT64", ids),
+            ])
+            self.client.query(
+                f"DELETE FROM `{self.dataset_ref}.{DEAD_LETTERS}` WHERE table_name = @table AND id IN UNNEST(@ids)",
+                job_config=config,
+            ).result()
+
+    def _dead_letters_exist(self) -> bool:
+        from google.api_core.exceptions import NotFound
+
+        try:
+            self.client.get_table(f"{self.dataset_ref}.{DEAD_LETTERS}")
+            return True
+        except NotFound:
+            return False
+
+    def _dead_letter_target(self) -> Target:
+        table_id = f"{self.dataset_ref}.{DEAD_LETTERS}"
+        self.client.create_table(bigquery.Table(table_id, schema=list(DEAD_LETTER_SCHEMA)), exists_ok=True)
+        return Target(table_id, DEAD_LETTER_SCHEMA)
+
+    def _write_isolating(self, target: Target, rows: pa.Table) -> list[Rejected]:
+        try:
+            self._write(target, rows)
+            return []
+        except RowsRefused as refused:
+            if refused.messages and len(refused.messages) < rows.num_rows:
+                bad = refused.messages
+                rejected = [Rejected(_row(rows.slice(i, 1)), message) for i, message in sorted(bad.items())]
+                rest = rows.filter(pa.array([i not in bad for i in range(rows.num_rows)]))
+                return rejected + self._write_isolating(target, rest)  # the request was not written
+            if rows.num_rows == 1:
+                return [Rejected(_row(rows), str(refused))]
+            half = rows.num_rows // 2
+            return self._write_isolating(target, rows.slice(0, half)) + self._write_isolating(target, rows.slice(half))
+
+    def _write(self, target: Target, rows: pa.Table) -> None:
+        method = WriteMethod(self.config.write_method)
+        if method is WriteMethod.LOAD_PARQUET:
+            self._load_parquet(target, rows)
+        else:
+            self._storage_write(target, rows, arrow=method is WriteMethod.STORAGE_WRITE_ARROW)
 
     def _storage_write(self, target: Target, rows: pa.Table, *, arrow: bool) -> None:
         from google.cloud.bigquery_storage_v1 import types
@@ -222,36 +331,40 @@ class Warehouse:
         stream = target.stream_path
         if arrow:
             batches = arrow_batches(rows, target.schema)
-            arrow_schema = batches[0].schema.serialize().to_pybytes()
+            arrow_schema = types.ArrowSchema(serialized_schema=batches[0].schema.serialize().to_pybytes())
             requests = [
-                types.AppendRowsRequest(
-                    write_stream=stream,
-                    arrow_rows=types.AppendRowsRequest.ArrowData(
-                        writer_schema=types.ArrowSchema(serialized_schema=arrow_schema),
-                        rows=types.ArrowRecordBatch(serialized_record_batch=b.serialize().to_pybytes()),
-                    ),
-                )
+                (types.AppendRowsRequest(write_stream=stream, arrow_rows=types.AppendRowsRequest.ArrowData(
+                    writer_schema=arrow_schema,
+                    rows=types.ArrowRecordBatch(serialized_record_batch=b.serialize().to_pybytes()),
+                )), b.num_rows)
                 for b in batches
             ]
         else:
-            descriptor = protorows.descriptor_for(target.schema)
-            writer_schema = types.ProtoSchema(proto_descriptor=descriptor)
+            writer_schema = types.ProtoSchema(proto_descriptor=protorows.descriptor_for(target.schema))
+            try:
+                chunks = [c for b in rows.to_batches() for c in _chunks(protorows.serialize(b, target.schema))]
+            except ValueError as error:  # a value protobuf rows cannot carry
+                raise RowsRefused(str(error)) from error
             requests = [
-                types.AppendRowsRequest(
-                    write_stream=stream,
-                    proto_rows=types.AppendRowsRequest.ProtoData(
-                        writer_schema=writer_schema, rows=types.ProtoRows(serialized_rows=chunk)
-                    ),
-                )
-                for batch in rows.to_batches()
-                for chunk in _chunks(protorows.serialize(batch, target.schema))
+                (types.AppendRowsRequest(write_stream=stream, proto_rows=types.AppendRowsRequest.ProtoData(
+                    writer_schema=writer_schema, rows=types.ProtoRows(serialized_rows=chunk),
+                )), len(chunk))
+                for chunk in chunks
             ]
-        for response in self.write_client().append_rows(iter(requests)):
-            if response.row_errors:
-                details = "; ".join(f"row {e.index}: {e.message}" for e in response.row_errors[:5])
-                raise WarehouseError(f"BigQuery refused rows for {target.table_id}: {details}")
-            if response.error and response.error.code:
-                raise WarehouseError(f"append to {target.table_id} failed: {response.error.message}")
+        first_row = 0
+        try:
+            responses = self.write_client().append_rows(iter(request for request, _ in requests))
+            for (_, count), response in zip(requests, responses):
+                if response.row_errors:
+                    messages = {first_row + e.index: e.message for e in response.row_errors}
+                    raise RowsRefused(f"BigQuery refused {len(messages)} row(s)", messages)
+                if response.error and response.error.code:
+                    if response.error.code in _REFUSALS:
+                        raise RowsRefused(response.error.message)
+                    raise WarehouseError(f"append to {target.table_id} failed: {response.error.message}")
+                first_row += count
+        except (InvalidArgument, BadRequest, Unknown) as error:
+            raise RowsRefused(error.message) from error
 
     def _load_parquet(self, target: Target, rows: pa.Table) -> None:
         buffer = io.BytesIO()
@@ -265,7 +378,10 @@ class Warehouse:
                 write_disposition=bigquery.WriteDisposition.WRITE_APPEND,
             ),
         )
-        job.result()
+        try:
+            job.result()
+        except BadRequest as error:
+            raise RowsRefused(error.message) from error
 
     def write_client(self):
         """The Storage Write API client (gRPC), created on first use."""
@@ -327,6 +443,17 @@ def arrow_batches(rows: pa.Table, schema: tuple[SchemaField, ...]) -> list[pa.Re
         for f in arrow_schema
     ]
     return pa.Table.from_arrays(columns, schema=arrow_schema).to_batches(max_chunksize=50_000)
+
+
+def _row(one_row: pa.Table) -> dict:
+    """A one-row table as a dict; values Python cannot hold (a year past 9999…) as their text."""
+    row = {}
+    for name, column in zip(one_row.column_names, one_row.columns):
+        try:
+            row[name] = column[0].as_py()
+        except (OverflowError, ValueError):
+            row[name] = pc.cast(column, pa.string())[0].as_py()
+    return row
 
 
 def _ddl_type(field: SchemaField) -> str:

@@ -330,3 +330,28 @@ def test_an_open_transaction_holds_the_cursor_back_but_not_the_inserts(notes, so
         assert result.inserted == 2
         assert watermarks.get(notes, org.id, "notes").last_updated_at < opened
         slow.rollback()
+
+
+def test_a_row_bigquery_refuses_is_set_aside_and_the_rest_loads(notes, source, warehouse_for):
+    from glific_bq.sync import redrive
+
+    org = add_organization(notes)
+    notes.execute("ALTER TABLE notes ADD COLUMN happened timestamp")
+    ids = add_notes(notes, org, [f"n{i}" for i in range(9)])
+    notes.execute("UPDATE notes SET happened = '2026-01-01'")
+    notes.execute("UPDATE notes SET happened = '10000-01-01' WHERE id = %s", (ids[4],))  # beyond DATETIME
+    warehouse = warehouse_for(org)
+
+    result = sync_table(source, warehouse, org, NOTES)
+
+    assert (result.inserted, result.set_aside, result.caught_up) == (9, 1, True)
+    assert sorted(r["id"] for r in warehouse_rows(warehouse, "notes")) == ids[:4] + ids[5:]
+    assert warehouse.dead_letter_ids("notes") == [ids[4]]
+    assert watermarks.get(notes, org.id, "notes").table_id == ids[-1]  # the table is not blocked
+
+    notes.execute("UPDATE notes SET happened = '2026-02-02' WHERE id = %s", (ids[4],))  # fixed at the source
+    redriven = redrive(source, warehouse, org, NOTES)
+
+    assert (redriven.updated, redriven.set_aside) == (1, 0)
+    assert warehouse.dead_letter_ids("notes") == []
+    assert sorted(r["id"] for r in warehouse_rows(warehouse, "notes")) == ids

@@ -32,6 +32,7 @@ def materialization(result: TableSync) -> dg.AssetMaterialization:
         "dataset": result.dataset,
         "rows_inserted": dg.MetadataValue.int(result.inserted),
         "rows_updated": dg.MetadataValue.int(result.updated),
+        "rows_set_aside": dg.MetadataValue.int(result.set_aside),
         "seconds": dg.MetadataValue.float(round(result.seconds, 3)),
         "lag_seconds": dg.MetadataValue.float(result.lag_seconds or 0.0),
     }
