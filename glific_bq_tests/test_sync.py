@@ -355,3 +355,46 @@ def test_a_row_bigquery_refuses_is_set_aside_and_the_rest_loads(notes, source, w
     assert (redriven.updated, redriven.set_aside) == (1, 0)
     assert warehouse.dead_letter_ids("notes") == []
     assert sorted(r["id"] for r in warehouse_rows(warehouse, "notes")) == ids
+
+
+def test_a_column_type_change_is_reported_for_its_table_and_blocks_nothing_else(notes, source, warehouse_for):
+    org = add_organization(notes)
+    notes.execute("ALTER TABLE notes ADD COLUMN score text")
+    notes.execute("CREATE TABLE others (LIKE notes INCLUDING DEFAULTS INCLUDING IDENTITY)")
+    add_notes(notes, org, ["a"])
+    notes.execute("INSERT INTO others (id, organization_id, body) VALUES (1, %s, 'other')", (org.id,))
+    others = TableSpec("others")
+    sync_tenant(source, warehouse_for, org.id, [NOTES, others])
+    notes.execute("ALTER TABLE notes ALTER COLUMN score TYPE integer USING NULL")
+    notes.execute("INSERT INTO others (id, organization_id, body) VALUES (2, %s, 'still flowing')", (org.id,))
+
+    results = sync_tenant(source, warehouse_for, org.id, [NOTES, others])
+
+    assert [(r.table, r.status) for r in results] == [("notes", "failed"), ("others", "synced")]
+    assert "SchemaDriftError" in results[0].message and "notes.score: STRING/NULLABLE in BigQuery, INT64" in results[0].message
+    assert len(warehouse_rows(warehouse_for(org), "others")) == 2
+
+
+def test_a_dropped_column_keeps_its_history_in_bigquery(notes, source, warehouse_for):
+    org = add_organization(notes)
+    notes.execute("ALTER TABLE notes ADD COLUMN mood text")
+    notes.execute("INSERT INTO notes (organization_id, body, mood) VALUES (%s, 'before', 'happy')", (org.id,))
+    warehouse = warehouse_for(org)
+    sync_table(source, warehouse, org, NOTES)
+    notes.execute("ALTER TABLE notes DROP COLUMN mood")
+    add_notes(notes, org, ["after"])
+
+    sync_table(source, warehouse, org, NOTES)
+
+    assert [(r["body"], r["mood"]) for r in warehouse_rows(warehouse, "notes")] == [("before", "happy"), ("after", None)]
+
+
+def test_an_organization_with_an_invalid_timezone_fails_alone(notes, source, warehouse_for):
+    good, bad = add_organization(notes), add_organization(notes, timezone="Mars/Olympus_Mons")
+    for org in (good, bad):
+        add_notes(notes, org, ["x"])
+
+    results = [r for org in (good, bad) for r in sync_tenant(source, warehouse_for, org.id, [NOTES])]
+
+    assert [r.status for r in results] == ["synced", "failed"]
+    assert "unknown timezone 'Mars/Olympus_Mons'" in results[1].message
