@@ -23,6 +23,18 @@ class SyncMode(str, Enum):
     INSERT_ONLY = "insert_only"
 
 
+class DeletePolicy(str, Enum):
+    """What a row deleted in PostgreSQL becomes in BigQuery."""
+
+    #: Nothing: BigQuery keeps the row's history. The default, and the only safe choice for
+    #: messages, which Glific purges from PostgreSQL on purpose after two months: BigQuery is
+    #: their only long-term copy.
+    KEEP = "keep"
+    #: A periodic key comparison per tenant deletes, in BigQuery, every version of rows that no
+    #: longer exist at the source (contacts erased on request).
+    PROPAGATE = "propagate"
+
+
 @dataclass(frozen=True)
 class TableSpec:
     """One synced table.
@@ -35,12 +47,14 @@ class TableSpec:
         partition_column: the column BigQuery partitions the table by (monthly). An immutable
             creation time keeps every version of a row in one partition, so dedup and date-bounded
             reports scan only the partitions they need. Falls back to ingestion time if absent.
+        deletes: ``KEEP`` (default) or ``PROPAGATE`` (see ``DeletePolicy``).
     """
 
     name: str
     mode: SyncMode = SyncMode.UPSERT
     cursor_column: str = ""
     partition_column: str = "inserted_at"
+    deletes: DeletePolicy = DeletePolicy.KEEP
 
     def __post_init__(self) -> None:
         if not self.cursor_column:
@@ -52,7 +66,7 @@ class TableSpec:
 
 
 TABLES: tuple[TableSpec, ...] = (
-    TableSpec("contacts"),
+    TableSpec("contacts", deletes=DeletePolicy.PROPAGATE),
     TableSpec("messages"),
     TableSpec("messages_media"),
     TableSpec("flows", SyncMode.INSERT_ONLY),
