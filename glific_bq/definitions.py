@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from glific_bq.defs.alerting import sensors as alerting_sensors
 from glific_bq.defs.assets import source_assets, table_assets
 from glific_bq.defs.jobs import resync_job, sync_job
 from glific_bq.defs.resources import resources_from_env
@@ -12,6 +13,6 @@ defs = dg.Definitions(
     assets=[*source_assets, *table_assets],
     jobs=[sync_job, resync_job],
     schedules=[sync_every_minute],
-    sensors=[tenant_discovery],
+    sensors=[tenant_discovery, *alerting_sensors],
     resources=resources_from_env(),
 )

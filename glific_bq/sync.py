@@ -292,7 +292,10 @@ def sync_tenant(
 
 
 def _describe(error: Exception) -> str:
-    return f"{type(error).__name__}: {error}"
+    """The error as stored and shown: anything shaped like a credential masked."""
+    from glific_bq.alerts import safe_error
+
+    return safe_error(f"{type(error).__name__}: {error}", limit=2000)
 
 
 __all__ = ["STEPS", "SyncOptions", "TableSync", "WarehouseError", "redrive", "sync_table", "sync_tenant"]

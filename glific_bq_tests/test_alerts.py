@@ -1,0 +1,399 @@
+"""Alerts when a tenant-table stops syncing, once per incident: detection against the real
+PostgreSQL (watermarks made stale or failing by hand), incident bookkeeping across sensor
+evaluations, and the webhook against a local HTTP server."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import logging
+import socket
+import threading
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+
+import dagster as dg
+import pytest
+
+from glific_bq import alerts, plan, watermarks
+from glific_bq.defs.alerting import sensors, stalled_watermarks
+from glific_bq.defs.partitions import tenants
+from glific_bq.defs.resources import GlificPostgres
+from glific_bq.local.sample_data import seed
+from glific_bq.registry import TABLES, TableSpec, table
+from glific_bq.schema import reflect_columns
+
+MESSAGES = table("messages")
+
+
+# -- simulating the sync ---------------------------------------------------------------------------------
+
+
+def catch_up(conn, tables: tuple[TableSpec, ...] = TABLES) -> None:
+    """Move every watermark to its newest row, as a finished sync does."""
+    org_ids = [row[0] for row in conn.execute("SELECT id FROM organizations")]
+    for spec in tables:
+        has_cursor = any(c.name == spec.cursor_column for c in reflect_columns(conn, spec.name))
+        for org in org_ids:
+            watermarks.get(conn, org, spec.name)
+            (top,) = conn.execute(f"SELECT COALESCE(max(id), 0) FROM {spec.name} WHERE organization_id = %s", (org,)).fetchone()
+            cursor = None
+            if has_cursor:
+                cursor = conn.execute(
+                    f"SELECT {spec.cursor_column}, id FROM {spec.name} WHERE organization_id = %s "
+                    f"ORDER BY {spec.cursor_column} DESC, id DESC LIMIT 1",
+                    (org,),
+                ).fetchone()
+            watermarks.advance(conn, org, spec.name, table_id=top, cursor=tuple(cursor) if cursor else None)
+
+
+def fall_behind(conn, org: int, name: str = "messages", *, last_moved: timedelta = timedelta(hours=1)) -> None:
+    """The newest row of (org, table) not sent yet, and the watermark last moved ``last_moved`` ago."""
+    conn.execute(
+        'UPDATE bigquery_jobs SET table_id = table_id - 1, advanced_at = now() - %s WHERE organization_id = %s AND "table" = %s',
+        (last_moved, org, name),
+    )
+
+
+def fail(conn, org: int, name: str, times: int, error: str = "Forbidden: 403 Access Denied: BigQuery BigQuery: Permission bigquery.tables.create denied") -> None:
+    for _ in range(times):
+        watermarks.record_failure(conn, org, name, error)
+
+
+@pytest.fixture
+def seeded(db):
+    """Two organizations, every watermark caught up."""
+    seed(db, organizations=2, messages_per_org=20, contacts_per_org=5)
+    catch_up(db)
+    assert plan.dirty(db, TABLES) == {}
+    return db
+
+
+def kinds(problems: list[alerts.Problem]) -> list[tuple[int, str, str]]:
+    return [(p.organization_id, p.table, p.kind) for p in problems]
+
+
+# -- detection -------------------------------------------------------------------------------------------
+
+
+def test_a_stalled_watermark_is_detected(seeded):
+    fall_behind(seeded, 1, "messages", last_moved=timedelta(hours=1))
+
+    problems = alerts.find_problems(seeded, TABLES)
+
+    assert kinds(problems) == [(1, "messages", "stalled")]
+    (problem,) = problems
+    assert "rows waiting to sync since" in problem.detail and problem.organization
+    (db_now,) = seeded.execute("SELECT now()").fetchone()
+    assert timedelta(minutes=59) < db_now - problem.since < timedelta(minutes=61)
+
+
+def test_a_watermark_never_advanced_counts_from_its_creation(seeded):
+    seeded.execute(
+        "UPDATE bigquery_jobs SET table_id = 0, advanced_at = NULL, updated_at = (now() AT TIME ZONE 'UTC') - interval '2 hours' "
+        "WHERE organization_id = 2 AND \"table\" = 'contacts'"
+    )
+    assert kinds(alerts.find_problems(seeded, TABLES)) == [(2, "contacts", "stalled")]
+
+
+def test_no_stall_when_caught_up_recently_advanced_or_rows_just_arrived(seeded):
+    seeded.execute("UPDATE bigquery_jobs SET advanced_at = now() - interval '1 day'")  # idle, but caught up
+    assert alerts.find_problems(seeded, TABLES) == []
+
+    fall_behind(seeded, 1, "messages", last_moved=timedelta(minutes=2))  # syncing, just a little behind
+    assert alerts.find_problems(seeded, TABLES) == []
+    assert kinds(alerts.find_problems(seeded, TABLES, stall_after=timedelta(minutes=1))) == [(1, "messages", "stalled")]
+
+    # A tenant idle for hours that just got a message: old watermark, but the rows only now wait.
+    fall_behind(seeded, 2, "messages", last_moved=timedelta(hours=3))
+    (db_now,) = seeded.execute("SELECT now()").fetchone()
+    assert alerts.find_problems(seeded, TABLES, waiting_since={(2, "messages"): db_now}) == []
+
+
+def test_repeated_failures_are_detected_with_a_safe_short_error(seeded):
+    secret_error = (
+        "RefreshError: could not connect to postgresql://glific:s3cr3t-pw@db.internal/glific with "
+        '{"private_key": "-----BEGIN PRIVATE KEY-----\\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\\n-----END PRIVATE KEY-----"} '
+        "token=ya29.a0AfH6SMBx3Yq8Zz " + "x" * 1000
+    )
+    fail(seeded, 2, "contacts", 2, secret_error)
+    assert alerts.find_problems(seeded, TABLES) == []  # two failures: not yet an incident
+    assert kinds(alerts.find_problems(seeded, TABLES, failures_after=2)) == [(2, "contacts", "failing")]
+
+    fall_behind(seeded, 2, "contacts", last_moved=timedelta(hours=1))  # failing and behind: the failure says why
+    fail(seeded, 2, "contacts", 1, secret_error)
+    (problem,) = alerts.find_problems(seeded, TABLES)
+
+    assert (problem.organization_id, problem.table, problem.kind) == (2, "contacts", "failing")
+    assert problem.detail.startswith("3 consecutive failed syncs")
+    error = problem.detail.split("Last error: ", 1)[1]
+    assert error.startswith("RefreshError") and len(error) <= alerts.MAX_ERROR_CHARS
+    for secret in ("s3cr3t", "MIIEvQ", "ya29", "BEGIN PRIVATE"):
+        assert secret not in problem.detail
+
+
+def test_a_stall_does_not_clear_while_a_failed_pair_is_held_back(seeded):
+    fall_behind(seeded, 1, "messages", last_moved=timedelta(hours=1))
+    fail(seeded, 1, "messages", 1)  # backoff: the planner skips the pair for a minute
+    assert plan.dirty(seeded, TABLES) == {}
+    assert kinds(alerts.find_problems(seeded, TABLES)) == [(1, "messages", "stalled")]
+
+
+# -- incidents (pure) --------------------------------------------------------------------------------------
+
+
+def test_diff_opens_once_keeps_open_and_resolves_once():
+    stalled = alerts.Problem(1, "messages", "stalled", "rows waiting")
+    failing = alerts.Problem(1, "messages", "failing", "3 consecutive failed syncs")
+
+    new, resolved, still = alerts.diff({}, [stalled])
+    assert list(new) == ["1/messages/stalled"] and not resolved and not still
+    assert new["1/messages/stalled"]["notified"] is False
+    json.dumps(new)  # the state is JSON
+
+    opened = {key: {**incident, "notified": True} for key, incident in new.items()}
+    new, resolved, still = alerts.diff(opened, [alerts.Problem(1, "messages", "stalled", "rows waiting, longer")])
+    assert not new and not resolved and still["1/messages/stalled"]["notified"] is True
+    assert still["1/messages/stalled"]["detail"] == "rows waiting, longer"
+
+    new, resolved, still = alerts.diff(still, [failing])  # the same pair, now failing: superseded
+    assert list(new) == ["1/messages/failing"] and not resolved and not still
+
+    new, resolved, still = alerts.diff(new, [])
+    assert list(resolved) == ["1/messages/failing"] and resolved["1/messages/failing"]["resolved_at"]
+    assert alerts.diff({}, []) == ({}, {}, {})
+
+
+# -- the sensor ----------------------------------------------------------------------------------------------
+
+
+class Webhook:
+    """A local Slack-like incoming webhook: records every POST."""
+
+    def __init__(self, status: int = 200) -> None:
+        self.posts: list[dict] = []
+        self.status = status
+        hook = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                hook.posts.append({"path": self.path, "content_type": self.headers["Content-Type"], "json": json.loads(body)})
+                reply = b"ok" if hook.status == 200 else b"no_service"
+                self.send_response(hook.status)
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/services/T000/B000/SECRETPART"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def texts(self) -> list[str]:
+        return [post["json"]["text"] for post in self.posts]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def webhook(monkeypatch) -> Iterator[Webhook]:
+    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    hook = Webhook()
+    yield hook
+    hook.close()
+
+
+def closed_port_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/services/T000/B000/SECRETPART"
+
+
+@pytest.fixture
+def alert_env(monkeypatch):
+    for var in (alerts.WEBHOOK_URL_ENV, alerts.STALL_MINUTES_ENV, alerts.FAILURES_ENV):
+        monkeypatch.delenv(var, raising=False)
+    return monkeypatch
+
+
+class Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[tuple[str, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append((record.levelname, record.getMessage()))
+
+
+class Sensor:
+    """Evaluates ``stalled_watermarks`` tick after tick, passing the cursor on as the daemon does,
+    and applying what it returns to the instance (observations, partitions)."""
+
+    def __init__(self, instance: dg.DagsterInstance, database_url: str) -> None:
+        self.instance = instance
+        self.resources = {"postgres": GlificPostgres(database_url=database_url)}
+        self.cursor: str | None = None
+        self.logs = Records()
+
+    def tick(self):
+        with dg.build_sensor_context(instance=self.instance, resources=self.resources, cursor=self.cursor) as context:
+            context.log.addHandler(self.logs)
+            result = stalled_watermarks(context)
+            self.cursor = result.cursor if isinstance(result, dg.SensorResult) else context.cursor
+        if isinstance(result, dg.SensorResult):
+            for event in result.asset_events:
+                self.instance.report_runless_asset_event(event)
+            for request in result.dynamic_partitions_requests or []:
+                self.instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+        return result
+
+    def time_passes(self, waited: timedelta) -> None:
+        """As if the last evaluation was a minute ago and the waiting rows were first seen
+        ``waited`` ago (the database side is aged by hand, in ``advanced_at``)."""
+        state = json.loads(self.cursor)
+
+        def earlier(iso: str, by: timedelta) -> str:
+            return (datetime.fromisoformat(iso) - by).isoformat()
+
+        state["at"] = earlier(state["at"], timedelta(minutes=1))
+        state["waiting"] = {t: {o: earlier(s, waited) for o, s in orgs.items()} for t, orgs in state["waiting"].items()}
+        self.cursor = json.dumps(state)
+
+    def state(self) -> dict:
+        return json.loads(self.cursor)
+
+
+def observations(instance, name: str) -> list[dg.AssetObservation]:
+    records = instance.fetch_observations(dg.AssetKey(["bigquery", name]), limit=100).records
+    return [r.asset_observation for r in reversed(records)]
+
+
+def test_one_alert_per_incident_and_one_recovery(seeded, database_url, webhook, alert_env):
+    alert_env.setenv(alerts.WEBHOOK_URL_ENV, webhook.url)
+    fall_behind(seeded, 1, "messages", last_moved=timedelta(hours=1))
+    with dg.instance_for_test() as instance:
+        sensor = Sensor(instance, database_url)
+
+        # The rows just started waiting (an idle tenant's watermark is old): not a stall yet.
+        assert isinstance(sensor.tick(), dg.SkipReason)
+        assert webhook.posts == []
+
+        sensor.time_passes(timedelta(minutes=11))
+        opened = sensor.tick()
+        assert isinstance(opened, dg.SensorResult)
+        assert [(e.asset_key.path, e.partition, e.metadata["status"].value, e.metadata["kind"].value) for e in opened.asset_events] == [
+            (["bigquery", "messages"], "1", "open", "stalled")
+        ]
+        # The test instance has no tenant partitions: the sensor registers the one it reports on.
+        assert [r.partition_keys for r in opened.dynamic_partitions_requests] == [["1"]]
+        assert "1" in instance.get_dynamic_partitions(tenants.name)
+        (text,) = webhook.texts
+        assert "organization 1 (" in text and "table `messages` has STALLED" in text
+        assert "rows waiting to sync since" in text
+        assert "What to do" in text and "glific-bq sync --organization 1 --table messages" in text
+        assert webhook.posts[0]["path"] == "/services/T000/B000/SECRETPART"
+        assert webhook.posts[0]["content_type"] == "application/json"
+        assert [level for level, message in sensor.logs.records if "has STALLED" in message] == ["ERROR"]
+
+        for _ in range(3):  # still stalled: no new alert, no new observation
+            sensor.time_passes(timedelta(minutes=1))
+            assert isinstance(sensor.tick(), dg.SkipReason)
+        assert len(webhook.posts) == 1
+        assert list(sensor.state()["incidents"]) == ["1/messages/stalled"]
+
+        catch_up(seeded, (MESSAGES,))
+        cleared = sensor.tick()
+        assert isinstance(cleared, dg.SensorResult)
+        assert [(e.partition, e.metadata["status"].value) for e in cleared.asset_events] == [("1", "resolved")]
+        assert not cleared.dynamic_partitions_requests  # registered at the alert
+        assert len(webhook.posts) == 2 and "RESOLVED: organization 1 (" in webhook.texts[1]
+        assert "table `messages` is syncing again (was stalled since" in webhook.texts[1]
+        assert [level for level, message in sensor.logs.records if "RESOLVED" in message] == ["INFO"]
+
+        assert isinstance(sensor.tick(), dg.SkipReason)
+        assert len(webhook.posts) == 2 and sensor.state()["incidents"] == {} and sensor.state()["recoveries"] == []
+
+        # What the UI shows: both events on the tenant's partition of bigquery/messages.
+        shown = observations(instance, "messages")
+        assert [(o.partition, o.metadata["status"].value) for o in shown] == [("1", "open"), ("1", "resolved")]
+
+
+def test_webhook_down_does_not_crash_the_sensor_and_is_retried(seeded, database_url, webhook, alert_env):
+    alert_env.setenv(alerts.WEBHOOK_URL_ENV, closed_port_url())
+    fail(seeded, 2, "contacts", 3)
+    with dg.instance_for_test() as instance:
+        sensor = Sensor(instance, database_url)
+
+        first = sensor.tick()  # connection refused
+        assert isinstance(first, dg.SensorResult) and len(first.asset_events) == 1
+        assert "webhook failed" in first.skip_reason.skip_message
+        assert sensor.state()["incidents"]["2/contacts/failing"]["notified"] is False
+        warnings = [message for level, message in sensor.logs.records if level == "WARNING"]
+        assert len(warnings) == 1 and "retrying at the next evaluation" in warnings[0]
+        assert "SECRETPART" not in warnings[0]  # the webhook's secret path is never logged
+
+        second = sensor.tick()  # still down: no new incident, still to deliver
+        assert isinstance(second, dg.SkipReason) and "to retry" in second.skip_message
+        assert sensor.state()["incidents"]["2/contacts/failing"]["notified"] is False
+
+        alert_env.setenv(alerts.WEBHOOK_URL_ENV, webhook.url)  # back up
+        third = sensor.tick()
+        assert isinstance(third, dg.SkipReason) and "delivered 1 alert(s)" in third.skip_message
+        (text,) = webhook.texts
+        assert "organization 2 (" in text and "table `contacts` is FAILING: 3 consecutive failed syncs" in text
+        assert "Last error: Forbidden: 403 Access Denied" in text
+        assert sensor.state()["incidents"]["2/contacts/failing"]["notified"] is True
+
+        assert isinstance(sensor.tick(), dg.SkipReason)
+        assert len(webhook.posts) == 1  # delivered once
+
+
+def test_without_a_webhook_incidents_are_only_logged_and_observed(seeded, database_url, alert_env):
+    fail(seeded, 1, "flows", 5)
+    with dg.instance_for_test() as instance:
+        sensor = Sensor(instance, database_url)
+        assert isinstance(sensor.tick(), dg.SensorResult)
+        assert sensor.state()["incidents"]["1/flows/failing"]["notified"] is True  # nothing to retry
+        assert isinstance(sensor.tick(), dg.SkipReason)
+
+
+# -- the webhook and settings -----------------------------------------------------------------------------------
+
+
+def test_post_webhook_sends_slack_json_and_fails_clearly(webhook):
+    alerts.post_webhook(webhook.url, "org 1: <!channel> & co")
+    assert webhook.posts[-1]["json"] == {"text": "org 1: &lt;!channel&gt; &amp; co"}  # no mention can fire
+
+    webhook.status = 500
+    with pytest.raises(alerts.WebhookError, match=r"at 127\.0\.0\.1 answered HTTP 500: no_service") as refused:
+        alerts.post_webhook(webhook.url, "x")
+    assert "SECRETPART" not in str(refused.value)
+    with pytest.raises(alerts.WebhookError, match="unreachable") as down:
+        alerts.post_webhook(closed_port_url(), "x", timeout=2)
+    assert "SECRETPART" not in str(down.value)
+    with pytest.raises(alerts.WebhookError, match="http"):
+        alerts.post_webhook("file:///etc/passwd", "x")
+
+
+def test_settings_from_the_environment():
+    assert alerts.AlertSettings.from_env({}) == alerts.AlertSettings(None, timedelta(minutes=10), 3)
+    settings = alerts.AlertSettings.from_env({
+        alerts.WEBHOOK_URL_ENV: "https://hooks.slack.com/services/x", alerts.STALL_MINUTES_ENV: "30", alerts.FAILURES_ENV: "5",
+    })
+    assert settings == alerts.AlertSettings("https://hooks.slack.com/services/x", timedelta(minutes=30), 5)
+    with pytest.raises(ValueError, match=alerts.FAILURES_ENV):
+        alerts.AlertSettings.from_env({alerts.FAILURES_ENV: "three"})
+
+
+def test_sensors_helper_lists_the_sensor():
+    assert sensors == [stalled_watermarks]
+    dg.Definitions.validate_loadable(dg.Definitions(sensors=sensors, resources={"postgres": GlificPostgres(database_url="postgresql://x/y")}))
