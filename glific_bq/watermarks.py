@@ -10,6 +10,8 @@ already. Columns (Glific's first, then ours):
   ``id <= table_id``, has its latest version in BigQuery. The id breaks ties between the thousands
   of rows a bulk update gives the same ``updated_at``.
 - ``advanced_at``: when the watermark last moved (stalled-watermark alerts read it).
+- ``deduped_at``: when the last successful dedup pass of this tenant-table started; the next
+  pass examines only ids changed since.
 - ``failures``, ``last_error``, ``last_failed_at``: consecutive failed syncs and the latest
   error, for backoff (a tenant with invalid credentials is not retried every minute, glific#5570)
   and alerts. A successful sync resets them.
@@ -45,6 +47,7 @@ ALTER TABLE bigquery_jobs ADD COLUMN IF NOT EXISTS advanced_at timestamptz;
 ALTER TABLE bigquery_jobs ADD COLUMN IF NOT EXISTS failures integer NOT NULL DEFAULT 0;
 ALTER TABLE bigquery_jobs ADD COLUMN IF NOT EXISTS last_error text;
 ALTER TABLE bigquery_jobs ADD COLUMN IF NOT EXISTS last_failed_at timestamptz;
+ALTER TABLE bigquery_jobs ADD COLUMN IF NOT EXISTS deduped_at timestamptz;
 """
 
 # Glific's table has only a non-unique index on (organization_id, table). Before the unique index
@@ -72,7 +75,7 @@ ON bigquery_jobs (organization_id, "table")
 
 _COLUMNS = (
     'organization_id, "table", table_id, last_updated_at, last_updated_id, advanced_at, '
-    "failures, last_error, last_failed_at"
+    "failures, last_error, last_failed_at, deduped_at"
 )
 
 
@@ -87,6 +90,7 @@ class Watermark:
     failures: int = 0
     last_error: str | None = None
     last_failed_at: datetime | None = None
+    deduped_at: datetime | None = None
 
     @property
     def cursor(self) -> tuple[datetime, int]:
@@ -101,7 +105,7 @@ class Watermark:
         }
 
 
-_OUR_COLUMNS = ("last_updated_id", "advanced_at", "failures", "last_error", "last_failed_at")
+_OUR_COLUMNS = ("last_updated_id", "advanced_at", "failures", "last_error", "last_failed_at", "deduped_at")
 
 
 def ensure_table(conn: psycopg.Connection) -> None:
@@ -221,6 +225,15 @@ def record_success(conn: psycopg.Connection, organization_id: int, table: str) -
         "UPDATE bigquery_jobs SET failures = 0, last_error = NULL "
         'WHERE organization_id = %s AND "table" = %s AND failures > 0',
         (organization_id, table),
+    )
+
+
+def record_dedup(conn: psycopg.Connection, organization_id: int, table: str, started_at: datetime) -> None:
+    """Remember when the last successful dedup pass of this tenant-table started."""
+    _create(conn, organization_id, table)
+    conn.execute(
+        'UPDATE bigquery_jobs SET deduped_at = %s WHERE organization_id = %s AND "table" = %s',
+        (started_at, organization_id, table),
     )
 
 

@@ -126,3 +126,35 @@ def test_resync_needs_confirmation_then_resends_the_tenant_table(seeded, resourc
     assert resync_job.execute_in_process(run_config=config, resources=resources, instance=instance).success
     rows = warehouse_rows(Warehouse(warehouse_config, get_organization(seeded, 1)), "tickets")
     assert len(rows) == 2 * count(seeded, "tickets", 1)  # every row twice until dedup
+
+
+def test_dedup_job_leaves_one_version_per_id_and_reports_deletions(seeded, resources, warehouse_config):
+    from glific_bq import watermarks
+    from glific_bq.defs.jobs import dedup_job
+
+    instance = dg.DagsterInstance.ephemeral()
+    assert sync_job.execute_in_process(resources=resources, instance=instance).success
+    seeded.execute("UPDATE tickets SET status = 'closed', updated_at = now() AT TIME ZONE 'UTC' - interval '1 minute' WHERE organization_id = 1")
+    assert sync_job.execute_in_process(resources=resources, instance=instance).success
+    warehouse = Warehouse(warehouse_config, get_organization(seeded, 1))
+    tickets = count(seeded, "tickets", 1)
+    assert len(warehouse_rows(warehouse, "tickets")) == 2 * tickets
+
+    result = dedup_job.execute_in_process(resources=resources, instance=instance)
+
+    assert result.success
+    rows = warehouse_rows(warehouse, "tickets")
+    assert len(rows) == len({r["id"] for r in rows}) == tickets and {r["status"] for r in rows} == {"closed"}
+    observations = [
+        e.event_specific_data.asset_observation for e in result.all_events
+        if e.event_type_value == "ASSET_OBSERVATION"
+    ]
+    deleted = {(o.asset_key.path[-1], o.partition): o.metadata["deleted"].value for o in observations}
+    assert deleted[("tickets", "1")] == tickets and deleted[("tickets", "2")] == 0
+    assert watermarks.get(seeded, 1, "tickets").deduped_at is not None
+
+
+def test_dedup_schedule_fires_every_90_minutes():
+    from glific_bq.defs.schedules import dedup_every_90_minutes
+
+    assert dedup_every_90_minutes.cron_schedule == ["0 0-21/3 * * *", "30 1-22/3 * * *"]

@@ -6,9 +6,14 @@ with one cheap query per table (``glific_bq.plan``) and syncs only the dirty pai
 materialization of ``bigquery/<table>`` for each tenant it synced.
 """
 
+from datetime import datetime, timedelta, timezone
+
 import dagster as dg
 
 from glific_bq import plan, watermarks
+from glific_bq.dedup import dedup_tenant
+from glific_bq.deletes import propagate_deletes
+from glific_bq.tenants import list_organizations
 from glific_bq.registry import TABLES, table
 
 from .assets import sync_partitions
@@ -70,3 +75,58 @@ def resync_tenant_table(context: dg.OpExecutionContext, config: ResyncConfig, po
 @dg.job(description="Re-sync one tenant-table from scratch (resets its watermark; see the op's warning).")
 def resync_job():
     resync_tenant_table()
+
+
+class DedupConfig(dg.Config):
+    """Options of a dedup run (defaults: every active tenant, incremental, no buffer window)."""
+
+    organization_id: int | None = None
+    buffer_minutes: int = 0  # only for rows written by legacy streaming: DML never touches newer rows
+    full: bool = False  # examine every id, not only those changed since the last pass
+
+
+@dg.op(out={}, description="Delete older row versions (keep the newest per id) and propagate deletes, per tenant.")
+def dedup_tenants(context: dg.OpExecutionContext, config: DedupConfig, postgres: GlificPostgres, bigquery: GlificBigQuery):
+    started = datetime.now(timezone.utc)
+    failures: list[str] = []
+    with postgres.source() as source:
+        organizations = [o for o in list_organizations(source.control) if o.is_active]
+        if config.organization_id is not None:
+            organizations = [o for o in organizations if o.id == config.organization_id]
+            if not organizations:
+                raise dg.Failure(f"organization {config.organization_id} is not an active organization")
+        for organization in organizations:
+            try:
+                warehouse = bigquery.open_warehouse(organization)
+            except Exception as error:  # this tenant only
+                failures.append(f"organization {organization.id}: {type(error).__name__}: {error}")
+                continue
+            try:
+                since = None if config.full else {
+                    spec.name: watermarks.get(source.control, organization.id, spec.name).deduped_at for spec in TABLES
+                }
+                for result in dedup_tenant(warehouse, TABLES, since, timedelta(minutes=config.buffer_minutes), now=started):
+                    if result.error:
+                        failures.append(f"organization {organization.id}, {result.table}: {result.error}")
+                        continue
+                    metadata = result.as_metadata()
+                    spec = table(result.table)
+                    if result.skipped_reason is None:
+                        watermarks.record_dedup(source.control, organization.id, spec.name, started)
+                        metadata["rows_deleted_at_source_removed"] = propagate_deletes(source, warehouse, organization, spec)
+                    context.log_event(dg.AssetObservation(
+                        asset_key=["bigquery", spec.name], partition=str(organization.id), metadata=metadata,
+                    ))
+            except Exception as error:  # this tenant only
+                context.log.exception(f"organization {organization.id}: dedup failed")
+                failures.append(f"organization {organization.id}: {type(error).__name__}: {error}")
+            finally:
+                warehouse.close()
+    if failures:
+        raise dg.Failure(f"dedup failed for {len(failures)} tenant-table(s)",
+                         metadata={"failures": dg.MetadataValue.md("\n".join(f"- {f}" for f in failures))})
+
+
+@dg.job(description="Keep exactly the newest version of each row in every tenant dataset (what the 90-minute schedule runs).")
+def dedup_job():
+    dedup_tenants()

@@ -2,9 +2,12 @@
 
 import dagster as dg
 
-from .jobs import sync_job
+from .jobs import dedup_job, sync_job
 
+#: Every minute.
 SYNC_CRON = "* * * * *"
+#: Every 90 minutes: 00:00, 01:30, 03:00, 04:30 …
+DEDUP_CRONS = ["0 0-21/3 * * *", "30 1-22/3 * * *"]
 
 
 @dg.schedule(job=sync_job, cron_schedule=SYNC_CRON, default_status=dg.DefaultScheduleStatus.RUNNING)
@@ -17,3 +20,12 @@ def sync_every_minute(context: dg.ScheduleEvaluationContext):
     if in_flight:
         return dg.SkipReason(f"run {in_flight[0].dagster_run.run_id} is still syncing")
     return dg.RunRequest()
+
+
+dedup_every_90_minutes = dg.ScheduleDefinition(
+    name="dedup_every_90_minutes",
+    job=dedup_job,
+    cron_schedule=DEDUP_CRONS,
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Every 90 minutes, delete older row versions in every tenant dataset (changed ids only).",
+)

@@ -1,0 +1,362 @@
+"""Deduplication of row versions in BigQuery: keep exactly the newest version of every id.
+
+The sync appends every changed row as a new version. This pass deletes the older versions in one
+organization's copy of a table, so that ``SELECT * FROM table`` shows each row once.
+
+**Which version is the newest.** The one with the greatest ``(bq_inserted_at, bq_uuid)``: the
+send time in UTC, ties broken by the UUID. Syncs of one tenant-table are serialized and each reads
+a later snapshot, so a later send always carries the same or a newer state of the row; this order
+is total and monotonic. ``updated_at`` is not used: it is a local-time DATETIME that repeats an hour
+when daylight saving ends, and it has ties (glific#1750, #2093). A row without ``bq_inserted_at``
+(written by another tool) has no send time and sorts as the oldest version of its id.
+
+**Rows without ``bq_uuid``** (other tools, glific#2726), and versions identical in
+``(id, bq_inserted_at, bq_uuid)``, cannot be told apart by the DELETE's key: before deleting, such
+rows (of ids that have something to delete, outside the window) get a fresh ``GENERATE_UUID()``.
+The DELETE then ranks with ``RANK()``, not ``ROW_NUMBER()``: if two rows still shared the newest
+key they would both rank 1 and both be kept — never both deleted.
+
+**Cost grows with what changed, not with table size** (glific#3194, where a daily full
+``ROW_NUMBER()`` scan of every table was too expensive). An incremental pass examines only the
+*candidates*: ids that received a version since ``since``. Up to four statements, each issued only
+if the previous one found work (on-demand billing counts bytes of the columns read, per scanned
+partition):
+
+1. ``SURVEY`` (SELECT): per id, its number of versions and how many lie outside the window, for
+   ids whose newest ``bq_inserted_at`` is at or after the lower bound. Reads only ``id`` and
+   ``bq_inserted_at`` (16 bytes a row, about 2 % of a Glific message row) — over the whole table
+   for tables partitioned by ``inserted_at`` (an old row can get a new version), over the recent
+   partitions only for tables partitioned by ``bq_inserted_at``. The table is read once (BigQuery
+   evaluates a CTE at each reference, so the CTE is referenced once). It returns at most two rows:
+   how many candidates, and the ids (up to ``MAX_LISTED_IDS + 1``) with an older version outside
+   the window. None → no DML at all: no DML slot used (BigQuery runs 2 mutating statements per
+   table at once), nothing billed at full width.
+2. ``KEY_CHECK`` (SELECT): how many rows of those ids lack a usable key (NULL ``bq_uuid`` or an
+   exact copy). Reads ``id``, ``bq_inserted_at``, ``bq_uuid`` of those ids' storage blocks.
+3. ``GIVE_KEYS`` (UPDATE), only if the check found any: ``SET bq_uuid = GENERATE_UUID()``.
+4. ``DELETE``: deletes the versions ranked below the newest of each id, outside the window. The
+   window function runs over the listed ids' rows only; it and the target scan read ``id``,
+   ``bq_inserted_at``, ``bq_uuid`` of those ids' blocks.
+
+Statements 2-4 select the ids with a constant filter, ``id IN UNNEST(@ids)`` (an array
+parameter, not a subquery). The tables are clustered by ``id``: storage blocks are sorted by id
+and carry their id range, so a constant filter on ``id`` lets BigQuery skip every block whose
+range holds no listed id (block pruning), in the ranking subquery and in the DELETE itself, and
+rewrite only the blocks that hold deleted rows. Ids grow with time, so when recent rows changed
+(messages) the blocks of old partitions, holding only low ids, can be skipped entirely: the bytes
+read follow the changed ids, not the table. (Contacts changed all over the id range prune less.) (Block pruning is decided at run time: BigQuery's dry-run estimate
+shows the unpruned size; the job's ``total_bytes_processed`` shows what was read.) A DML
+statement is also billed the full size of every partition it modifies (``q' + t'`` in BigQuery's
+DML pricing); tables are partitioned by the immutable ``inserted_at``, so all versions of an id
+sit in one partition and only partitions holding deleted versions are billed — recent months for
+messages. More than ``MAX_LISTED_IDS`` ids do not fit in a parameter: then statements 2-4 select
+the candidates with a subquery instead (same result, no block pruning; a full pass selects all).
+
+**The lower bound.** ``since`` is the start (``now``) of the previous successful pass of this
+table; candidates are ids with a version sent at or after ``since - buffer_window - SINCE_MARGIN``:
+
+- ``buffer_window``: versions that were inside the window during the previous pass were left
+  alone then; reaching back by the window makes them candidates now.
+- ``SINCE_MARGIN`` (1 hour): ``bq_inserted_at`` is stamped by the sync before the write, and a
+  large page can take a while to be acknowledged, so a version may become visible after a pass
+  started although it was stamped before; sync machines' clocks may also drift. An hour is far
+  beyond both and, for a daily pass, costs an extra 1/24 of the day's candidates.
+
+``since=None`` is a full pass (first run). Rows another tool backdates (``bq_inserted_at`` in the
+past, or none) reach an incremental pass only through an id that changed; an occasional full pass
+(say monthly) catches them.
+
+**The streaming-buffer window** (glific#820). With the legacy ``insertAll`` path, rows stay in
+the streaming buffer for up to ~90 minutes, and UPDATE/DELETE/MERGE fail on them; Glific waits 3
+hours. With ``buffer_window`` > 0, a row sent after ``now - buffer_window`` is *inside* the window:
+no DML touches it (every UPDATE and DELETE carries ``bq_inserted_at <= @cutoff``; a row with no
+``bq_inserted_at`` has an unknown send time and is treated as inside). Reading it is fine, and it
+still counts as a version: an older committed version is deleted because a newer buffered version
+exists — the buffered one is acknowledged and durable, and it is the newest, which is never
+deleted. Versions inside the window that are not the newest wait for a later pass (see the lower
+bound). The Storage Write API (our default) has no buffer: ``buffer_window = 0``; the cutoff is
+then ``now`` (rows sent after the pass started are left to the next one). The invariants, by
+construction: the newest version of an id is never deleted (it ranks 1, and ties at rank 1 are all
+kept), and no DML statement matches a row inside the window. The local emulator does not emulate
+the streaming buffer: only the SQL guarantees this, not a green test.
+
+Concurrency: run one pass per table at a time (the schedule's job does); the sync may append
+meanwhile. Each DML statement ranks within its own snapshot, so a version appended during the
+pass is never deleted by it. Insert-only tables are deduplicated too: at-least-once delivery
+resends a page after a failure.
+
+Values are query parameters. Identifiers are validated (the dataset by ``WarehouseConfig``, the
+table here) and quoted; the only other text spliced into the SQL is fixed text from this module.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from google.api_core.exceptions import NotFound
+from google.cloud import bigquery
+
+from glific_bq.registry import TABLES, TableSpec
+from glific_bq.schema import BQ_INSERTED_AT, BQ_UUID
+from glific_bq.warehouse import Warehouse
+
+log = logging.getLogger(__name__)
+
+#: Reach back this much before ``since - buffer_window`` (late-visible writes, clock drift).
+SINCE_MARGIN = timedelta(hours=1)
+#: Most ids passed as one array parameter; beyond, candidates are selected by a subquery.
+MAX_LISTED_IDS = 20_000
+
+_TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,1023}$")
+
+#: The send time of a version; a row without one (another tool's) sorts as the oldest.
+_SENT = "IFNULL(bq_inserted_at, TIMESTAMP '0001-01-01 00:00:00+00')"
+#: Rows DML may touch: sent at or before the cutoff. With a window, an unknown send time counts
+#: as inside it (the row may be in the streaming buffer); without one, as the oldest.
+_SETTLED_IN_WINDOW = "bq_inserted_at <= @cutoff"
+_SETTLED_NO_WINDOW = f"{_SENT} <= @cutoff"
+
+SURVEY = """
+WITH versions AS (
+  SELECT id, COUNT(*) AS versions, COUNTIF({settled}) AS settled
+  FROM `{table}`
+  GROUP BY id
+  {changed}
+),
+flagged AS (
+  SELECT versions > 1 AND settled > 0 AS has_older, IF(versions > 1 AND settled > 0, id, 0) AS listed_id,
+         COUNT(*) AS ids
+  FROM versions
+  GROUP BY has_older, listed_id
+)
+SELECT has_older, SUM(ids) AS ids, ARRAY_AGG(listed_id LIMIT {limit}) AS listed
+FROM flagged
+GROUP BY has_older
+"""
+#: The SURVEY's ``{changed}`` on an incremental pass; empty on a full pass.
+CHANGED_SINCE = "HAVING MAX(bq_inserted_at) >= @since"
+
+KEY_CHECK = """
+SELECT COUNT(*) AS rows_without_key FROM (
+  SELECT bq_uuid, COUNT(*) OVER (PARTITION BY id, {sent}, bq_uuid) AS copies
+  FROM `{table}`
+  WHERE {scope} AND {settled}
+)
+WHERE bq_uuid IS NULL OR copies > 1
+"""
+
+GIVE_KEYS = """
+UPDATE `{table}` SET bq_uuid = GENERATE_UUID()
+WHERE {scope} AND {settled}
+  AND (bq_uuid IS NULL OR STRUCT(id, {sent}, bq_uuid) IN (
+    SELECT STRUCT(id, {sent}, bq_uuid) FROM `{table}`
+    WHERE {scope} AND {settled} AND bq_uuid IS NOT NULL
+    QUALIFY COUNT(*) OVER (PARTITION BY id, {sent}, bq_uuid) > 1))
+"""
+
+DELETE = """
+DELETE FROM `{table}`
+WHERE {scope} AND {settled}
+  AND STRUCT(id, {sent}, bq_uuid) IN (
+    SELECT STRUCT(id, {sent}, bq_uuid) FROM `{table}`
+    WHERE {scope}
+    QUALIFY RANK() OVER (PARTITION BY id ORDER BY {sent} DESC, bq_uuid DESC) > 1)
+"""
+
+#: ``{scope}`` of statements 2-4: the listed ids; or, when too many to list, the candidates.
+SCOPE_LISTED = "id IN UNNEST(@ids)"
+SCOPE_CHANGED = "id IN (SELECT id FROM `{table}` WHERE bq_inserted_at >= @since)"
+SCOPE_ALL = "TRUE"
+
+
+class DedupError(RuntimeError):
+    """A table that cannot be deduplicated as it is (for example a metadata column of the wrong type)."""
+
+
+@dataclass(frozen=True)
+class DedupResult:
+    """What one dedup pass of one (organization, table) did.
+
+    ``candidates`` counts the ids examined (ids with a version since the lower bound; every id on
+    a full pass). ``skipped_reason`` says why nothing was examined (the table does not exist yet,
+    or lacks the metadata columns); ``error`` holds the failure that stopped this table (set by
+    ``dedup_tenant``, which goes on with the others). ``bytes_processed`` sums what BigQuery
+    reported for the statements run (None if it reported nothing).
+    """
+
+    organization_id: int
+    table: str
+    deleted: int = 0
+    candidates: int = 0
+    seconds: float = 0.0
+    skipped_reason: str | None = None
+    error: str | None = None
+    bytes_processed: int | None = None
+
+    def as_metadata(self) -> dict[str, object]:
+        """Flat, JSON-friendly numbers for run metadata and logs."""
+        data: dict[str, object] = {
+            "organization_id": self.organization_id,
+            "table": self.table,
+            "deleted": self.deleted,
+            "candidates": self.candidates,
+            "seconds": round(self.seconds, 3),
+        }
+        for key in ("skipped_reason", "error", "bytes_processed"):
+            if getattr(self, key) is not None:
+                data[key] = getattr(self, key)
+        return data
+
+
+def dedup_table(
+    warehouse: Warehouse,
+    table: str | TableSpec,
+    *,
+    since: datetime | None,
+    buffer_window: timedelta = timedelta(0),
+    now: datetime | None = None,
+) -> DedupResult:
+    """Delete the older versions of each id in the organization's copy of ``table``.
+
+    Args:
+        since: the ``now`` of this table's previous successful pass (or an earlier time); None
+            for a full pass. Naive datetimes are taken as UTC.
+        buffer_window: rows sent within this long before ``now`` are never modified (legacy
+            ``insertAll`` streaming: e.g. 3 hours; Storage Write API: 0).
+        now: the pass's clock (UTC); defaults to the current time. Store it as the next ``since``.
+
+    Returns the rows deleted (the DELETE job's ``num_dml_affected_rows``). A table that does not
+    exist yet in BigQuery is skipped with a reason; other failures raise.
+    """
+    started = time.monotonic()
+    name = table.name if isinstance(table, TableSpec) else table
+    if not isinstance(name, str) or not _TABLE_NAME.match(name):
+        raise ValueError(f"not a valid BigQuery table name: {name!r}")
+    if buffer_window < timedelta(0):
+        raise ValueError("buffer_window cannot be negative")
+    now = _utc(now) if now is not None else datetime.now(timezone.utc)
+    table_id = f"{warehouse.dataset_ref}.{name}"
+    result = _Counter(warehouse.organization.id, name, started)
+
+    try:
+        schema = {f.name: f.field_type for f in warehouse.client.get_table(table_id).schema}
+    except NotFound:
+        return result.done(skipped_reason=f"{table_id} does not exist in BigQuery yet")
+    missing = [c for c in ("id", BQ_INSERTED_AT, BQ_UUID) if c not in schema]
+    if missing:
+        return result.done(skipped_reason=f"{table_id} has no {', '.join(missing)} column")
+    expected = {BQ_INSERTED_AT: "TIMESTAMP", BQ_UUID: "STRING"}
+    wrong = [f"{c} is {schema[c]}, expected {t}" for c, t in expected.items() if schema[c] != t]
+    if wrong:
+        raise DedupError(f"{table_id}: " + "; ".join(wrong))
+
+    cutoff = now - buffer_window
+    lower = None if since is None else _utc(since) - buffer_window - SINCE_MARGIN
+    settled = _SETTLED_IN_WINDOW if buffer_window > timedelta(0) else _SETTLED_NO_WINDOW
+    time_params = [bigquery.ScalarQueryParameter("cutoff", "TIMESTAMP", cutoff)]
+    if lower is not None:
+        time_params.append(bigquery.ScalarQueryParameter("since", "TIMESTAMP", lower))
+
+    # 1. Which candidates have older versions that may be deleted (narrow columns only).
+    survey = SURVEY.format(
+        table=table_id, settled=settled, changed=CHANGED_SINCE if lower is not None else "",
+        limit=int(MAX_LISTED_IDS) + 1,
+    )
+    groups = {row["has_older"]: row for row in result.run(warehouse, survey, time_params)}
+    result.candidates = sum(row["ids"] for row in groups.values())
+    with_older = groups.get(True)
+    if with_older is None:
+        log.info("dedup %s: %d candidates, nothing to delete", table_id, result.candidates)
+        return result.done()
+
+    if with_older["ids"] <= MAX_LISTED_IDS:
+        scope = SCOPE_LISTED
+        params = [*time_params, bigquery.ArrayQueryParameter("ids", "INT64", list(with_older["listed"]))]
+    else:
+        scope = SCOPE_CHANGED.format(table=table_id) if lower is not None else SCOPE_ALL
+        params = time_params
+    parts = {"table": table_id, "scope": scope, "settled": settled, "sent": _SENT}
+
+    # 2-3. Give a key to rows that lack one (NULL bq_uuid, or an exact copy of another row).
+    (check,) = result.run(warehouse, KEY_CHECK.format(**parts), params)
+    if check["rows_without_key"]:
+        keyed = result.run_dml(warehouse, GIVE_KEYS.format(**parts), params)
+        log.info("dedup %s: gave a bq_uuid to %d rows", table_id, keyed)
+
+    # 4. Delete every version ranked below the newest of its id, outside the window.
+    result.deleted = result.run_dml(warehouse, DELETE.format(**parts), params)
+    log.info("dedup %s: %d candidates, %d with older versions, %d rows deleted",
+             table_id, result.candidates, with_older["ids"], result.deleted)
+    return result.done()
+
+
+def dedup_tenant(
+    warehouse: Warehouse,
+    tables: Sequence[str | TableSpec] = TABLES,
+    since: datetime | None | Mapping[str, datetime | None] = None,
+    buffer_window: timedelta = timedelta(0),
+    *,
+    now: datetime | None = None,
+) -> list[DedupResult]:
+    """Deduplicate several tables of one organization, each independently.
+
+    ``since`` is one time for all tables or a mapping per table name (a table missing from the
+    mapping gets a full pass): keep it per table, since a table whose pass failed must reach back
+    to its own last success. A table that fails comes back with ``error`` set; the others go on.
+    Tables that do not exist yet in BigQuery come back with ``skipped_reason``.
+    """
+    results = []
+    for table in tables:
+        name = table.name if isinstance(table, TableSpec) else str(table)
+        table_since = since.get(name) if isinstance(since, Mapping) else since
+        started = time.monotonic()
+        try:
+            results.append(dedup_table(warehouse, table, since=table_since, buffer_window=buffer_window, now=now))
+        except Exception as error:  # this table only
+            message = f"{type(error).__name__}: {error}"
+            log.error("dedup of %s for organization %s failed: %s", name, warehouse.organization.id, message)
+            results.append(DedupResult(warehouse.organization.id, name, seconds=time.monotonic() - started,
+                                       error=message))
+    return results
+
+
+class _Counter:
+    """Accumulates one pass's numbers while its statements run."""
+
+    def __init__(self, organization_id: int, table: str, started: float) -> None:
+        self.organization_id, self.table, self.started = organization_id, table, started
+        self.deleted = self.candidates = 0
+        self.bytes_processed: int | None = None
+
+    def _job(self, warehouse: Warehouse, statement: str, params: list) -> bigquery.QueryJob:
+        job = warehouse.client.query(statement, job_config=bigquery.QueryJobConfig(query_parameters=params))
+        job.result()
+        if job.total_bytes_processed is not None:
+            self.bytes_processed = (self.bytes_processed or 0) + job.total_bytes_processed
+        return job
+
+    def run(self, warehouse: Warehouse, statement: str, params: list) -> list[dict]:
+        job = self._job(warehouse, statement, params)
+        return [dict(row.items()) for row in job.result()]
+
+    def run_dml(self, warehouse: Warehouse, statement: str, params: list) -> int:
+        return int(self._job(warehouse, statement, params).num_dml_affected_rows or 0)
+
+    def done(self, skipped_reason: str | None = None) -> DedupResult:
+        return DedupResult(
+            self.organization_id, self.table, deleted=self.deleted, candidates=self.candidates,
+            seconds=time.monotonic() - self.started, skipped_reason=skipped_reason,
+            bytes_processed=self.bytes_processed,
+        )
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+__all__ = ["DedupError", "DedupResult", "MAX_LISTED_IDS", "SINCE_MARGIN", "dedup_table", "dedup_tenant"]
