@@ -1,0 +1,79 @@
+"""No source value or configuration can inject SQL, and credentials never show."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import pytest
+
+from glific_bq.registry import TableSpec
+from glific_bq.sync import sync_tenant
+from glific_bq.tenants import Organization
+from glific_bq.warehouse import Warehouse, WarehouseConfig
+
+from .helpers import NOTES_DDL, add_notes, add_organization, warehouse_rows
+
+NOTES = TableSpec("notes")
+
+
+@pytest.fixture
+def notes(db):
+    db.execute(NOTES_DDL)
+    return db
+
+
+def test_table_names_in_the_registry_must_be_plain_identifiers():
+    with pytest.raises(ValueError, match="identifier"):
+        TableSpec("messages; DROP TABLE contacts")
+
+
+def test_a_dataset_name_built_from_source_values_is_validated():
+    config = WarehouseConfig(project="p", dataset_template="glific_{shortcode}")
+    hostile = Organization(7, "x`; DROP SCHEMA y; --", "UTC", True)
+    with pytest.raises(ValueError, match="not a valid BigQuery dataset id"):
+        config.dataset_for(hostile)
+
+
+def test_a_hostile_timezone_is_an_error_for_that_tenant_only(notes, source, warehouse_for):
+    good = add_organization(notes)
+    bad = add_organization(notes, timezone="UTC'; DROP TABLE notes; --")
+    add_notes(notes, good, ["fine"])
+    add_notes(notes, bad, ["x"])
+
+    results = [r for org in (bad, good) for r in sync_tenant(source, warehouse_for, org.id, [NOTES])]
+
+    assert [r.status for r in results] == ["failed", "synced"]
+    assert notes.execute("SELECT count(*) FROM notes").fetchone()[0] == 2
+
+
+def test_columns_whose_names_bigquery_cannot_take_are_left_out_and_the_rest_syncs(notes, source, warehouse_for):
+    notes.execute('ALTER TABLE notes ADD COLUMN "drop`table;--" text, ADD COLUMN "bq_uuid" text')
+    org = add_organization(notes)
+    add_notes(notes, org, ["kept"])
+    warehouse = warehouse_for(org)
+
+    (result,) = sync_tenant(source, warehouse_for, org.id, [NOTES])
+
+    assert result.status == "synced" and len(result.warnings) == 2
+    (row,) = warehouse_rows(warehouse, "notes")
+    assert row["body"] == "kept" and "drop`table;--" not in row and row["bq_uuid"] != ""
+
+
+def test_service_account_keys_never_reach_logs_or_results(notes, source, warehouse_config, tmp_path, caplog):
+    org = add_organization(notes)
+    add_notes(notes, org, ["x"])
+    secret = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7-SECRET"
+    (tmp_path / f"{org.id}.json").write_text(
+        '{"type": "service_account", "project_id": "p", "client_email": "a@b", "private_key": "%s"}' % secret
+    )
+    config = dataclasses.replace(warehouse_config, credentials_dir=str(tmp_path), emulator_host=None)
+
+    with caplog.at_level(logging.DEBUG):
+        (result,) = sync_tenant(source, lambda o: Warehouse(config, o), org.id, [NOTES])
+
+    assert result.status == "failed"
+    assert secret not in result.message
+    assert all(secret not in record.getMessage() for record in caplog.records)
+    stored = notes.execute("SELECT last_error FROM bigquery_jobs WHERE organization_id = %s", (org.id,)).fetchone()[0]
+    assert secret not in stored
