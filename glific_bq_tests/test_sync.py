@@ -398,3 +398,26 @@ def test_an_organization_with_an_invalid_timezone_fails_alone(notes, source, war
 
     assert [r.status for r in results] == ["synced", "failed"]
     assert "unknown timezone 'Mars/Olympus_Mons'" in results[1].message
+
+
+def test_a_bulk_update_of_100k_rows_in_one_statement_arrives_completely_page_by_page(notes, source, warehouse_for):
+    org = add_organization(notes)
+    notes.execute(
+        "INSERT INTO notes (organization_id, body) SELECT %s, 'row ' || g FROM generate_series(1, 100000) g", (org.id,)
+    )
+    warehouse = warehouse_for(org)
+    sync_table(source, warehouse, org, NOTES, SyncOptions(page_rows=25_000))
+    notes.execute(
+        "UPDATE notes SET body = body || ' bulk', updated_at = now() AT TIME ZONE 'UTC' - interval '1 minute' "
+        "WHERE organization_id = %s", (org.id,)
+    )
+    pages = []
+
+    result = sync_table(source, warehouse, org, NOTES, SyncOptions(page_rows=25_000),
+                        on_step=lambda step: pages.append(step) if step == "written" else None)
+
+    assert (result.updated, len(pages)) == (100_000, 4)  # four bounded pages, never all at once
+    bulk = warehouse.query(
+        f"SELECT COUNT(DISTINCT id) AS ids, COUNTIF(ENDS_WITH(body, ' bulk')) AS edited FROM `{warehouse.dataset_ref}.notes`"
+    )[0]
+    assert (bulk["ids"], bulk["edited"]) == (100_000, 100_000)
