@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import timedelta
 from enum import Enum
 
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -48,6 +49,8 @@ class TableSpec:
             creation time keeps every version of a row in one partition, so dedup and date-bounded
             reports scan only the partitions they need. Falls back to ingestion time if absent.
         deletes: ``KEEP`` (default) or ``PROPAGATE`` (see ``DeletePolicy``).
+        fresh_within: for busy tables, how long without any tenant synced before the Dagster UI
+            shows the table stale (None: quiet tables, where no sync is normal).
     """
 
     name: str
@@ -55,6 +58,7 @@ class TableSpec:
     cursor_column: str = ""
     partition_column: str = "inserted_at"
     deletes: DeletePolicy = DeletePolicy.KEEP
+    fresh_within: timedelta | None = None
 
     def __post_init__(self) -> None:
         if not self.cursor_column:
@@ -66,8 +70,8 @@ class TableSpec:
 
 
 TABLES: tuple[TableSpec, ...] = (
-    TableSpec("contacts", deletes=DeletePolicy.PROPAGATE),
-    TableSpec("messages"),
+    TableSpec("contacts", deletes=DeletePolicy.PROPAGATE, fresh_within=timedelta(minutes=30)),
+    TableSpec("messages", fresh_within=timedelta(minutes=15)),
     TableSpec("messages_media"),
     TableSpec("flows", SyncMode.INSERT_ONLY),
     TableSpec("flow_results"),

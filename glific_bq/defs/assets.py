@@ -40,8 +40,16 @@ def materialization(result: TableSync) -> dg.AssetMaterialization:
         if watermark:
             metadata[f"table_id_{name}"] = dg.MetadataValue.int(watermark.table_id)
             metadata[f"last_updated_at_{name}"] = watermark.last_updated_at.isoformat()
+    after = result.after
+    summary = (
+        f"**{result.inserted:,}** rows inserted, **{result.updated:,}** updated"
+        + (f", **{result.set_aside:,}** set aside (refused by BigQuery)" if result.set_aside else "")
+        + f" in {result.seconds:.1f} s; lag {result.lag_seconds or 0:.0f} s."
+        + (f" Watermark: id {after.table_id}, updated_at {after.last_updated_at:%Y-%m-%d %H:%M:%S} UTC." if after else "")
+    )
     if result.warnings:
-        metadata["warnings"] = dg.MetadataValue.md("\n".join(f"- {w}" for w in result.warnings))
+        summary += "\n\n" + "\n".join(f"- {w}" for w in result.warnings)
+    metadata["summary"] = dg.MetadataValue.md(summary)
     return dg.AssetMaterialization(
         asset_key=["bigquery", result.table], partition=str(result.organization_id), metadata=metadata
     )
@@ -91,6 +99,7 @@ def table_asset(spec: TableSpec) -> dg.AssetsDefinition:
         kinds={"bigquery"},
         description=f"Glific's {spec.name}, one dataset per organization, synced incrementally ({spec.mode.value}).",
         output_required=False,
+        freshness_policy=dg.FreshnessPolicy.time_window(fail_window=spec.fresh_within) if spec.fresh_within else None,
     )
     def _sync(context: dg.AssetExecutionContext, postgres: GlificPostgres, bigquery: GlificBigQuery):
         sync_partitions(context, postgres, bigquery, [(key, spec) for key in context.partition_keys])
