@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import logging
 
-import pyarrow as pa
-import pyarrow.compute as pc
 from google.cloud import bigquery
-from psycopg import sql
 
+from glific_bq.reconcile import compare_ids
 from glific_bq.registry import DeletePolicy, TableSpec
 from glific_bq.source import Source
 from glific_bq.tenants import Organization
@@ -29,24 +27,11 @@ _CHUNK = 10_000
 
 def propagate_deletes(source: Source, warehouse: Warehouse, organization: Organization, spec: TableSpec) -> int:
     """Delete from BigQuery the rows of ``spec`` that no longer exist at the source; return how
-    many ids were removed. Does nothing for ``KEEP`` tables.
-
-    BigQuery's ids are read first, the source's after: a row inserted in between is in the
-    source list and never mistaken for a deleted one.
-    """
+    many ids were removed. Does nothing for ``KEEP`` tables."""
     if spec.deletes is not DeletePolicy.PROPAGATE:
         return 0
     table_id = f"{warehouse.dataset_ref}.{spec.name}"
-    warehouse_ids = warehouse.client.query(f"SELECT DISTINCT id FROM `{table_id}`").to_arrow(
-        create_bqstorage_client=False
-    ).column("id")
-    query = sql.SQL("SELECT id FROM {} WHERE organization_id = $1").format(sql.Identifier(spec.name)).as_string(None)
-    with source.reader.cursor() as cur:
-        cur.execute(query, parameters=(organization.id,))
-        source_ids = cur.fetch_arrow_table().column("id")
-    source.reader.commit()
-    gone = pc.filter(warehouse_ids, pc.invert(pc.is_in(warehouse_ids, value_set=pa.chunked_array(source_ids).combine_chunks())))
-    gone_ids = gone.to_pylist()
+    gone_ids = compare_ids(source, warehouse, organization.id, spec.name).gone
     for start in range(0, len(gone_ids), _CHUNK):
         config = bigquery.QueryJobConfig(
             query_parameters=[bigquery.ArrayQueryParameter("ids", "INT64", gone_ids[start:start + _CHUNK])]
