@@ -26,11 +26,19 @@ Variants, each in its own fresh subprocess so that its peak RSS (``ru_maxrss``) 
 * ``+requests`` (default page size only): also builds the ``AppendRowsRequest`` objects
   ``Warehouse._storage_write`` builds (8 MB chunks), still without sending.
 
+``--what-if`` adds bench-only alternatives behind the findings (``WI`` rows): the same pages
+with the values inlined as literals, so that ADBC streams them through COPY instead of a
+prepared statement; requests built on the raw protobuf classes; a one-page prefetch thread.
+They change nothing in ``glific_bq``.
+
+The timings are wall-clock on whatever else the machine runs: each variant is run
+``--repeat`` times (2 by default) in alternating rounds and the fastest run is reported.
+
 The data directory is ``.local/bench_pg`` (git-ignored); the table is reused when it already
 holds the requested rows, tenants and layout.
 
 Run: ``.venv/bin/python bench/bench_extract.py [--rows 2000000] [--tenants 20] [--layout heavy]
-[--page-rows 10000 50000 100000] [--profile]``
+[--page-rows 10000 50000 100000] [--repeat 2] [--what-if] [--profile]``
 """
 
 from __future__ import annotations
@@ -278,14 +286,21 @@ def _columns(conn):
     return columns
 
 
-def run_copy(url: str, orgs: list[int]) -> dict:
-    """The ceiling: binary COPY of the insert-pass SELECT (same columns and casts, no LIMIT)."""
+def run_copy(url: str, orgs: list[int], plain: bool = False) -> dict:
+    """The ceiling: binary COPY of the insert-pass SELECT (same columns and casts, no LIMIT).
+
+    ``plain`` (what-if): the same columns without any cast or timezone conversion, i.e. the
+    server's cost of reading the rows alone."""
     import psycopg
 
     from glific_bq import extract, registry
 
     with psycopg.connect(url, autocommit=True) as conn:
-        query = extract.build_query(registry.table("messages"), _columns(conn), extract.Pass.INSERT)
+        columns = _columns(conn)
+        query = extract.build_query(registry.table("messages"), columns, extract.Pass.INSERT)
+        if plain:
+            query = ("SELECT " + ", ".join(f'"{c.name}"' for c in columns) + f', "updated_at" AS "{extract.CURSOR_COLUMN}"'
+                     " FROM messages WHERE organization_id = $1 AND id > $2 ORDER BY id LIMIT $3::bigint")
         base_rss = peak_rss_mb()
         base_split = rss_split_mb()
         rows = nbytes = 0
@@ -297,7 +312,7 @@ def run_copy(url: str, orgs: list[int]) -> dict:
                 .replace("$2", "0")
                 .replace("$4", "'" + tz.replace("'", "''") + "'")
             )
-            assert "$" not in statement
+            assert "$" not in statement, statement
             with conn.cursor() as cur:
                 with cur.copy(f"COPY ({statement}) TO STDOUT (FORMAT binary)") as copy:
                     for block in copy:
@@ -307,8 +322,80 @@ def run_copy(url: str, orgs: list[int]) -> dict:
     return {"rows": rows, "seconds": seconds, "base_rss_mb": base_rss, "base_split": base_split, "bytes": nbytes}
 
 
-def run_pages(url: str, orgs: list[int], page_rows: int, serialize: bool, requests: bool = False) -> dict:
-    """glific_bq's extract (and optionally what happens to each page before the network)."""
+def literal_pages(reader, query: str, *, organization_id: int, timezone: str, id_bound: int, page_rows: int,
+                  max_rows: int | None = None):
+    """What-if: ``extract.pages`` (insert pass) with the values inlined as literals instead of bound.
+
+    Without bound parameters the ADBC PostgreSQL driver runs the query as ``COPY ... TO STDOUT
+    (FORMAT binary)`` and converts to Arrow while rows arrive; with parameters it executes a
+    prepared statement, buffers the whole result in libpq, then converts. The values are an
+    int, an int, an int and a timezone quoted by psycopg: nothing is spliced unquoted. The page
+    is released before the next query (``extract.pages`` holds it through the next fetch).
+    """
+    from psycopg import sql
+
+    from glific_bq.extract import CURSOR_COLUMN, Page
+
+    tz = sql.Literal(timezone).as_string(None)
+    read = 0
+    while max_rows is None or read < max_rows:
+        limit = page_rows if max_rows is None else min(page_rows, max_rows - read)
+        statement = (query.replace("$1", str(int(organization_id))).replace("$2", str(int(id_bound)))
+                     .replace("$3", str(int(limit))).replace("$4", tz))
+        with reader.cursor() as cur:
+            cur.execute(statement)
+            rows = cur.fetch_arrow_table()
+        n = rows.num_rows
+        if n == 0:
+            return
+        id_bound = rows.column("id")[-1].as_py()
+        last_ts = rows.column(CURSOR_COLUMN)[-1].as_py()
+        read += n
+        page = Page(rows, id_bound, (last_ts, id_bound) if last_ts is not None else None)
+        del rows
+        yield page
+        del page
+        if n < limit:
+            return
+
+
+def _prefetched(pages, timings: dict):
+    """Run ``pages`` one page ahead in a thread, so that the database and the client work at once."""
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=1)
+    done = object()
+
+    def produce():
+        try:
+            for page in pages:
+                q.put(page)
+            q.put(done)
+        except BaseException as error:  # hand it to the consumer
+            q.put(error)
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    while True:
+        mark = time.perf_counter()
+        item = q.get()
+        timings["fetch"] += time.perf_counter() - mark
+        if item is done:
+            break
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+        del item
+    thread.join()
+
+
+def run_pages(url: str, orgs: list[int], page_rows: int, work: str, *, literal: bool = False,
+              prefetch: bool = False) -> dict:
+    """glific_bq's extract, and ``work`` on each page: ``none``; ``serialize`` (drop the cursor,
+    tenant check, stamp, protorows.serialize); ``requests`` (also the AppendRowsRequests as
+    Warehouse._storage_write builds them); ``requests_pb`` (what-if: the same requests built
+    on the raw protobuf classes). ``literal``/``prefetch``: what-if extract variants."""
     from glific_bq import extract, protorows, registry
     from glific_bq.extract import CURSOR_COLUMN, Pass
     from glific_bq.schema import bigquery_schema
@@ -316,9 +403,10 @@ def run_pages(url: str, orgs: list[int], page_rows: int, serialize: bool, reques
     from glific_bq.sync import SyncOptions, _check_tenant
     from glific_bq.warehouse import _chunks, stamp
 
-    if requests:
+    if work in ("requests", "requests_pb"):
         from google.cloud.bigquery_storage_v1 import types
 
+    stream = "projects/p/datasets/glific_1/tables/messages/streams/_default"
     options = SyncOptions(page_rows=page_rows)
     spec = registry.table("messages")
     timings = {"fetch": 0.0, "stamp": 0.0, "serialize": 0.0, "requests": 0.0}
@@ -328,8 +416,9 @@ def run_pages(url: str, orgs: list[int], page_rows: int, serialize: bool, reques
         columns = _columns(source.control)
         schema = bigquery_schema(columns)
         query = extract.build_query(spec, columns, Pass.INSERT)
-        if requests:
+        if work in ("requests", "requests_pb"):
             writer_schema = types.ProtoSchema(proto_descriptor=protorows.descriptor_for(schema))
+            writer_schema_pb = types.ProtoSchema.pb(writer_schema)
         organizations = _organizations(url, orgs)
         base_rss = peak_rss_mb()
         base_split = rss_split_mb()
@@ -339,53 +428,71 @@ def run_pages(url: str, orgs: list[int], page_rows: int, serialize: bool, reques
             while True:  # rounds, as sync._sync_table runs the insert pass
                 reader.commit()
                 read = 0
+                if literal:
+                    source_pages = literal_pages(reader, query, organization_id=org, timezone=tz, id_bound=id_bound,
+                                                 page_rows=options.page_rows, max_rows=options.round_rows)
+                else:
+                    source_pages = extract.pages(reader, query, Pass.INSERT, organization_id=org, timezone=tz,
+                                                 id_bound=id_bound, page_rows=options.page_rows,
+                                                 max_rows=options.round_rows)
+                if prefetch:
+                    source_pages = _prefetched(source_pages, timings)
                 mark = time.perf_counter()
-                for page in extract.pages(reader, query, Pass.INSERT, organization_id=org, timezone=tz,
-                                          id_bound=id_bound, page_rows=options.page_rows,
-                                          max_rows=options.round_rows):
+                for page in source_pages:
                     now = time.perf_counter()
-                    timings["fetch"] += now - mark
+                    if not prefetch:
+                        timings["fetch"] += now - mark
                     n = page.rows.num_rows
                     read += n
                     pages_read += 1
                     id_bound = page.last_id
-                    if serialize:
+                    if work != "none":
                         table = page.rows.drop_columns([CURSOR_COLUMN])
                         _check_tenant(table, org, spec.name)
                         table = stamp(table)
                         t1 = time.perf_counter()
                         serialized = [protorows.serialize(batch, schema) for batch in table.to_batches()]
                         t2 = time.perf_counter()
-                        nbytes += sum(len(r) for batch in serialized for r in batch)
-                        if requests:
+                        if work == "requests":  # exactly as Warehouse._storage_write
                             built = [
                                 types.AppendRowsRequest(
-                                    write_stream="projects/p/datasets/d/tables/messages/streams/_default",
+                                    write_stream=stream,
                                     proto_rows=types.AppendRowsRequest.ProtoData(
                                         writer_schema=writer_schema, rows=types.ProtoRows(serialized_rows=chunk)),
                                 )
                                 for batch in serialized for chunk in _chunks(batch)
                             ]
                             del built
+                        elif work == "requests_pb":  # what-if: raw protobuf, rows added by one extend
+                            built = []
+                            for batch in serialized:
+                                for chunk in _chunks(batch):
+                                    request = types.AppendRowsRequest.pb()(write_stream=stream)
+                                    request.proto_rows.writer_schema.CopyFrom(writer_schema_pb)
+                                    request.proto_rows.rows.serialized_rows.extend(chunk)
+                                    built.append(types.AppendRowsRequest.wrap(request))
+                            del built
                         t3 = time.perf_counter()
                         timings["stamp"] += t1 - now
                         timings["serialize"] += t2 - t1
                         timings["requests"] += t3 - t2
+                        if not nbytes:  # mean serialized row size, from the first page only
+                            nbytes = sum(len(r) for r in serialized[0]) / max(1, len(serialized[0]))
                         del table, serialized
                     del page
                     mark = time.perf_counter()
-                timings["fetch"] += time.perf_counter() - mark  # the last, empty or short query
+                if not prefetch:
+                    timings["fetch"] += time.perf_counter() - mark  # the last, empty or short query
                 rows += read
                 reader.commit()
                 if read < options.round_rows:
                     break
         seconds = time.perf_counter() - started
     return {"rows": rows, "seconds": seconds, "base_rss_mb": base_rss, "base_split": base_split,
-            "bytes": nbytes, "pages": pages_read, "timings": timings}
+            "row_bytes": nbytes, "pages": pages_read, "timings": timings}
 
 
 def run_child(spec: dict) -> dict:
-    kind, url, orgs, page_rows = spec["kind"], spec["url"], spec["orgs"], spec.get("page_rows")
     if spec.get("profile"):
         import cProfile
         import io
@@ -398,10 +505,11 @@ def run_child(spec: dict) -> dict:
         stats.print_stats(25)
         result["profile"] = out.getvalue()
         return result
-    if kind == "copy":
-        result = run_copy(url, orgs)
+    if spec["kind"] == "copy":
+        result = run_copy(spec["url"], spec["orgs"], plain=spec.get("plain", False))
     else:
-        result = run_pages(url, orgs, page_rows, serialize=kind in ("serialize", "requests"), requests=kind == "requests")
+        result = run_pages(spec["url"], spec["orgs"], spec["page_rows"], spec["kind"],
+                           literal=spec.get("literal", False), prefetch=spec.get("prefetch", False))
     result["peak_rss_mb"] = peak_rss_mb()
     result["end_split"] = rss_split_mb()
     return result
@@ -454,14 +562,19 @@ def versions(url: str) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=2_000_000, help="messages in the table")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
+    parser.add_argument("--rows", type=int, default=2_000_000, help="messages to read (see --layout)")
     parser.add_argument("--tenants", type=int, default=20, help="organizations in the table")
     parser.add_argument("--layout", choices=("heavy", "interleaved"), default="heavy",
                         help="heavy: organization 1 owns --rows rows (read them all); interleaved: --rows "
                              "rows round-robin over the organizations (read every organization's)")
     parser.add_argument("--page-rows", type=int, nargs="+", default=None,
                         help="page sizes to measure (default: 10000, SyncOptions().page_rows, 100000)")
+    parser.add_argument("--repeat", type=int, default=2,
+                        help="runs per variant, in alternating rounds; the fastest is reported (default 2)")
+    parser.add_argument("--what-if", action="store_true",
+                        help="also measure bench-only alternatives (literal values / ADBC COPY path, prefetch "
+                             "thread, raw-protobuf requests) that the findings suggest")
     parser.add_argument("--profile", action="store_true",
                         help="also run extract+serialize at the default page size under cProfile")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -471,7 +584,6 @@ def main() -> None:
         print(json.dumps(run_child(json.loads(args.child))))
         return
 
-    sys.path.insert(0, str(ROOT))
     from glific_bq.sync import SyncOptions
 
     default_page = SyncOptions().page_rows
@@ -481,42 +593,69 @@ def main() -> None:
         generated, seconds = ensure_data(url, args.rows, args.tenants, args.layout)
         orgs = [1] if args.layout == "heavy" else list(range(1, args.tenants + 1))
         print(("generated" if generated else "reused") + f" the table{f' in {seconds:.0f} s' if generated else ''}")
-        print(f"machine: {os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}), {platform.platform()}")
+        print(f"machine: nproc {len(os.sched_getaffinity(0))} ({os.cpu_count()} CPUs), "
+              f"{os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') / 2**30:.0f} GiB RAM, {platform.platform()}")
         print(versions(url))
         if args.layout == "heavy":
             print(f"scenario: tenant-heavy backlog: all {args.rows:,} rows of organization 1 (the table also holds "
                   f"{args.rows // 20:,} rows of {args.tenants - 1} other organizations, ids interleaved 1 in 21), "
-                  f"its insert pass from id 0; each variant in a fresh process")
+                  f"its insert pass from id 0")
         else:
             print(f"scenario: all {args.rows:,} rows, {args.tenants} organizations with ids interleaved round-robin, "
-                  f"every organization's insert pass from id 0, one after the other; each variant in a fresh process")
+                  f"every organization's insert pass from id 0, one after the other")
+        print(f"each variant in a fresh process, best of {args.repeat}; round_rows {SyncOptions().round_rows:,}")
 
-        plan = [("copy (ceiling)", {"kind": "copy"})]
-        plan += [(f"extract, page {p:,}", {"kind": "extract", "page_rows": p}) for p in page_sizes]
+        plan = [("copy binary (ceiling)", {"kind": "copy"})]
+        plan += [(f"extract, page {p:,}", {"kind": "none", "page_rows": p}) for p in page_sizes]
         plan += [(f"extract+serialize, page {p:,}", {"kind": "serialize", "page_rows": p}) for p in page_sizes]
-        plan += [(f"+requests, page {default_page:,}", {"kind": "requests", "page_rows": default_page})]
+        plan += [(f"  +requests, page {default_page:,}", {"kind": "requests", "page_rows": default_page})]
+        if args.what_if:
+            plan += [
+                ("WI copy, no casts/tz (server)", {"kind": "copy", "plain": True}),
+                (f"WI literal: extract, {default_page:,}", {"kind": "none", "page_rows": default_page, "literal": True}),
+                (f"WI literal: +ser+pb req, {default_page:,}",
+                 {"kind": "requests_pb", "page_rows": default_page, "literal": True}),
+                (f"WI lit+prefetch+pb req, {default_page:,}",
+                 {"kind": "requests_pb", "page_rows": default_page, "literal": True, "prefetch": True}),
+                ("WI lit+prefetch+pb req, 10,000",
+                 {"kind": "requests_pb", "page_rows": 10_000, "literal": True, "prefetch": True}),
+            ]
         spawn({"kind": "copy", "url": url, "orgs": orgs})  # warm the OS cache and shared buffers; not reported
-        results = []
-        for name, spec in plan:
-            result = spawn({**spec, "url": url, "orgs": orgs})
-            results.append((name, result))
-            print(f"  {name}: {result['seconds']:.1f} s", flush=True)
+        best: dict[str, dict] = {}
+        for round_ in range(args.repeat):
+            for name, spec in plan:
+                result = spawn({**spec, "url": url, "orgs": orgs})
+                print(f"  round {round_ + 1}: {name.strip()}: {result['seconds']:.1f} s, "
+                      f"{result['peak_rss_mb']:.0f} MB", flush=True)
+                kept = best.get(name)
+                if kept is None or result["seconds"] < kept["seconds"]:
+                    result["peak_rss_mb"] = max(result["peak_rss_mb"], kept["peak_rss_mb"] if kept else 0)
+                    best[name] = result
+                else:
+                    kept["peak_rss_mb"] = max(kept["peak_rss_mb"], result["peak_rss_mb"])
 
+        results = [(name, best[name]) for name, _ in plan]
         ceiling = results[0][1]["rows"] / results[0][1]["seconds"]
         print()
-        print(f"{'variant':<30}{'rows':>11}{'seconds':>9}{'rows/s':>10}{'peak RSS MB':>13}{'base MB':>9}"
-              f"{'vs copy':>9}  split (fetch / stamp / serialize / requests s)")
+        print(f"{'variant':<34}{'rows':>10}{'seconds':>8}{'rows/s':>9}{'peak RSS MB':>12}{'base':>6}{'data':>6}"
+              f"{'vs copy':>8}  fetch/stamp/serialize/requests s")
         for name, r in results:
             rate = r["rows"] / r["seconds"]
             t = r.get("timings")
             split = "" if not t else "  " + " / ".join(f"{t[k]:.1f}" for k in ("fetch", "stamp", "serialize", "requests"))
-            print(f"{name:<30}{r['rows']:>11,}{r['seconds']:>9.2f}{rate:>10,.0f}{r['peak_rss_mb']:>13.0f}"
-                  f"{r['base_rss_mb']:>9.0f}{rate / ceiling:>8.2f}x{split}")
-        print("base MB: peak RSS after imports and connecting, before the first row (included in peak RSS).")
-        for name, r in (results[0], results[-1]):
+            print(f"{name:<34}{r['rows']:>10,}{r['seconds']:>8.2f}{rate:>9,.0f}{r['peak_rss_mb']:>12.0f}"
+                  f"{r['base_rss_mb']:>6.0f}{r['peak_rss_mb'] - r['base_rss_mb']:>6.0f}{rate / ceiling:>7.2f}x{split}")
+        print("peak RSS: ru_maxrss of the variant's process (max over runs); base: peak RSS after imports and "
+              "connecting, before the first row; data = peak - base.")
+        for name, r in (results[0], results[len(page_sizes) * 2 + 1]):
             b, e = r["base_split"], r["end_split"]
-            print(f"  {name}: at base {b['RssAnon']:.0f} MB anonymous + {b['RssFile']:.0f} MB file-backed "
+            print(f"  {name.strip()}: base = {b['RssAnon']:.0f} MB anonymous + {b['RssFile']:.0f} MB file-backed "
                   f"(shared libraries); at exit {e['RssAnon']:.0f} + {e['RssFile']:.0f} MB")
+        copy_r = results[0][1]
+        serialized = next((r["row_bytes"] for _, r in results if r.get("row_bytes")), 0)
+        print(f"binary COPY: {copy_r['bytes'] / copy_r['rows']:.0f} bytes/row; protobuf row as serialized: "
+              f"{serialized:.0f} bytes/row")
+        print("fetch: time in extract.pages (query + ADBC fetch; with prefetch, time waiting for the next page)")
         print("targets: >= 500,000 rows/s and peak RSS < 250 MB whatever the backlog")
 
         if args.profile:

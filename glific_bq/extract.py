@@ -1,15 +1,16 @@
 """The incremental query, built in exactly one place, and the pages it streams.
 
-Two passes read a tenant's table, both as keyset pages of bounded size, so that a backlog of
-millions of rows never sits in memory and a bulk update giving thousands of rows one
-``updated_at`` is read page by page (glific#5468):
+Two passes read a tenant's table, each one streamed query handed over in pages of bounded size,
+so that a backlog of millions of rows never sits in memory and a bulk update giving thousands of
+rows one ``updated_at`` is read page by page (glific#5468):
 
 - the insert pass: rows with ``id > table_id``, in id order;
 - the update pass: rows already sent (``id <= table_id``) whose ``(updated_at, id)`` lies beyond the
   compound cursor, in that order.
 
-Every value that varies (organization, positions, page size, timezone) is a bound parameter; the
-identifiers come from the registry and the catalog and are quoted.
+Every value that varies (organization, positions, limit, timezone) is bound (see ``bind``),
+never spliced into the statement; the identifiers come from the registry and the catalog and
+are quoted.
 """
 
 from __future__ import annotations
@@ -48,21 +49,48 @@ class Page:
     last_cursor: tuple[datetime, int] | None
 
 
-# Positional parameters, the same for every query ADBC prepares.
-_ORG, _ID, _LIMIT, _TZ, _CURSOR_TS, _CURSOR_ID, _HORIZON = (sql.SQL(f"${n}") for n in range(1, 8))
+def _setting(name: str, cast: str) -> sql.Composable:
+    return sql.SQL("current_setting('glific_bq.{}')::{}").format(sql.SQL(name), sql.SQL(cast))
+
+
+# The values of a query are bound to transaction-local settings by ``bind`` (``set_config`` with
+# bound parameters) and read back by the query. No value is ever spliced into its text, and the
+# query itself takes no parameters, so ADBC streams its result through COPY as it arrives
+# instead of fetching it whole (as it does for a prepared statement with parameters).
+_ORG = _setting("organization_id", "bigint")
+_ID = _setting("id_bound", "bigint")
+_IDS = _setting("ids", "text")
+_LIMIT = _setting("limit", "bigint")
+_TZ = _setting("timezone", "text")
+_CURSOR_TS = _setting("cursor_ts", "timestamp")
+_CURSOR_ID = _setting("cursor_id", "bigint")
+_HORIZON = _setting("horizon", "timestamp")
+_SETTINGS = ("organization_id", "id_bound", "ids", "limit", "timezone", "cursor_ts", "cursor_id", "horizon")
+
+
+def bind(reader, **values: object) -> None:
+    """Set the values the next queries of this transaction read (see ``build_query``)."""
+    unknown = set(values) - set(_SETTINGS)
+    if unknown:
+        raise ValueError(f"unknown query values: {sorted(unknown)}")
+    names = list(values)
+    select = ", ".join(f"set_config('glific_bq.{name}', ${i}, true)" for i, name in enumerate(names, start=1))
+    with reader.cursor() as cur:
+        cur.execute(f"SELECT {select}", parameters=tuple("" if values[n] is None else str(values[n]) for n in names))
+        cur.fetchall()
 
 
 def build_query(spec: TableSpec, columns: list[Column], pass_: Pass, schema: str = "public") -> str:
     """The SELECT of one pass over ``spec``'s table for one organization and position.
 
-    Parameters: $1 organization id, $2 id bound (comma-separated ids for ``BY_ID``), $3 page size,
-    $4 timezone, and for the update
-    pass $5/$6 the cursor (updated_at, id) and $7 the horizon: rows changed at or after it are
-    left for a later sync (see ``horizon``).
+    It reads its values with ``current_setting``, set by ``bind``: ``organization_id``,
+    ``id_bound`` (``ids``, comma-separated, for ``BY_ID``), ``limit``, ``timezone``, and for the
+    update pass ``cursor_ts``/``cursor_id`` (the cursor) and ``horizon``: rows changed at or
+    after it are left for a later sync (see ``horizon``).
     """
     cursor_expr = cursor_expression(spec, columns) or sql.SQL("NULL::timestamp")
     select = sql.SQL(", ").join(
-        [c.select_expression(sql.SQL("{}::text").format(_TZ)) for c in columns]
+        [c.select_expression(_TZ) for c in columns]
         + [sql.SQL("{} AS {}").format(cursor_expr, sql.Identifier(CURSOR_COLUMN))]
     )
     table = sql.Identifier(schema, spec.name)
@@ -70,16 +98,14 @@ def build_query(spec: TableSpec, columns: list[Column], pass_: Pass, schema: str
         where = sql.SQL("organization_id = {} AND id > {}").format(_ORG, _ID)
         order = sql.SQL("id")
     elif pass_ is Pass.BY_ID:
-        where = sql.SQL("organization_id = {} AND id = ANY(string_to_array({}::text, ',')::bigint[])").format(_ORG, _ID)
+        where = sql.SQL("organization_id = {} AND id = ANY(string_to_array({}, ',')::bigint[])").format(_ORG, _IDS)
         order = sql.SQL("id")
     else:
         where = sql.SQL(
-            "organization_id = {} AND id <= {} AND ({}, id) > ({}::timestamp, {}::bigint) AND {} < {}::timestamp"
+            "organization_id = {} AND id <= {} AND ({}, id) > ({}, {}) AND {} < {}"
         ).format(_ORG, _ID, cursor_expr, _CURSOR_TS, _CURSOR_ID, cursor_expr, _HORIZON)
         order = sql.SQL("{}, id").format(cursor_expr)
-    query = sql.SQL("SELECT {} FROM {} WHERE {} ORDER BY {} LIMIT {}::bigint").format(
-        select, table, where, order, _LIMIT
-    )
+    query = sql.SQL("SELECT {} FROM {} WHERE {} ORDER BY {} LIMIT {}").format(select, table, where, order, _LIMIT)
     return query.as_string(None)
 
 
@@ -107,35 +133,36 @@ def pages(
     page_rows: int,
     max_rows: int | None = None,
 ) -> Iterator[Page]:
-    """Stream the pages of one pass, each a separate bounded query, until the pass is exhausted
-    or ``max_rows`` have been read (reading fewer than ``max_rows`` means it is exhausted).
+    """Stream one pass as pages of at most ``page_rows`` rows, until the pass is exhausted or
+    ``max_rows`` have been read (reading fewer than ``max_rows`` means it is exhausted).
 
-    ``reader`` is an ADBC PostgreSQL connection; run all pages inside one REPEATABLE READ
-    transaction so that they see one snapshot. ADBC fetches a prepared statement's result whole,
-    so the page size is what bounds memory.
+    ``reader`` is an ADBC PostgreSQL connection; run every pass of a round inside one
+    REPEATABLE READ transaction so that they see one snapshot. One query per pass, streamed: the
+    rows arrive in record batches of a few MB while the previous ones are being written, so
+    memory stays bounded whatever the backlog.
     """
-    read = 0
-    while max_rows is None or read < max_rows:
-        limit = page_rows if max_rows is None else min(page_rows, max_rows - read)
-        params: tuple = (organization_id, id_bound, limit, timezone)
-        if pass_ is Pass.UPDATE:
-            assert cursor is not None and horizon is not None
-            params += (*cursor, horizon)
-        with reader.cursor() as cur:
-            cur.execute(query, parameters=params)
-            rows = cur.fetch_arrow_table()
-        if rows.num_rows == 0:
-            return
-        last_id = rows.column("id")[-1].as_py()
-        last_ts = rows.column(CURSOR_COLUMN)[-1].as_py()
-        if pass_ is Pass.INSERT:
-            id_bound = last_id
-        else:
-            cursor = (last_ts, last_id)
-        read += rows.num_rows
-        yield Page(rows, last_id, (last_ts, last_id) if last_ts is not None else None)
-        if rows.num_rows < limit:
-            return
+    if pass_ is Pass.UPDATE and (cursor is None or horizon is None):
+        raise ValueError("the update pass needs a cursor and a horizon")
+    bind(reader, organization_id=organization_id, timezone=timezone, id_bound=id_bound,
+         limit=max_rows if max_rows is not None else 2**62,
+         cursor_ts=cursor[0] if cursor else None, cursor_id=cursor[1] if cursor else None, horizon=horizon)
+    with reader.cursor() as cur:
+        cur.execute(query)
+        for batch in cur.fetch_record_batch():
+            for start in range(0, batch.num_rows, page_rows):
+                rows = pa.Table.from_batches([batch.slice(start, page_rows)])
+                last_ts = rows.column(CURSOR_COLUMN)[-1].as_py()
+                last_id = rows.column("id")[-1].as_py()
+                yield Page(rows, last_id, (last_ts, last_id) if last_ts is not None else None)
+
+
+def rows_by_id(reader, query: str, organization_id: int, timezone: str, ids: list[int]) -> pa.Table:
+    """The current rows with these ids (a ``Pass.BY_ID`` query); ids gone from the source are absent."""
+    bind(reader, organization_id=organization_id, timezone=timezone, limit=len(ids),
+         ids=",".join(str(int(i)) for i in ids))
+    with reader.cursor() as cur:
+        cur.execute(query)
+        return cur.fetch_arrow_table()
 
 
 _HORIZON_QUERY = """
@@ -145,13 +172,6 @@ SELECT least(
      WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid())
 ) AT TIME ZONE 'UTC' - make_interval(secs => $1::float8)
 """
-
-
-def rows_by_id(reader, query: str, organization_id: int, timezone: str, ids: list[int]) -> pa.Table:
-    """The current rows with these ids (a ``Pass.BY_ID`` query); ids gone from the source are absent."""
-    with reader.cursor() as cur:
-        cur.execute(query, parameters=(organization_id, ",".join(str(int(i)) for i in ids), len(ids), timezone))
-        return cur.fetch_arrow_table()
 
 
 def horizon(reader, margin_seconds: float) -> datetime:
