@@ -80,6 +80,14 @@ def main() -> None:
             except Exception:  # the dataset does not exist before the first sync
                 pass
             time.sleep(1)
+        missing = sorted(set(committed) - set(seen))
+        if missing:  # say why, before the stack goes
+            print("not arrived:", missing)
+            print("watermark:", conn.execute(
+                'SELECT table_id, last_updated_at, last_updated_id, failures, last_error FROM bigquery_jobs '
+                "WHERE organization_id = 1 AND \"table\" = 'messages'").fetchone())
+            print("their rows:", conn.execute(
+                "SELECT id, inserted_at, updated_at FROM messages WHERE body = ANY(%s)", (missing,)).fetchall())
     finally:
         os.killpg(demo.pid, signal.SIGINT)
         demo.wait(60)
