@@ -306,14 +306,14 @@ def run_copy(url: str, orgs: list[int], plain: bool = False) -> dict:
         rows = nbytes = 0
         started = time.perf_counter()
         for org, tz in _organizations(url, orgs):
-            statement = (
-                query.replace(" LIMIT $3::bigint", "")
-                .replace("$1", str(int(org)))
-                .replace("$2", "0")
-                .replace("$4", "'" + tz.replace("'", "''") + "'")
-            )
-            assert "$" not in statement, statement
-            with conn.cursor() as cur:
+            statement = query.replace("$1", str(int(org))).replace("$2", "0").replace(" LIMIT $3::bigint", "")
+            with conn.transaction(), conn.cursor() as cur:
+                # the same values the project binds (extract.bind), set the same way
+                cur.execute(
+                    "SELECT set_config('glific_bq.organization_id', %s, true), set_config('glific_bq.id_bound', '0', true), "
+                    "set_config('glific_bq.limit', %s, true), set_config('glific_bq.timezone', %s, true)",
+                    (str(int(org)), str(2**62), tz),
+                )
                 with cur.copy(f"COPY ({statement}) TO STDOUT (FORMAT binary)") as copy:
                     for block in copy:
                         nbytes += len(block)
@@ -401,7 +401,7 @@ def run_pages(url: str, orgs: list[int], page_rows: int, work: str, *, literal: 
     from glific_bq.schema import bigquery_schema
     from glific_bq.source import Source
     from glific_bq.sync import SyncOptions, _check_tenant
-    from glific_bq.warehouse import _chunks, stamp
+    from glific_bq.warehouse import _chunks, _proto_request, stamp
 
     if work in ("requests", "requests_pb"):
         from google.cloud.bigquery_storage_v1 import types
@@ -419,6 +419,7 @@ def run_pages(url: str, orgs: list[int], page_rows: int, work: str, *, literal: 
         if work in ("requests", "requests_pb"):
             writer_schema = types.ProtoSchema(proto_descriptor=protorows.descriptor_for(schema))
             writer_schema_pb = types.ProtoSchema.pb(writer_schema)
+            descriptor = protorows.descriptor_for(schema)
         organizations = _organizations(url, orgs)
         base_rss = peak_rss_mb()
         base_split = rss_split_mb()
@@ -454,14 +455,7 @@ def run_pages(url: str, orgs: list[int], page_rows: int, work: str, *, literal: 
                         serialized = [protorows.serialize(batch, schema) for batch in table.to_batches()]
                         t2 = time.perf_counter()
                         if work == "requests":  # exactly as Warehouse._storage_write
-                            built = [
-                                types.AppendRowsRequest(
-                                    write_stream=stream,
-                                    proto_rows=types.AppendRowsRequest.ProtoData(
-                                        writer_schema=writer_schema, rows=types.ProtoRows(serialized_rows=chunk)),
-                                )
-                                for batch in serialized for chunk in _chunks(batch)
-                            ]
+                            built = [_proto_request(stream, descriptor, chunk) for batch in serialized for chunk in _chunks(batch)]
                             del built
                         elif work == "requests_pb":  # what-if: raw protobuf, rows added by one extend
                             built = []

@@ -14,11 +14,12 @@ import logging
 import sys
 
 from glific_bq import registry, watermarks
+from glific_bq.sync import SyncOptions
 from glific_bq.source import Source, database_url
 
 
 def _sync(args: argparse.Namespace) -> int:
-    from glific_bq.sync import SyncOptions, sync_tenant
+    from glific_bq.sync import sync_tenant
     from glific_bq.warehouse import Warehouse, WarehouseConfig
 
     tables = [registry.table(name) for name in args.table] if args.table else list(registry.TABLES)
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     sync = commands.add_parser("sync", help="sync one organization now")
     sync.add_argument("--organization", type=int, required=True, help="organization id")
     sync.add_argument("--table", action="append", help="a registered table (repeatable; default all)")
-    sync.add_argument("--page-rows", type=int, default=50_000)
+    sync.add_argument("--page-rows", type=int, default=SyncOptions.page_rows)
     again = commands.add_parser("redrive", help="send again the rows BigQuery refused (once fixed at the source)")
     again.add_argument("--organization", type=int, required=True)
     again.add_argument("--table", action="append", help="a registered table (repeatable; default all)")

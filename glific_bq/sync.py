@@ -46,8 +46,9 @@ class SyncOptions:
     """Knobs of one sync.
 
     Attributes:
-        page_rows: rows per extract query and per write. Bounds memory: about 1 KB per
-            Glific message row in Arrow, so 50,000 rows hold ~50 MB.
+        page_rows: rows per write (and per watermark advance). With the read-ahead of the
+            extract, memory in flight is about 115 MB at 20,000 Glific message rows, whatever
+            the backlog (bench/bench_extract.py); larger pages buy no speed.
         round_rows: rows per snapshot; bounds how long a snapshot is held open.
         max_rows: stop after this many rows in one call (None: until caught up).
         horizon_seconds: changes stamped less than this long ago (database clock) wait for the
@@ -55,7 +56,7 @@ class SyncOptions:
             in the same second (see ``extract.horizon``). Raise it if writers' clocks drift.
     """
 
-    page_rows: int = 50_000
+    page_rows: int = 20_000
     round_rows: int = 1_000_000
     max_rows: int | None = None
     horizon_seconds: float = extract.HORIZON_SECONDS
