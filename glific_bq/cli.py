@@ -2,6 +2,8 @@
 
     glific-bq sync --organization 1 [--table messages ...]   sync now (environment as for Dagster)
     glific-bq redrive --organization 1 [--table messages]  re-send rows BigQuery refused, once fixed
+    glific-bq export --organization 1 [--table messages ...] [--format csv ...] [--to DIR|gs://bucket/prefix]
+                     [--from 2026-01-01] [--to-date 2026-01-31]   export the latest rows: CSV, Excel, Parquet
     glific-bq register-tenants                             add organizations as Dagster partitions
     glific-bq demo [--fresh]                               the local demo (see the README)
 """
@@ -12,6 +14,7 @@ import argparse
 import json
 import logging
 import sys
+from datetime import date
 
 from glific_bq import registry, watermarks
 from glific_bq.sync import SyncOptions
@@ -52,6 +55,31 @@ def _redrive(args: argparse.Namespace) -> int:
     return 0 if all(r.set_aside == 0 for r in results) else 1
 
 
+def _export(args: argparse.Namespace) -> int:
+    from glific_bq.export import FORMATS, ExportError, export_tenant
+    from glific_bq.tenants import get_organization
+    from glific_bq.warehouse import Warehouse, WarehouseConfig
+
+    tables = [registry.table(name) for name in args.table] if args.table else list(registry.TABLES)
+    with Source(database_url()) as source:
+        organization = get_organization(source.control, args.organization)
+    warehouse = Warehouse(WarehouseConfig.from_env(), organization)
+    try:
+        result = export_tenant(warehouse, tables, args.format or FORMATS, args.to, args.date_from, args.date_to)
+    except ExportError as error:
+        print(f"glific-bq: {error}", file=sys.stderr)
+        return 1
+    finally:
+        warehouse.close()
+    for exported in result.files:
+        print(json.dumps({"table": exported.table, "format": exported.format, "rows": exported.rows,
+                          "file": exported.uri, "sheets": list(exported.sheets),
+                          "truncated_cells": exported.truncated_cells}, ensure_ascii=False))
+    print(json.dumps({"location": result.location, "manifest": result.manifest, "skipped": result.skipped,
+                      "exported_whole": result.whole_tables}, ensure_ascii=False))
+    return 0
+
+
 def _register_tenants(args: argparse.Namespace) -> int:
     import dagster as dg
 
@@ -79,6 +107,14 @@ def main(argv: list[str] | None = None) -> int:
     again = commands.add_parser("redrive", help="send again the rows BigQuery refused (once fixed at the source)")
     again.add_argument("--organization", type=int, required=True)
     again.add_argument("--table", action="append", help="a registered table (repeatable; default all)")
+    export = commands.add_parser("export", help="export one organization's latest rows (CSV, Excel, Parquet)")
+    export.add_argument("--organization", type=int, required=True)
+    export.add_argument("--table", action="append", help="a registered table (repeatable; default all)")
+    export.add_argument("--format", action="append", help="csv, xlsx or parquet (repeatable; default all)")
+    export.add_argument("--to", default="exports", help="a local directory or gs://bucket/prefix (default: exports)")
+    export.add_argument("--from", dest="date_from", type=date.fromisoformat,
+                        help="first day, ISO, on inserted_at in the organization's time")
+    export.add_argument("--to-date", dest="date_to", type=date.fromisoformat, help="last day, ISO, inclusive")
     commands.add_parser("register-tenants", help="add active organizations as Dagster partitions")
     demo = commands.add_parser("demo", help="run the local demo", add_help=False)
     demo.add_argument("rest", nargs=argparse.REMAINDER)
@@ -90,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         demo_main(args.rest)
         return 0
     try:
-        return {"sync": _sync, "redrive": _redrive, "register-tenants": _register_tenants}[args.command](args)
+        return {"sync": _sync, "redrive": _redrive, "export": _export,
+                "register-tenants": _register_tenants}[args.command](args)
     except (ValueError, LookupError) as error:  # configuration and input mistakes: say what, not a traceback
         print(f"glific-bq: {error}", file=sys.stderr)
         return 2

@@ -116,6 +116,9 @@ _TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,1023}$")
 
 #: The send time of a version; a row without one (another tool's) sorts as the oldest.
 _SENT = "IFNULL(bq_inserted_at, TIMESTAMP '0001-01-01 00:00:00+00')"
+#: The total order of an id's versions, newest first: what this pass keeps, what the ``_latest``
+#: views (glific_bq.views) and exports show.
+NEWEST_FIRST = f"{_SENT} DESC, bq_uuid DESC"
 #: Rows DML may touch: sent at or before the cutoff. With a window, an unknown send time counts
 #: as inside it (the row may be in the streaming buffer); without one, as the oldest.
 _SETTLED_IN_WINDOW = "bq_inserted_at <= @cutoff"
@@ -165,7 +168,7 @@ WHERE {scope} AND {settled}
   AND STRUCT(id, {sent}, bq_uuid) IN (
     SELECT STRUCT(id, {sent}, bq_uuid) FROM `{table}`
     WHERE {scope}
-    QUALIFY RANK() OVER (PARTITION BY id ORDER BY {sent} DESC, bq_uuid DESC) > 1)
+    QUALIFY RANK() OVER (PARTITION BY id ORDER BY {newest_first}) > 1)
 """
 
 #: ``{scope}`` of statements 2-4: the listed ids; or, when too many to list, the candidates.
@@ -280,7 +283,7 @@ def dedup_table(
     else:
         scope = SCOPE_CHANGED.format(table=table_id) if lower is not None else SCOPE_ALL
         params = time_params
-    parts = {"table": table_id, "scope": scope, "settled": settled, "sent": _SENT}
+    parts = {"table": table_id, "scope": scope, "settled": settled, "sent": _SENT, "newest_first": NEWEST_FIRST}
 
     # 2-3. Give a key to rows that lack one (NULL bq_uuid, or an exact copy of another row).
     (check,) = result.run(warehouse, KEY_CHECK.format(**parts), params)
@@ -359,4 +362,4 @@ def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
-__all__ = ["DedupError", "DedupResult", "MAX_LISTED_IDS", "SINCE_MARGIN", "dedup_table", "dedup_tenant"]
+__all__ = ["DedupError", "DedupResult", "MAX_LISTED_IDS", "NEWEST_FIRST", "SINCE_MARGIN", "dedup_table", "dedup_tenant"]

@@ -181,6 +181,11 @@ class Warehouse:
         self._write_client = None
 
     @property
+    def credentials(self):
+        """The organization's Google credentials (for other Google clients, e.g. Cloud Storage)."""
+        return self._credentials
+
+    @property
     def dataset_ref(self) -> str:
         return f"{self.project}.{self.dataset}"
 

@@ -56,8 +56,8 @@ def test_definitions_load(monkeypatch):
     for spec in TABLES:
         key = dg.AssetKey(["bigquery", spec.name])
         assert graph.get(key).parent_keys == {dg.AssetKey(["postgres", spec.name])}
-    assert {s.name for s in defs.schedules} == {"sync_every_minute", "dedup_every_90_minutes"}
-    assert {s.name for s in defs.sensors} == {"tenant_discovery", "stalled_watermarks"}
+    assert {s.name for s in defs.schedules} == {"sync_every_minute", "dedup_every_90_minutes", "checks_every_90_minutes"}
+    assert {s.name for s in defs.sensors} == {"tenant_discovery", "stalled_watermarks", "report_views_automation"}
 
 
 def test_materializing_one_tenant_syncs_it_and_reports_numbers(seeded, resources, warehouse_config):

@@ -2,12 +2,15 @@
 
 import dagster as dg
 
+from .checks import checks_job
 from .jobs import dedup_job, sync_job
 
 #: Every minute.
 SYNC_CRON = "* * * * *"
 #: Every 90 minutes: 00:00, 01:30, 03:00, 04:30 …
 DEDUP_CRONS = ["0 0-21/3 * * *", "30 1-22/3 * * *"]
+#: 45 minutes after each dedup pass.
+CHECKS_CRONS = ["45 0-21/3 * * *", "15 2-23/3 * * *"]
 
 
 @dg.schedule(job=sync_job, cron_schedule=SYNC_CRON, default_status=dg.DefaultScheduleStatus.RUNNING)
@@ -28,4 +31,12 @@ dedup_every_90_minutes = dg.ScheduleDefinition(
     cron_schedule=DEDUP_CRONS,
     default_status=dg.DefaultScheduleStatus.RUNNING,
     description="Every 90 minutes, delete older row versions in every tenant dataset (changed ids only).",
+)
+
+checks_every_90_minutes = dg.ScheduleDefinition(
+    name="checks_every_90_minutes",
+    job=checks_job,
+    cron_schedule=CHECKS_CRONS,
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Every 90 minutes, between dedup passes: unique ids, reconciliation, freshness per tenant.",
 )

@@ -1,0 +1,530 @@
+"""BigQuery views over a tenant's synced tables: the exact latest state, and reports for Looker Studio.
+
+The BigQuery dialect of views lives here, and only here. Two kinds:
+
+- ``<table>_latest``, one per synced table: exactly one row per id, its newest version, with the
+  table's own columns. The sync appends every change as a new row version and the dedup pass
+  deletes older versions only every 90 minutes, so ``SELECT * FROM messages`` shows an edited
+  message two or three times in between; ``messages_latest`` never does. The newest version is
+  chosen by the dedup's own total order (``NEWEST_FIRST``: send time, then ``bq_uuid``), so the
+  view and the dedup always agree on which version survives — including on ties of
+  ``updated_at``, which Glific's ``ORDER BY updated_at DESC`` left ambiguous (glific#1750, #2093).
+- Report views (``REPORTS``), which read only ``_latest`` views: ``contacts_messages``,
+  ``daily_message_counts``, ``flow_results_answers``, ``contact_growth``,
+  ``message_delivery_failures``.
+
+**Single source.** Each report's SQL, description and column docs are one ``ReportView`` value:
+the description and column docs become the view's BigQuery description and column descriptions,
+and ``reference_markdown()`` renders the same values into ``docs/looker-studio.md``
+(``python -m glific_bq.views docs/looker-studio.md`` rewrites that section; a test checks it).
+
+**Local times.** Timestamps arrive as DATETIME in the organization's local timezone (see
+``glific_bq.schema``), so ``DATE(inserted_at)`` is the organization's local day: no timezone
+appears in any view.
+
+**JSON.** json/jsonb columns are STRING holding JSON text. The reports parse them once with
+``SAFE.PARSE_JSON`` (invalid text gives NULL rather than failing the whole query;
+``wide_number_mode => 'round'`` keeps numbers beyond FLOAT64 precision from failing it) and read
+fields with ``JSON_VALUE`` and literal paths. Flow answers have keys that vary by flow, so they are
+flattened with ``JSON_KEYS(json, 1)`` and the JSON subscript operator ``results[key]``: BigQuery
+accepts only literal JSONPaths in ``JSON_VALUE``/``JSON_EXTRACT_SCALAR``, so building a path with
+``CONCAT('$.', key, '.input')`` — which the local emulator happens to accept — fails on BigQuery.
+Emulator quirk: ``SAFE.PARSE_JSON(x)[key]`` is mistranslated there, hence the parse in a CTE first.
+
+**Safety.** Identifiers are validated (project, dataset, table names) and quoted; descriptions are
+fixed text of this module, written as escaped string literals. No value is spliced into SQL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from google.api_core.exceptions import NotFound
+from google.cloud import bigquery
+
+from glific_bq import dedup
+from glific_bq.registry import TABLES, TableSpec
+from glific_bq.schema import BQ_INSERTED_AT, BQ_UUID
+from glific_bq.warehouse import Warehouse
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "LATEST_SUFFIX", "NEWEST_FIRST", "REPORTS", "Column", "CreatedViews", "ReportView",
+    "create_views", "latest_sql", "latest_view_name", "reference_markdown", "view_ddl",
+]
+
+#: ``<table>_latest``: the newest version of each row of ``<table>``.
+LATEST_SUFFIX = "_latest"
+
+#: The newest version first: the dedup's own total order (``glific_bq.dedup``), so that the
+#: ``_latest`` views and the dedup pass keep the same version of every id.
+NEWEST_FIRST = dedup.NEWEST_FIRST
+
+LATEST = """SELECT * FROM `{table}`
+QUALIFY ROW_NUMBER() OVER (PARTITION BY id ORDER BY {newest_first}) = 1"""
+
+_TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,1000}$")
+#: Project ids (with an optional ``domain:`` prefix) and dataset ids: nothing that can end a quote.
+_PROJECT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.:_-]{0,250}$")
+_DATASET = re.compile(r"^[A-Za-z0-9_]{1,1024}$")
+#: An input of a report's SQL: ``{messages}``.
+_INPUT = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of a report view, as documented in BigQuery and in the docs page."""
+
+    name: str
+    type: str  # the BigQuery type the view returns
+    description: str
+
+
+@dataclass(frozen=True)
+class ReportView:
+    """A report view: its SQL, what it reads, and its documentation, in one value.
+
+    ``sql`` names its inputs ``{<table>}``: each becomes the quoted id of that table's ``_latest``
+    view (other braces are left alone). ``columns`` lists what the SELECT returns, in order: they
+    are the view's column list in the DDL, so a mismatch fails at creation.
+    """
+
+    name: str
+    description: str
+    reads: tuple[str, ...]
+    columns: tuple[Column, ...]
+    sql: str
+
+    def select(self, dataset_ref: str) -> str:
+        """The SELECT over ``dataset_ref``'s ``_latest`` views."""
+        ids = {t: f"`{_dataset_ref(dataset_ref)}.{latest_view_name(t)}`" for t in self.reads}
+        return _INPUT.sub(lambda m: ids.get(m[1], m[0]), self.sql.strip())
+
+
+def _columns(*rows: tuple[str, str, str]) -> tuple[Column, ...]:
+    return tuple(Column(*row) for row in rows)
+
+
+_LOCAL = "local time of the organization"
+
+#: Error codes and messages inside ``messages.errors``, most specific first. Shapes handled:
+#: Glific/Gupshup ``{"message": ..., "payload": {"payload": {"code": 1002, "reason": ...}}}`` and
+#: ``{"message": ..., "payload": {"code": 1002}}``; WhatsApp Cloud API ``{"error": {"code": 131026,
+#: "message": ..., "error_data": {"details": ...}}}``; flat ``{"code": ..., "message": ...}``;
+#: webhook arrays ``[{"code": ..., "title": ..., "message": ...}]``.
+_ERROR_CODE_PATHS = ("$.payload.payload.code", "$.payload.code", "$.error.code", "$.code", "$[0].code")
+_ERROR_MESSAGE_PATHS = (
+    "$.payload.payload.reason", "$.payload.reason", "$.error.error_data.details", "$.error.message",
+    "$[0].error_data.details", "$[0].message", "$[0].title", "$.message",
+)
+
+
+def _first_of(json_column: str, paths: Sequence[str]) -> str:
+    return "COALESCE(" + ", ".join(f"JSON_VALUE({json_column}, '{p}')" for p in paths) + ")"
+
+
+_CONTACTS_MESSAGES = ReportView(
+    name="contacts_messages",
+    description="Every message (latest state) with its contact's name, phone and status: Glific's classic "
+    "contacts_messages view. One row per message.",
+    reads=("messages", "contacts"),
+    columns=_columns(
+        ("id", "INT64", "Message id"),
+        ("uuid", "STRING", "Message UUID"),
+        ("body", "STRING", "Text of the message (caption for media)"),
+        ("type", "STRING", "text, image, audio, video, document, location, quick_reply, list, sticker, hsm, …"),
+        ("flow", "STRING", "Direction: inbound (from the contact) or outbound (to the contact)"),
+        ("status", "STRING", "Glific status: enqueued, sent, delivered, read, received, error, …"),
+        ("bsp_status", "STRING", "Status reported by the WhatsApp provider (BSP)"),
+        ("errors", "STRING", "Delivery errors as JSON text ({} when none)"),
+        ("message_number", "INT64", "Position of the message in the conversation with this contact"),
+        ("sender_id", "INT64", "Contact id of the sender"),
+        ("receiver_id", "INT64", "Contact id of the receiver"),
+        ("contact_id", "INT64", "The end user of the conversation (contacts.id)"),
+        ("user_id", "INT64", "Staff user who sent it from the Glific inbox, if any"),
+        ("flow_id", "INT64", "Flow that sent or received it, if any"),
+        ("media_id", "INT64", "Attached media (messages_media.id), if any"),
+        ("is_hsm", "BOOL", "Sent from an approved template (HSM)"),
+        ("template_id", "INT64", "Template used, if any"),
+        ("context_message_id", "INT64", "Message this one replies to, if any"),
+        ("group_id", "INT64", "Collection (group) it was sent to, if any"),
+        ("flow_label", "STRING", "Label given by the flow to an inbound answer"),
+        ("send_at", "DATETIME", f"Scheduled send time, {_LOCAL}"),
+        ("sent_at", "DATETIME", f"When it was sent, {_LOCAL}"),
+        ("inserted_at", "DATETIME", f"When it was created, {_LOCAL}"),
+        ("updated_at", "DATETIME", f"Last change (status updates included), {_LOCAL}"),
+        ("contact_name", "STRING", "Contact's name (NULL if the contact was deleted)"),
+        ("contact_phone", "STRING", "Contact's WhatsApp number"),
+        ("contact_status", "STRING", "Contact's status: valid, invalid, blocked, failed, processing"),
+        ("contact_bsp_status", "STRING", "Whether Glific may message the contact: none, session, session_and_hsm, hsm"),
+        ("contact_language_id", "INT64", "Contact's language (Glific language id)"),
+        ("contact_optin_status", "BOOL", "Contact has opted in"),
+        ("contact_fields", "STRING", "Contact's custom fields as JSON text"),
+    ),
+    sql="""
+SELECT
+  m.id, m.uuid, m.body, m.type, m.flow, m.status, m.bsp_status, m.errors, m.message_number,
+  m.sender_id, m.receiver_id, m.contact_id, m.user_id, m.flow_id, m.media_id, m.is_hsm,
+  m.template_id, m.context_message_id, m.group_id, m.flow_label,
+  m.send_at, m.sent_at, m.inserted_at, m.updated_at,
+  c.name AS contact_name, c.phone AS contact_phone, c.status AS contact_status,
+  c.bsp_status AS contact_bsp_status, c.language_id AS contact_language_id,
+  c.optin_status AS contact_optin_status, c.fields AS contact_fields
+FROM {messages} AS m
+LEFT JOIN {contacts} AS c ON c.id = m.contact_id
+""",
+)
+
+_DAILY_MESSAGE_COUNTS = ReportView(
+    name="daily_message_counts",
+    description="Messages per local day, direction, type and status (latest status of each message).",
+    reads=("messages",),
+    columns=_columns(
+        ("day", "DATE", "Day the message was created, in the organization's timezone"),
+        ("direction", "STRING", "inbound or outbound (Glific's messages.flow)"),
+        ("type", "STRING", "Message type: text, image, quick_reply, …"),
+        ("status", "STRING", "Current status of the messages: sent, delivered, read, received, error, …"),
+        ("message_count", "INT64", "Number of messages"),
+    ),
+    sql="""
+SELECT DATE(inserted_at) AS day, flow AS direction, type, status, COUNT(*) AS message_count
+FROM {messages}
+GROUP BY day, direction, type, status
+""",
+)
+
+_FLOW_RESULTS_ANSWERS = ReportView(
+    name="flow_results_answers",
+    description="Flow results flattened: one row per answer (flow result x result key), with the answer's "
+    "input and category, the flow's name and the contact.",
+    reads=("flow_results", "flows", "contacts"),
+    columns=_columns(
+        ("flow_result_id", "INT64", "Flow result id (one flow run of one contact)"),
+        ("flow_id", "INT64", "Flow id"),
+        ("flow_name", "STRING", "Flow name"),
+        ("flow_uuid", "STRING", "Flow UUID"),
+        ("flow_version", "INT64", "Version of the flow that ran"),
+        ("flow_context_id", "INT64", "Flow context (run) id"),
+        ("contact_id", "INT64", "Contact who answered"),
+        ("contact_name", "STRING", "Contact's name"),
+        ("contact_phone", "STRING", "Contact's WhatsApp number"),
+        ("answer_key", "STRING", "Result name in the flow (e.g. age, district)"),
+        ("answer_input", "STRING", "What the contact answered (text; NULL if the answer is not a single value)"),
+        ("answer_category", "STRING", "Category the flow put the answer in (e.g. Has Number, Other)"),
+        ("answer_json", "STRING", "The whole answer as JSON text (input, category, interactive, …)"),
+        ("inserted_at", "DATETIME", f"When the flow result was created, {_LOCAL}"),
+        ("updated_at", "DATETIME", f"When it last changed (last answer), {_LOCAL}"),
+    ),
+    # JSON_KEYS escapes keys that are not plain JSONPath names with double quotes ("a.b"); such a
+    # key is unescaped (it is a JSON string) before it is used as the subscript.
+    sql="""
+WITH parsed AS (
+  SELECT id, flow_id, flow_uuid, flow_version, flow_context_id, contact_id, inserted_at, updated_at,
+    SAFE.PARSE_JSON(results, wide_number_mode => 'round') AS results
+  FROM {flow_results}
+),
+answers AS (
+  SELECT parsed.*,
+    IF(STARTS_WITH(listed_key, '"'), JSON_VALUE(SAFE.PARSE_JSON(listed_key)), listed_key) AS answer_key
+  FROM parsed, UNNEST(JSON_KEYS(parsed.results, 1)) AS listed_key
+),
+answer AS (
+  SELECT answers.* EXCEPT (results), answers.results[answers.answer_key] AS answer
+  FROM answers
+)
+SELECT
+  a.id AS flow_result_id, a.flow_id, f.name AS flow_name, a.flow_uuid, a.flow_version, a.flow_context_id,
+  a.contact_id, c.name AS contact_name, c.phone AS contact_phone,
+  a.answer_key,
+  JSON_VALUE(a.answer, '$.input') AS answer_input,
+  JSON_VALUE(a.answer, '$.category') AS answer_category,
+  TO_JSON_STRING(a.answer) AS answer_json,
+  a.inserted_at, a.updated_at
+FROM answer AS a
+LEFT JOIN {flows} AS f ON f.id = a.flow_id
+LEFT JOIN {contacts} AS c ON c.id = a.contact_id
+""",
+)
+
+_CONTACT_GROWTH = ReportView(
+    name="contact_growth",
+    description="Per local day: contacts created, opt-ins and opt-outs, and the running total of contacts. "
+    "From each contact's current opt-in and opt-out times (Glific keeps the latest of each).",
+    reads=("contacts",),
+    columns=_columns(
+        ("day", "DATE", "Day, in the organization's timezone (days without any event are absent)"),
+        ("new_contacts", "INT64", "Contacts created that day (contacts deleted since are not counted)"),
+        ("opt_ins", "INT64", "Contacts whose latest opt-in was that day"),
+        ("opt_outs", "INT64", "Contacts whose latest opt-out was that day"),
+        ("total_contacts", "INT64", "Contacts created up to and including that day"),
+    ),
+    # The casts change nothing on BigQuery (COUNTIF and SUM of INT64 are INT64); the emulator
+    # would type these columns NUMERIC.
+    sql="""
+SELECT
+  event.day,
+  CAST(COUNTIF(event.kind = 'new') AS INT64) AS new_contacts,
+  CAST(COUNTIF(event.kind = 'opt_in') AS INT64) AS opt_ins,
+  CAST(COUNTIF(event.kind = 'opt_out') AS INT64) AS opt_outs,
+  CAST(SUM(COUNTIF(event.kind = 'new')) OVER (ORDER BY event.day) AS INT64) AS total_contacts
+FROM {contacts},
+  UNNEST([
+    STRUCT('new' AS kind, DATE(inserted_at) AS day),
+    STRUCT('opt_in' AS kind, DATE(optin_time) AS day),
+    STRUCT('opt_out' AS kind, DATE(optout_time) AS day)
+  ]) AS event
+WHERE event.day IS NOT NULL
+GROUP BY event.day
+""",
+)
+
+_MESSAGE_DELIVERY_FAILURES = ReportView(
+    name="message_delivery_failures",
+    description="Messages that failed: status or provider status error, or a non-empty errors JSON, with the "
+    "error code and message parsed from it.",
+    reads=("messages", "contacts"),
+    columns=_columns(
+        ("id", "INT64", "Message id"),
+        ("inserted_at", "DATETIME", f"When the message was created, {_LOCAL}"),
+        ("updated_at", "DATETIME", f"When it last changed (usually: when it failed), {_LOCAL}"),
+        ("sent_at", "DATETIME", f"When it was sent, {_LOCAL}"),
+        ("direction", "STRING", "inbound or outbound (Glific's messages.flow)"),
+        ("type", "STRING", "Message type"),
+        ("status", "STRING", "Glific status (error for failed sends)"),
+        ("bsp_status", "STRING", "Status reported by the WhatsApp provider"),
+        ("bsp_message_id", "STRING", "Provider's message id, to look it up with the provider"),
+        ("flow_id", "INT64", "Flow that sent it, if any"),
+        ("contact_id", "INT64", "Contact it was sent to"),
+        ("contact_name", "STRING", "Contact's name"),
+        ("contact_phone", "STRING", "Contact's WhatsApp number"),
+        ("body", "STRING", "Text of the message"),
+        ("error_code", "STRING", "Provider's error code, e.g. 1002 (Gupshup: number not on WhatsApp) or 131026 "
+         "(WhatsApp: undeliverable); NULL if the errors JSON has none"),
+        ("error_message", "STRING", "Most specific error text: the provider's reason or details, else Glific's message"),
+        ("errors", "STRING", "The whole errors JSON text"),
+    ),
+    # A non-empty errors JSON: anything but NULL, '', {}, [] or null (whitespace allowed).
+    sql=f"""
+WITH parsed AS (
+  SELECT *, SAFE.PARSE_JSON(errors, wide_number_mode => 'round') AS error_json
+  FROM {{messages}}
+  WHERE status = 'error' OR bsp_status = 'error'
+    OR NOT REGEXP_CONTAINS(IFNULL(errors, ''), r'^\\s*(\\{{\\s*\\}}|\\[\\s*\\]|null)?\\s*$')
+)
+SELECT
+  m.id, m.inserted_at, m.updated_at, m.sent_at, m.flow AS direction, m.type, m.status, m.bsp_status,
+  m.bsp_message_id, m.flow_id, m.contact_id, c.name AS contact_name, c.phone AS contact_phone, m.body,
+  {_first_of("m.error_json", _ERROR_CODE_PATHS)} AS error_code,
+  {_first_of("m.error_json", _ERROR_MESSAGE_PATHS)} AS error_message,
+  m.errors
+FROM parsed AS m
+LEFT JOIN {{contacts}} AS c ON c.id = m.contact_id
+""",
+)
+
+#: The report views, in creation order.
+REPORTS: tuple[ReportView, ...] = (
+    _CONTACTS_MESSAGES, _DAILY_MESSAGE_COUNTS, _FLOW_RESULTS_ANSWERS, _CONTACT_GROWTH, _MESSAGE_DELIVERY_FAILURES,
+)
+
+
+# -- SQL ---------------------------------------------------------------------------------------
+
+
+def latest_view_name(table: str) -> str:
+    return f"{_table_name(table)}{LATEST_SUFFIX}"
+
+
+def latest_description(table: str) -> str:
+    return (f"Exactly one row per id of {table}: its newest version (latest send, ties broken by bq_uuid, as "
+            "the dedup decides), even between dedup runs. Use it for exports and reports.")
+
+
+def latest_sql(dataset_ref: str, table: str) -> str:
+    """The SELECT of ``<table>_latest``."""
+    return LATEST.format(table=f"{_dataset_ref(dataset_ref)}.{_table_name(table)}", newest_first=NEWEST_FIRST)
+
+
+def view_ddl(view_id: str, select: str, description: str, columns: Sequence[Column] = ()) -> str:
+    """``CREATE OR REPLACE VIEW``, with the description and (if given) the column list and its docs."""
+    column_list = ""
+    if columns:
+        column_list = "\n(" + ",\n ".join(
+            f"`{_table_name(c.name)}` OPTIONS (description = {_string_literal(c.description)})" for c in columns
+        ) + ")"
+    return (f"CREATE OR REPLACE VIEW `{view_id}`{column_list}\n"
+            f"OPTIONS (description = {_string_literal(description)})\nAS\n{select}")
+
+
+def code_version(*parts: str) -> str:
+    """A short, stable fingerprint of view definitions (Dagster code versions)."""
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:12]
+
+
+def latest_code_version() -> str:
+    return code_version(LATEST, NEWEST_FIRST)
+
+
+def report_code_version(view: ReportView) -> str:
+    return code_version(latest_code_version(), view.sql, view.description,
+                        *(f"{c.name} {c.type} {c.description}" for c in view.columns))
+
+
+# -- creating views ----------------------------------------------------------------------------
+
+
+class CreatedViews(list[str]):
+    """The names of the views created (a ``list[str]``), and ``skipped``: view name → why not."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.skipped: dict[str, str] = {}
+
+
+def create_views(
+    warehouse: Warehouse,
+    tables: Iterable[str | TableSpec] = TABLES,
+    reports: Iterable[ReportView] = REPORTS,
+) -> CreatedViews:
+    """Create or replace, in the organization's dataset, ``<table>_latest`` for each of ``tables``
+    that exists in BigQuery, then each of ``reports`` whose inputs exist (their ``_latest`` views
+    are created too, whether listed in ``tables`` or not).
+
+    Idempotent (``CREATE OR REPLACE VIEW``): run it again after a schema change so that the views'
+    schemas show new columns. A table that does not exist yet (never synced for this
+    organization), or lacks ``id``/``bq_inserted_at``/``bq_uuid``, is skipped with a reason, and so
+    is every report reading it. Other failures raise.
+    """
+    created = CreatedViews()
+    reports = list(reports)
+    wanted = list(dict.fromkeys(
+        [t.name if isinstance(t, TableSpec) else str(t) for t in tables] + [t for r in reports for t in r.reads]
+    ))
+    available = set()
+    for table in wanted:
+        reason = _latest_view(warehouse, table)
+        if reason:
+            created.skipped[latest_view_name(table)] = reason
+            log.info("%s.%s: skipped: %s", warehouse.dataset_ref, latest_view_name(table), reason)
+        else:
+            available.add(table)
+            created.append(latest_view_name(table))
+    for view in reports:
+        missing = [t for t in view.reads if t not in available]
+        if missing:
+            reason = "; ".join(created.skipped[latest_view_name(t)] for t in missing)
+            created.skipped[view.name] = reason
+            log.info("%s.%s: skipped: %s", warehouse.dataset_ref, view.name, reason)
+            continue
+        view_id = f"{_dataset_ref(warehouse.dataset_ref)}.{_table_name(view.name)}"
+        warehouse.client.query(view_ddl(view_id, view.select(warehouse.dataset_ref), view.description, view.columns)).result()
+        _ensure_descriptions(warehouse.client, view_id, view.description, view.columns)
+        created.append(view.name)
+    return created
+
+
+def _latest_view(warehouse: Warehouse, table: str) -> str | None:
+    """Create ``<table>_latest``; the reason it cannot be, if so."""
+    table_id = f"{_dataset_ref(warehouse.dataset_ref)}.{_table_name(table)}"
+    try:
+        columns = {f.name for f in warehouse.client.get_table(table_id).schema}
+    except NotFound:
+        return f"{table} does not exist in BigQuery yet"
+    missing = [c for c in ("id", BQ_INSERTED_AT, BQ_UUID) if c not in columns]
+    if missing:
+        return f"{table} has no {', '.join(missing)} column"
+    view_id = f"{_dataset_ref(warehouse.dataset_ref)}.{latest_view_name(table)}"
+    description = latest_description(table)
+    warehouse.client.query(view_ddl(view_id, latest_sql(warehouse.dataset_ref, table), description)).result()
+    _ensure_descriptions(warehouse.client, view_id, description)
+    return None
+
+
+def _ensure_descriptions(client: bigquery.Client, view_id: str, description: str, columns: Sequence[Column] = ()) -> None:
+    """Set the view's descriptions through the API if the DDL's OPTIONS did not (BigQuery applies
+    them; the local emulator ignores them). A no-op when they are already right."""
+    view = client.get_table(view_id)
+    docs = {c.name: c.description for c in columns}
+    if view.description == description and all(f.description == docs[f.name] for f in view.schema if f.name in docs):
+        return
+    view.description = description
+    view.schema = [
+        bigquery.SchemaField(f.name, f.field_type, mode=f.mode, description=docs.get(f.name, f.description),
+                             fields=f.fields)
+        for f in view.schema
+    ]
+    client.update_table(view, ["description", "schema"])
+
+
+def _string_literal(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n").replace("\r", "\\r")
+    return f"'{escaped}'"
+
+
+def _table_name(name: str) -> str:
+    if not isinstance(name, str) or not _TABLE.match(name):
+        raise ValueError(f"not a valid BigQuery table or column name: {name!r}")
+    return name
+
+
+def _dataset_ref(dataset_ref: str) -> str:
+    project, _, dataset = dataset_ref.rpartition(".")
+    if not _PROJECT.match(project) or not _DATASET.match(dataset):
+        raise ValueError(f"not a valid BigQuery project.dataset: {dataset_ref!r}")
+    return dataset_ref
+
+
+# -- documentation -----------------------------------------------------------------------------
+
+DOCS_BEGIN = "<!-- BEGIN GENERATED: view reference (python -m glific_bq.views docs/looker-studio.md) -->"
+DOCS_END = "<!-- END GENERATED: view reference -->"
+
+
+def reference_markdown() -> str:
+    """The reference section of ``docs/looker-studio.md``: every view, its description and columns."""
+    lines = [
+        "### `<table>_latest` (one per synced table)",
+        "",
+        latest_description("<table>").replace("<table>", "the table") + " Same columns as the table:",
+        ", ".join(f"`{latest_view_name(t.name)}`" for t in TABLES) + ".",
+        "",
+    ]
+    for view in REPORTS:
+        lines += [
+            f"### `{view.name}`",
+            "",
+            view.description,
+            "",
+            "Reads: " + ", ".join(f"`{latest_view_name(t)}`" for t in view.reads) + ".",
+            "",
+            "| column | type | meaning |",
+            "|---|---|---|",
+            *(f"| `{c.name}` | {c.type} | {c.description.replace('|', '/')} |" for c in view.columns),
+            "",
+        ]
+    return "\n".join(lines).rstrip("\n")
+
+
+def write_reference(path: Path) -> bool:
+    """Rewrite the generated section of ``path``; True if it changed."""
+    text = path.read_text()
+    before, begin, rest = text.partition(DOCS_BEGIN)
+    _, end, after = rest.partition(DOCS_END)
+    if not begin or not end:
+        raise ValueError(f"{path} lacks the markers {DOCS_BEGIN!r} … {DOCS_END!r}")
+    new = f"{before}{DOCS_BEGIN}\n{reference_markdown()}\n{DOCS_END}{after}"
+    if new != text:
+        path.write_text(new)
+    return new != text
+
+
+if __name__ == "__main__":  # python -m glific_bq.views docs/looker-studio.md
+    for argument in sys.argv[1:]:
+        print(f"{argument}: {'updated' if write_reference(Path(argument)) else 'up to date'}")

@@ -1,0 +1,94 @@
+"""Checks of each tenant-table: unique ids in the latest view, reconciliation, freshness."""
+
+from __future__ import annotations
+
+import dagster as dg
+import pytest
+
+from glific_bq import checks
+from glific_bq.registry import DeletePolicy, TableSpec
+from glific_bq.sync import sync_table
+
+from .helpers import NOTES_DDL, add_notes, add_organization
+
+NOTES = TableSpec("notes", deletes=DeletePolicy.KEEP)
+
+
+@pytest.fixture
+def synced(db, source, warehouse_for):
+    db.execute(NOTES_DDL)
+    org = add_organization(db)
+    ids = add_notes(db, org, [f"n{i}" for i in range(6)])
+    warehouse = warehouse_for(org)
+    sync_table(source, warehouse, org, NOTES)
+    db.execute("UPDATE notes SET body = 'v2', updated_at = updated_at + interval '1 second' WHERE id = %s", (ids[0],))
+    sync_table(source, warehouse, org, NOTES)  # two versions of ids[0]
+    return org, ids, warehouse
+
+
+def test_a_synced_table_passes_every_check(synced, source):
+    org, ids, warehouse = synced
+    assert checks.duplicate_ids(warehouse, org.id, "notes").passed
+    reconciled = checks.reconcile(source, warehouse, org.id, NOTES)
+    assert reconciled.passed and reconciled.numbers["missing"] == 0 and reconciled.numbers["source_rows"] == 6
+    assert checks.lag(source, org.id, NOTES, max_lag_seconds=60).passed
+
+
+def test_reconciliation_names_a_row_missing_from_bigquery(synced, source):
+    org, ids, warehouse = synced
+    warehouse.client.query(f"DELETE FROM `{warehouse.dataset_ref}.notes` WHERE id = {ids[3]}").result()
+
+    finding = checks.reconcile(source, warehouse, org.id, NOTES)
+
+    assert not finding.passed and finding.numbers["missing"] == 1
+    assert f"1 of 6 source row(s)" in finding.summary and str(ids[3]) in finding.summary
+
+
+def test_reconciliation_reports_ids_gone_from_a_keep_table_without_failing(synced, source, db):
+    org, ids, warehouse = synced
+    db.execute("DELETE FROM notes WHERE id = %s", (ids[5],))  # a purge at the source
+
+    finding = checks.reconcile(source, warehouse, org.id, NOTES)
+
+    assert finding.passed and finding.numbers["not_at_source"] == 1 and "kept by policy" in finding.summary
+
+
+def test_changes_waiting_too_long_fail_the_lag_check(synced, source, db):
+    org, ids, warehouse = synced
+    db.execute("UPDATE bigquery_jobs SET advanced_at = now() - interval '1 hour' WHERE organization_id = %s", (org.id,))
+    db.execute("UPDATE notes SET body = 'waiting', updated_at = updated_at + interval '2 seconds' WHERE id = %s", (ids[1],))
+
+    finding = checks.lag(source, org.id, NOTES, max_lag_seconds=600)
+
+    assert not finding.passed and finding.numbers["lag_seconds"] >= 3600
+
+
+def test_the_dagster_checks_name_the_failing_tenant(db, source, warehouse_for, database_url, warehouse_config):
+    from glific_bq.defs.assets import table_assets
+    from glific_bq.defs.checks import asset_checks, checks_job
+    from glific_bq.defs.resources import GlificBigQuery, GlificPostgres
+    from glific_bq.local.sample_data import seed
+    from glific_bq.defs.jobs import sync_job
+
+    seed(db, organizations=2, messages_per_org=20, contacts_per_org=5)
+    resources = {
+        "postgres": GlificPostgres(database_url=database_url),
+        "bigquery": GlificBigQuery(project=warehouse_config.project, dataset_template=warehouse_config.dataset_template,
+                                   emulator_host=warehouse_config.emulator_host,
+                                   storage_emulator_host=warehouse_config.storage_emulator_host),
+    }
+    defs = dg.Definitions(assets=table_assets, asset_checks=asset_checks, jobs=[checks_job, sync_job], resources=resources)
+    instance = dg.DagsterInstance.ephemeral()
+    assert defs.resolve_job_def("sync_job").execute_in_process(instance=instance).success
+    from glific_bq.tenants import get_organization
+
+    warehouse = warehouse_for(get_organization(db, 2))
+    warehouse.client.query(f"DELETE FROM `{warehouse.dataset_ref}.messages` WHERE id = (SELECT MIN(id) FROM `{warehouse.dataset_ref}.messages`)").result()
+
+    result = defs.resolve_job_def("checks_job").execute_in_process(instance=instance, raise_on_error=False)
+
+    evaluations = {(e.asset_key.path[-1], e.check_name): e for e in result.get_asset_check_evaluations()}
+    failed = evaluations[("messages", "reconciled")]
+    assert not failed.passed and "organization 2: 1 of 20 source row(s)" in failed.metadata["details"].value
+    assert evaluations[("contacts", "reconciled")].passed
+    assert evaluations[("messages", "latest_ids_unique")].passed
