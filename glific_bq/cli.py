@@ -21,11 +21,16 @@ from glific_bq.sync import SyncOptions
 from glific_bq.source import Source, database_url
 
 
+def _tables(args: argparse.Namespace) -> list:
+    """The tables named with ``--table``, all registered tables without it."""
+    return [registry.table(name) for name in args.table] if args.table else list(registry.TABLES)
+
+
 def _sync(args: argparse.Namespace) -> int:
     from glific_bq.sync import sync_tenant
     from glific_bq.warehouse import Warehouse, WarehouseConfig
 
-    tables = [registry.table(name) for name in args.table] if args.table else list(registry.TABLES)
+    tables = _tables(args)
     config = WarehouseConfig.from_env()
     with Source(database_url()) as source:
         watermarks.ensure_table(source.control)
@@ -42,7 +47,7 @@ def _redrive(args: argparse.Namespace) -> int:
     from glific_bq.tenants import get_organization
     from glific_bq.warehouse import Warehouse, WarehouseConfig
 
-    tables = [registry.table(name) for name in args.table] if args.table else list(registry.TABLES)
+    tables = _tables(args)
     with Source(database_url()) as source:
         organization = get_organization(source.control, args.organization)
         warehouse = Warehouse(WarehouseConfig.from_env(), organization)
@@ -60,7 +65,7 @@ def _export(args: argparse.Namespace) -> int:
     from glific_bq.tenants import get_organization
     from glific_bq.warehouse import Warehouse, WarehouseConfig
 
-    tables = [registry.table(name) for name in args.table] if args.table else list(registry.TABLES)
+    tables = _tables(args)
     with Source(database_url()) as source:
         organization = get_organization(source.control, args.organization)
     warehouse = Warehouse(WarehouseConfig.from_env(), organization)
