@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -394,15 +395,18 @@ def test_ui_shows_the_minute_sync(chromium, dagster_dev, glific_url, artifacts, 
                 expect(row.get_by_role("checkbox").last).to_be_checked()  # the on/off switch
             page.screenshot(path=artifacts / "automation.png")
 
-            # Lineage of bigquery/messages: postgres/messages upstream, every partition filled.
+            # Lineage of bigquery/messages: postgres/messages upstream, the report views downstream,
+            # every partition filled.
             page.goto(f"{url}/assets/bigquery/messages?view=lineage")
             groups = page.locator("foreignObject").filter(has_not_text="Latest event")
             nodes = page.locator("foreignObject").filter(has_text="Latest event")  # asset nodes
             expect(groups.filter(has_text="postgres")).to_have_count(1)
             expect(groups.filter(has_text="bigquery")).to_have_count(1)
-            expect(nodes).to_have_count(2)
+            expect(groups.filter(has_text="reports")).to_have_count(1)
             source = nodes.filter(has_text="Postgres")  # its kind tag
-            target = nodes.filter(has_text="BigQuery")
+            expect(source).to_have_count(1)
+            target = nodes.filter(has_text="BigQuery").filter(has_text=re.compile(r"^\s*messages\s*Latest event"))
+            expect(target).to_have_count(1)
             expect(source).to_contain_text("messages")
             expect(target).to_contain_text("messages")
             expect(target).to_contain_text("100% filled")
