@@ -45,6 +45,10 @@ from glific_bq.tenants import Organization
 log = logging.getLogger(__name__)
 
 _DATASET_ID = re.compile(r"^[A-Za-z0-9_]{1,1024}$")
+#: API calls give up after a minute of retries (the client's default is ten): a run facing a
+#: BigQuery outage fails, is recorded and backs off, instead of hanging while ticks pile up.
+_RETRY = bigquery.DEFAULT_RETRY.with_deadline(60)
+_TIMEOUT = 30
 #: One AppendRows request must stay under 10 MB; leave room for the request envelope.
 _MAX_REQUEST_BYTES = 8 * 1024 * 1024
 
@@ -202,7 +206,7 @@ class Warehouse:
         column that changed type cannot be altered in place: that raises ``SchemaDriftError``
         for this table only. Columns dropped at the source stay in BigQuery with their history.
         """
-        self.client.create_dataset(bigquery.Dataset(self.dataset_ref), exists_ok=True)
+        self.client.create_dataset(bigquery.Dataset(self.dataset_ref), exists_ok=True, retry=_RETRY, timeout=_TIMEOUT)
         table_id = f"{self.dataset_ref}.{spec.name}"
         by_name = {f.name: f for f in schema}
         table = bigquery.Table(table_id, schema=schema)
@@ -211,7 +215,7 @@ class Warehouse:
         table.time_partitioning = bigquery.TimePartitioning(type_=bigquery.TimePartitioningType.MONTH, field=field)
         if "id" in by_name:
             table.clustering_fields = ["id"]
-        table = self.client.create_table(table, exists_ok=True)
+        table = self.client.create_table(table, exists_ok=True, retry=_RETRY, timeout=_TIMEOUT)
 
         existing = {f.name: f for f in table.schema}
         drift = [
@@ -225,7 +229,7 @@ class Warehouse:
         added = [f for f in schema if f.name not in existing]
         if added:
             table.schema = list(table.schema) + added
-            self.client.update_table(table, ["schema"])
+            self.client.update_table(table, ["schema"], retry=_RETRY, timeout=_TIMEOUT)
             if self.config.emulator_host:
                 # bqemulator 1.4 updates its catalog on update_table but not its storage.
                 columns = ", ".join(f"ADD COLUMN IF NOT EXISTS `{f.name}` {_ddl_type(f)}" for f in added)
@@ -299,14 +303,16 @@ class Warehouse:
         from google.api_core.exceptions import NotFound
 
         try:
-            self.client.get_table(f"{self.dataset_ref}.{table}")
+            self.client.get_table(f"{self.dataset_ref}.{table}", retry=_RETRY, timeout=_TIMEOUT)
             return True
         except NotFound:
             return False
 
     def _dead_letter_target(self) -> Target:
         table_id = f"{self.dataset_ref}.{DEAD_LETTERS}"
-        self.client.create_table(bigquery.Table(table_id, schema=list(DEAD_LETTER_SCHEMA)), exists_ok=True)
+        self.client.create_table(
+            bigquery.Table(table_id, schema=list(DEAD_LETTER_SCHEMA)), exists_ok=True, retry=_RETRY, timeout=_TIMEOUT
+        )
         return Target(table_id, DEAD_LETTER_SCHEMA)
 
     def _write_isolating(self, target: Target, rows: pa.Table) -> list[Rejected]:
@@ -354,7 +360,7 @@ class Warehouse:
             requests = [(_proto_request(stream, descriptor, chunk), len(chunk)) for chunk in chunks]
         first_row = 0
         try:
-            responses = self.write_client().append_rows(iter(request for request, _ in requests))
+            responses = self.write_client().append_rows(iter(request for request, _ in requests), timeout=300)
             for (_, count), response in zip(requests, responses):
                 if response.row_errors:
                     messages = {first_row + e.index: e.message for e in response.row_errors}
@@ -406,7 +412,8 @@ class Warehouse:
         config = bigquery.QueryJobConfig(
             query_parameters=[bigquery.ScalarQueryParameter(k, _param_type(v), v) for k, v in params.items()]
         )
-        return [dict(row.items()) for row in self.client.query(statement, job_config=config).result()]
+        job = self.client.query(statement, job_config=config, retry=_RETRY, timeout=_TIMEOUT)
+        return [dict(row.items()) for row in job.result(retry=_RETRY)]
 
 
 def stamp(rows: pa.Table) -> pa.Table:
