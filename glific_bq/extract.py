@@ -220,7 +220,13 @@ def horizon(reader, margin_seconds: float) -> datetime:
     """How far the update cursor may go in this snapshot: the database clock, or the start of
     the oldest transaction still writing if that is earlier, minus a margin (UTC).
 
-    Read as the first statement of the snapshot. Rows become visible when their transaction
+    Read before the round's snapshot is taken, in a transaction of its own: a writer that
+    commits after ``pg_stat_activity`` was read is then visible to the snapshot. (Read inside the
+    snapshot, a long transaction committing between the snapshot and that read would be neither
+    visible nor holding the horizon back, and its changes would be skipped for good.) Only
+    transactions that have written count: one that reads for longer than the margin and then
+    writes rows stamped with its own start time (raw SQL ``now()``; Ecto stamps with the
+    application clock just before writing) is not covered. Rows become visible when their transaction
     commits, but carry the ``updated_at`` (and id) of when they were written: a change stamped in
     the current second (Glific's ``timestamp(0)``), by a writer whose clock runs a little ahead,
     or by a transaction still open could otherwise get a key below a cursor that has already

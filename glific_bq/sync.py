@@ -179,8 +179,10 @@ def _sync_table(source, warehouse, organization, spec, options, on_step) -> Tabl
             read = 0
             update_exhausted = True
             insert_top = None
-            reader.commit()  # each round starts a fresh snapshot
+            reader.commit()
+            # In a transaction of its own, before the round's snapshot (see extract.horizon).
             horizon = extract.horizon(reader, options.horizon_seconds)
+            reader.commit()  # each round starts a fresh snapshot, taken after the horizon
             if update_query:
                 for page in extract.pages(
                     reader, update_query, Pass.UPDATE, organization_id=organization.id,

@@ -95,7 +95,7 @@ class Rejected:
 
 
 #: gRPC codes of an append that was refused because of its rows, not of the service.
-_REFUSALS = {3, 2}  # INVALID_ARGUMENT, UNKNOWN (the emulator reports conversion errors so)
+_INVALID_ARGUMENT, _UNKNOWN = 3, 2
 
 
 class CredentialsError(WarehouseError):
@@ -366,12 +366,20 @@ class Warehouse:
                     messages = {first_row + e.index: e.message for e in response.row_errors}
                     raise RowsRefused(f"BigQuery refused {len(messages)} row(s)", messages)
                 if response.error and response.error.code:
-                    if response.error.code in _REFUSALS:
+                    if response.error.code == _INVALID_ARGUMENT or (
+                        response.error.code == _UNKNOWN and self.config.emulator_host
+                    ):
                         raise RowsRefused(response.error.message)
                     raise WarehouseError(f"append to {target.table_id} failed: {response.error.message}")
                 first_row += count
-        except (InvalidArgument, BadRequest, Unknown) as error:
+        except (InvalidArgument, BadRequest) as error:
             raise RowsRefused(error.message) from error
+        except Unknown as error:
+            # bqemulator reports a value it cannot convert as UNKNOWN; from BigQuery, UNKNOWN is
+            # a server fault, not a verdict on the rows: never set rows aside for it.
+            if self.config.emulator_host:
+                raise RowsRefused(error.message) from error
+            raise
 
     def _load_parquet(self, target: Target, rows: pa.Table) -> None:
         buffer = io.BytesIO()

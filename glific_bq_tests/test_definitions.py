@@ -91,6 +91,23 @@ def test_tenant_discovery_adds_active_organizations_once(seeded, resources):
     assert isinstance(second, dg.SkipReason)
 
 
+def test_tenant_discovery_says_once_when_an_organization_stops_being_synced(seeded, resources):
+    from glific_bq import plan
+
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(tenants.name, ["1", "2"])
+    seeded.execute("UPDATE organizations SET is_active = false WHERE id = 2")
+
+    context = dg.build_sensor_context(instance=instance, resources=resources)
+    first = tenant_discovery(context)
+    again = tenant_discovery(dg.build_sensor_context(instance=instance, resources=resources, cursor=context.cursor))
+
+    assert isinstance(first, dg.SkipReason) and "1 no longer synced (just now: 2)" in first.skip_message
+    assert isinstance(again, dg.SkipReason) and "just now" not in again.skip_message
+    assert 2 not in plan.dirty(seeded, TABLES).get("messages", [])  # not scheduled any more
+    assert instance.get_dynamic_partitions(tenants.name) == ["1", "2"]  # history kept
+
+
 def test_minute_schedule_requests_a_run_unless_one_is_in_flight():
     with dg.instance_for_test() as instance:
         assert isinstance(sync_every_minute(dg.build_schedule_context(instance=instance)), dg.RunRequest)

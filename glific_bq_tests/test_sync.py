@@ -421,3 +421,56 @@ def test_a_bulk_update_of_100k_rows_in_one_statement_arrives_completely_page_by_
         f"SELECT COUNT(DISTINCT id) AS ids, COUNTIF(ENDS_WITH(body, ' bulk')) AS edited FROM `{warehouse.dataset_ref}.notes`"
     )[0]
     assert (bulk["ids"], bulk["edited"]) == (100_000, 100_000)
+
+
+def test_rows_with_a_null_updated_at_are_still_synced(notes, source, warehouse_for):
+    notes.execute("ALTER TABLE notes ALTER COLUMN updated_at DROP NOT NULL")
+    org = add_organization(notes)
+    (no_stamp,) = add_notes(notes, org, ["no timestamp"])
+    notes.execute("UPDATE notes SET updated_at = NULL WHERE id = %s", (no_stamp,))
+    add_notes(notes, org, ["stamped"])
+    warehouse = warehouse_for(org)
+
+    result = sync_table(source, warehouse, org, NOTES)
+
+    assert result.inserted == 2
+    assert {r["body"] for r in warehouse_rows(warehouse, "notes")} == {"no timestamp", "stamped"}
+
+
+def test_a_long_transaction_committing_while_the_horizon_is_read_is_not_lost(
+    notes, source, warehouse_for, database_url, monkeypatch
+):
+    import threading
+    import time
+
+    import psycopg
+
+    from glific_bq import extract
+
+    # Widen the moment between the round's start and the pg_stat_activity read, to commit inside it.
+    monkeypatch.setattr(extract, "_HORIZON_QUERY", extract._HORIZON_QUERY.rstrip() + "\nFROM (SELECT pg_sleep(1.5)) AS widen\n")
+    org = add_organization(notes)
+    ids = add_notes(notes, org, [f"n{i}" for i in range(3)])
+    warehouse = warehouse_for(org)
+    sync_table(source, warehouse, org, NOTES, SyncOptions(horizon_seconds=1))
+    with psycopg.connect(database_url) as late:
+        late.execute("UPDATE notes SET body = 'late', updated_at = now() AT TIME ZONE 'UTC' WHERE id = %s", (ids[0],))
+        time.sleep(0.5)
+        notes.execute("UPDATE notes SET body = 'other', updated_at = now() AT TIME ZONE 'UTC' WHERE id = %s", (ids[1],))
+        time.sleep(2)  # the open transaction is now older than the margin
+
+        def commit_while_the_horizon_is_read():
+            while not notes.execute("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%%widen%%' "
+                                    "AND state = 'active' AND pid <> pg_backend_pid()").fetchone()[0]:
+                time.sleep(0.01)
+            time.sleep(0.3)
+            late.commit()
+
+        committer = threading.Thread(target=commit_while_the_horizon_is_read)
+        committer.start()
+        sync_table(source, warehouse, org, NOTES, SyncOptions(horizon_seconds=1))
+        committer.join()
+    time.sleep(1.5)
+    sync_table(source, warehouse, org, NOTES, SyncOptions(horizon_seconds=1))
+
+    assert latest_versions(warehouse_rows(warehouse, "notes"))[ids[0]]["body"] == "late"
