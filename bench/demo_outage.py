@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -25,19 +24,16 @@ import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
-import psycopg
 
-from glific_bq import watermarks
 from glific_bq.dedup import dedup_tenant
 from glific_bq.local import traffic
-from glific_bq.local.demo import prepare_database, start_postgres
+from glific_bq.local.demo import PROJECT, prepare_database, start_dagster, start_postgres, stop_process_group
 from glific_bq.reconcile import compare_ids
 from glific_bq.registry import TABLES
 from glific_bq.source import Source
 from glific_bq.tenants import list_organizations
 from glific_bq.warehouse import Warehouse, WarehouseConfig
 
-PROJECT = Path(__file__).resolve().parents[1]
 REST, GRPC, UI = 9450, 9460, 3400
 
 
@@ -47,15 +43,6 @@ def start_emulator(data_dir: Path) -> subprocess.Popen:
          "--rest-port", str(REST), "--grpc-port", str(GRPC)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
 
 
 def main() -> None:
@@ -93,10 +80,7 @@ def main() -> None:
         "GLIFIC_ALERT_WEBHOOK_URL": f"http://127.0.0.1:{webhook.server_port}/hook",
         "GLIFIC_ALERT_STALL_MINUTES": "3", "GLIFIC_ALERT_FAILURES": "2",
     }
-    dagster = subprocess.Popen(
-        [sys.executable, "-m", "dagster", "dev", "-w", str(PROJECT / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(UI)],
-        cwd=PROJECT, env=env, start_new_session=True, stdout=open(state / "dagster.log", "w"), stderr=subprocess.STDOUT,
-    )
+    dagster = start_dagster(env, UI, stdout=open(state / "dagster.log", "w"), stderr=subprocess.STDOUT)
     halt = threading.Event()
     writer = threading.Thread(target=traffic.run, args=(url, halt, 3.0), daemon=True)
     writer.start()
@@ -109,7 +93,7 @@ def main() -> None:
         while time.time() < started + args.minutes * 60:
             now = time.time()
             if not down and outage_start <= now < outage_end:
-                stop(emulator)
+                stop_process_group(emulator)
                 down = True
                 timeline.append((now - started, "emulator stopped"))
             elif down and now >= outage_end:
@@ -122,7 +106,7 @@ def main() -> None:
         timeline.append((time.time() - started, "traffic stopped; waiting for the last ticks"))
         time.sleep(150)
     finally:
-        stop(dagster)
+        stop_process_group(dagster)
 
     config = WarehouseConfig(project="glific-local", emulator_host=env["BIGQUERY_EMULATOR_HOST"],
                              storage_emulator_host=env["BIGQUERY_STORAGE_EMULATOR_HOST"])
@@ -141,7 +125,7 @@ def main() -> None:
                       f"missing {len(diff.missing)}  duplicated after dedup {duplicates}")
             warehouse.close()
         failing = source.control.execute("SELECT count(*) FROM bigquery_jobs WHERE failures > 0").fetchone()[0]
-    stop(emulator)
+    stop_process_group(emulator)
     postgres.cleanup()
     for at, what in timeline:
         print(f"{at / 60:5.1f} min  {what}")

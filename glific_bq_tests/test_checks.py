@@ -41,7 +41,7 @@ def test_reconciliation_names_a_row_missing_from_bigquery(synced, source):
     finding = checks.reconcile(source, warehouse, org.id, NOTES)
 
     assert not finding.passed and finding.numbers["missing"] == 1
-    assert f"1 of 6 source row(s)" in finding.summary and str(ids[3]) in finding.summary
+    assert "1 of 6 source row(s)" in finding.summary and str(ids[3]) in finding.summary
 
 
 def test_reconciliation_reports_ids_gone_from_a_keep_table_without_failing(synced, source, db):

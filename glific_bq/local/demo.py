@@ -17,7 +17,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 import psycopg
@@ -34,6 +33,24 @@ def start_postgres(data_dir: Path):
         os.environ["XDG_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="glific_bq_runtime_")
     data_dir.mkdir(parents=True, exist_ok=True)
     return pgserver.get_server(str(data_dir), cleanup_mode="stop")
+
+
+def start_dagster(env: dict[str, str], port: int, **popen: object) -> subprocess.Popen:
+    """``dagster dev`` on the project's workspace, in its own session so it can be stopped whole."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "dagster", "dev", "-w", str(PROJECT / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)],
+        cwd=PROJECT, env=env, start_new_session=True, **popen,
+    )
+
+
+def stop_process_group(process: subprocess.Popen, grace_seconds: float = 30) -> None:
+    """SIGTERM to the process's whole group (``dagster dev`` takes it as Ctrl-C), then SIGKILL."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(grace_seconds)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
 
 
 def prepare_database(url: str) -> dict[str, int]:
@@ -89,11 +106,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         simulator.start()
 
-    dagster = subprocess.Popen(
-        [sys.executable, "-m", "dagster", "dev", "-w", str(PROJECT / "workspace.yaml"),
-         "-h", "127.0.0.1", "-p", str(args.port)],
-        cwd=PROJECT, env=env, start_new_session=True,
-    )
+    dagster = start_dagster(env, args.port)
     log.info("Dagster UI: http://127.0.0.1:%s (Ctrl-C stops everything)", args.port)
     try:
         while not stop.wait(1):
@@ -102,12 +115,7 @@ def main(argv: list[str] | None = None) -> None:
                 break
     finally:
         stop.set()
-        if dagster.poll() is None:
-            os.killpg(dagster.pid, signal.SIGTERM)
-            try:
-                dagster.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(dagster.pid, signal.SIGKILL)
+        stop_process_group(dagster)
         if simulator:
             simulator.join(10)
         bigquery.stop()
