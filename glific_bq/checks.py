@@ -58,9 +58,17 @@ def reconcile(source: Source, warehouse: Warehouse, organization_id: int, spec: 
     return Finding(organization_id, spec.name, not diff.missing, summary, numbers)
 
 
-def lag(source: Source, organization_id: int, spec: TableSpec, max_lag_seconds: float) -> Finding:
-    """Fails when changes have waited longer than ``max_lag_seconds`` since the watermark last moved."""
-    waiting = organization_id in plan.dirty_organizations(source.control, spec)
+def waiting_organizations(source: Source, spec: TableSpec) -> set[int]:
+    """Organizations with changes of ``spec`` waiting: one query for all of them (``plan``)."""
+    return set(plan.dirty_organizations(source.control, spec))
+
+
+def lag(source: Source, organization_id: int, spec: TableSpec, max_lag_seconds: float, waiting: set[int]) -> Finding:
+    """Fails when changes have waited longer than ``max_lag_seconds`` since the watermark last moved.
+
+    ``waiting`` is ``waiting_organizations(source, spec)``, computed once for all tenants.
+    """
+    waiting = organization_id in waiting
     watermark = watermarks.get(source.control, organization_id, spec.name)
     moved = watermark.advanced_at or datetime(1970, 1, 1, tzinfo=timezone.utc)
     seconds = (datetime.now(timezone.utc) - moved).total_seconds() if waiting else 0.0

@@ -42,17 +42,22 @@ def _sync(args: argparse.Namespace) -> int:
     return 0 if all(r.status in ("synced", "busy") for r in results) else 1
 
 
-def _redrive(args: argparse.Namespace) -> int:
-    from glific_bq.sync import redrive
+def _warehouse(source: Source, organization_id: int):
+    """The warehouse of one organization, configured from the environment; the caller closes it."""
     from glific_bq.tenants import get_organization
     from glific_bq.warehouse import Warehouse, WarehouseConfig
 
+    return Warehouse(WarehouseConfig.from_env(), get_organization(source.control, organization_id))
+
+
+def _redrive(args: argparse.Namespace) -> int:
+    from glific_bq.sync import redrive
+
     tables = _tables(args)
     with Source(database_url()) as source:
-        organization = get_organization(source.control, args.organization)
-        warehouse = Warehouse(WarehouseConfig.from_env(), organization)
+        warehouse = _warehouse(source, args.organization)
         try:
-            results = [redrive(source, warehouse, organization, spec) for spec in tables]
+            results = [redrive(source, warehouse, warehouse.organization, spec) for spec in tables]
         finally:
             warehouse.close()
     for result in results:
@@ -62,13 +67,10 @@ def _redrive(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     from glific_bq.export import FORMATS, ExportError, export_tenant
-    from glific_bq.tenants import get_organization
-    from glific_bq.warehouse import Warehouse, WarehouseConfig
 
     tables = _tables(args)
     with Source(database_url()) as source:
-        organization = get_organization(source.control, args.organization)
-    warehouse = Warehouse(WarehouseConfig.from_env(), organization)
+        warehouse = _warehouse(source, args.organization)
     try:
         result = export_tenant(warehouse, tables, args.format or FORMATS, args.to, args.date_from, args.date_to)
     except ExportError as error:

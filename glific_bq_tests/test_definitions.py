@@ -3,6 +3,7 @@ the minute job syncs what is dirty — all against the real PostgreSQL and the e
 
 from __future__ import annotations
 
+import itertools
 import uuid
 
 import dagster as dg
@@ -172,7 +173,17 @@ def test_dedup_job_leaves_one_version_per_id_and_reports_deletions(seeded, resou
     assert watermarks.get(seeded, 1, "tickets").deduped_at is not None
 
 
-def test_dedup_schedule_fires_every_90_minutes():
+def test_dedup_schedule_fires_every_90_minutes_around_the_clock():
+    from datetime import datetime, timedelta, timezone
+
+    from dagster._utils.schedules import cron_string_iterator
+
     from glific_bq.defs.schedules import dedup_every_90_minutes
 
-    assert dedup_every_90_minutes.cron_schedule == ["0 0-21/3 * * *", "30 1-22/3 * * *"]
+    start = datetime(2026, 11, 28, tzinfo=timezone.utc)
+    ticks = sorted(
+        tick for cron in dedup_every_90_minutes.cron_schedule
+        for tick in itertools.takewhile(lambda t: t < start + timedelta(days=2), cron_string_iterator(start.timestamp(), cron, "UTC"))
+    )
+    assert len(ticks) == 32  # 16 a day
+    assert {b - a for a, b in zip(ticks, ticks[1:])} == {timedelta(minutes=90)}

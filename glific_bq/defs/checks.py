@@ -38,13 +38,14 @@ def table_checks(spec: TableSpec) -> dg.AssetChecksDefinition:
     def _checks(postgres: GlificPostgres, bigquery: GlificBigQuery):
         unique, reconciled, fresh = [], [], []
         with postgres.source() as source:
+            waiting = checks.waiting_organizations(source, spec)
             for organization in [o for o in list_organizations(source.control) if o.is_active]:
                 warehouse = bigquery.open_warehouse(organization)
                 try:
                     if warehouse.table_exists(spec.name):
                         unique.append(checks.duplicate_ids(warehouse, organization.id, spec.name))
                         reconciled.append(checks.reconcile(source, warehouse, organization.id, spec))
-                    fresh.append(checks.lag(source, organization.id, spec, MAX_LAG_SECONDS))
+                    fresh.append(checks.lag(source, organization.id, spec, MAX_LAG_SECONDS, waiting))
                 finally:
                     warehouse.close()
         yield _result(key, "latest_ids_unique", unique, dg.AssetCheckSeverity.ERROR)
