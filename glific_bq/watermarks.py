@@ -136,8 +136,11 @@ def ensure_table(conn: psycopg.Connection) -> None:
 
 def _create(conn: psycopg.Connection, organization_id: int, table: str) -> None:
     conn.execute(
-        'INSERT INTO bigquery_jobs (organization_id, "table", table_id, last_updated_at) '
-        "VALUES (%s, %s, 0, %s) ON CONFLICT (organization_id, \"table\") DO NOTHING",
+        # Glific's own table has NOT NULL inserted_at/updated_at without a database default (Ecto
+        # sets them in the application): set them here, as Glific would (naive UTC, seconds).
+        'INSERT INTO bigquery_jobs (organization_id, "table", table_id, last_updated_at, inserted_at, updated_at) '
+        "VALUES (%s, %s, 0, %s, date_trunc('second', now() AT TIME ZONE 'UTC'), "
+        "date_trunc('second', now() AT TIME ZONE 'UTC')) ON CONFLICT (organization_id, \"table\") DO NOTHING",
         (organization_id, table, BEGINNING),
     )
 
