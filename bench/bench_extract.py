@@ -401,7 +401,7 @@ def run_pages(url: str, orgs: list[int], page_rows: int, work: str, *, literal: 
     from glific_bq.schema import bigquery_schema
     from glific_bq.source import Source
     from glific_bq.sync import SyncOptions, _check_tenant
-    from glific_bq.warehouse import _chunks, _proto_request, stamp
+    from glific_bq.warehouse.writes import _chunks, _proto_request, stamp
 
     if work in ("requests", "requests_pb"):
         from google.cloud.bigquery_storage_v1 import types
