@@ -22,11 +22,21 @@ How a batch is encoded:
 REPEATED columns reuse the same machinery on the flattened list values, then regroup the
 encoded elements per row by offsets alone: the elements of a row are already contiguous.
 Numeric lists are packed (declared ``packed=true`` in the descriptor).
+
+RECORD columns (Arrow ``struct``) are nested messages. Their child fields are encoded for all
+struct values at once, with the struct's NULLs pushed down into the children (a NULL struct then
+contributes no child bytes); the record is those child segments behind a tag and a length prefix,
+the length being the sum of what the children contribute per value. So a NULLABLE RECORD costs no
+join of its own: its segments join the row's. A REPEATED RECORD (``list<struct>``) encodes its
+flattened elements this way into one entry each, then regroups them per row like any list.
+
+``arrow_type`` / ``arrow_schema`` give the Arrow type of each BigQuery column, the types
+``serialize`` (and Arrow or Parquet writes) take.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal
 from enum import Enum
 from typing import NamedTuple
@@ -43,40 +53,128 @@ _Field = descriptor_pb2.FieldDescriptorProto
 def descriptor_for(schema: Sequence[SchemaField], name: str = "Row") -> descriptor_pb2.DescriptorProto:
     """The proto2 message describing rows of ``schema``: field i is number i+1, named after the column.
 
-    REPEATED numeric fields are declared packed, matching how ``serialize`` writes them.
+    REPEATED numeric fields are declared packed, matching how ``serialize`` writes them. A RECORD
+    is a message type nested in the one that holds it (``FieldsRecord`` for a column ``fields``),
+    referenced by a relative name, so the descriptor is self-contained as the Storage Write API
+    requires, and resolves whatever package it is placed in.
     """
-    descriptor = descriptor_pb2.DescriptorProto(name=name)
-    for number, field in enumerate(schema, start=1):
-        mapping = _mapping(field)
-        repeated = field.mode == "REPEATED"
-        proto_field = descriptor.field.add(
-            name=field.name,
-            number=number,
-            type=mapping.proto_type,
-            label=_Field.LABEL_REPEATED if repeated else _Field.LABEL_OPTIONAL,
-        )
-        if repeated and mapping.kind is not _Kind.BYTES:
-            proto_field.options.packed = True
-    return descriptor
+    return _message_descriptor(schema, name, "")
 
 
 def serialize(batch: pa.RecordBatch, schema: Sequence[SchemaField]) -> list[bytes]:
     """Each row of ``batch`` as a serialized message of ``descriptor_for(schema)``.
 
-    Columns are matched to schema fields by name; a field without a column is NULL in every row.
-    NULL values and empty lists are omitted from the row.
+    Columns are matched to schema fields by name, and a RECORD's struct children to its subfields
+    likewise; a field without a column (or child) is NULL in every row. NULL values, NULL structs
+    and NULL or empty lists are omitted from the row.
     """
-    segments: list[_Segment] = []
-    for number, field in enumerate(schema, start=1):
-        _mapping(field)  # reject unsupported BigQuery types even when the column is absent
-        indices = batch.schema.get_all_field_indices(field.name)
-        if len(indices) > 1:
-            raise ValueError(f"column {field.name!r} appears {len(indices)} times in the batch")
-        if indices:
-            segments += _field_segments(number, field, batch.column(indices[0]))
+    segments = _message_segments(schema, zip(batch.schema.names, batch.columns), "")
     if batch.num_rows == 0:
         return []
     return _concat_rows(segments, batch.num_rows).to_pylist()
+
+
+def arrow_type(field: SchemaField) -> pa.DataType:
+    """The Arrow type holding values of a BigQuery column: RECORD is a struct, REPEATED a list.
+
+    DATETIME is a naive ``timestamp[us]`` (civil time), TIMESTAMP ``timestamp[us, UTC]``, NUMERIC
+    ``decimal128(38, 9)``, BIGNUMERIC ``decimal256(76, 38)``, JSON its text. Every field is nullable
+    (REQUIRED included), so casting a source column never depends on its NULLs.
+    """
+    return _arrow_type(field, field.name)
+
+
+def arrow_schema(schema: Sequence[SchemaField]) -> pa.Schema:
+    """The Arrow schema of rows of ``schema``, in schema order (see ``arrow_type``)."""
+    return pa.schema([pa.field(f.name, arrow_type(f)) for f in schema])
+
+
+def _arrow_type(field: SchemaField, path: str) -> pa.DataType:
+    if _is_record(field):
+        children = [pa.field(f.name, _arrow_type(f, f"{path}.{f.name}")) for f in _subfields(field, path)]
+        value_type: pa.DataType = pa.struct(children)
+    else:
+        value_type = _mapping(field, path).arrow_type
+    return pa.list_(value_type) if field.mode == "REPEATED" else value_type
+
+
+# ---------------------------------------------------------------------------------------------
+# Messages: a schema (the row, or a RECORD's subfields) as a descriptor and as segments
+# ---------------------------------------------------------------------------------------------
+
+
+def _is_record(field: SchemaField) -> bool:
+    return field.field_type in ("RECORD", "STRUCT")
+
+
+def _subfields(field: SchemaField, path: str) -> tuple[SchemaField, ...]:
+    if not field.fields:
+        raise TypeError(f"column {path!r}: a RECORD needs at least one field")
+    return field.fields
+
+
+def _message_descriptor(schema: Sequence[SchemaField], name: str, path: str) -> descriptor_pb2.DescriptorProto:
+    descriptor = descriptor_pb2.DescriptorProto(name=name)
+    taken = {field.name for field in schema}  # nested type names share the message's scope with fields
+    for number, field in enumerate(schema, start=1):
+        field_path = f"{path}{field.name}"
+        repeated = field.mode == "REPEATED"
+        label = _Field.LABEL_REPEATED if repeated else _Field.LABEL_OPTIONAL
+        if _is_record(field):
+            type_name = field.name[:1].upper() + field.name[1:] + "Record"
+            while type_name in taken:
+                type_name += "_"
+            taken.add(type_name)
+            nested = _message_descriptor(_subfields(field, field_path), type_name, f"{field_path}.")
+            descriptor.nested_type.add().CopyFrom(nested)
+            descriptor.field.add(
+                name=field.name, number=number, type=_Field.TYPE_MESSAGE, type_name=type_name, label=label
+            )
+            continue
+        mapping = _mapping(field, field_path)
+        proto_field = descriptor.field.add(name=field.name, number=number, type=mapping.proto_type, label=label)
+        if repeated and mapping.kind is not _Kind.BYTES:
+            proto_field.options.packed = True
+    return descriptor
+
+
+def _message_segments(
+    schema: Sequence[SchemaField], columns: Iterable[tuple[str, pa.Array]], path: str
+) -> list[_Segment]:
+    """The segments writing ``schema``'s fields, in field-number order, from columns matched by name."""
+    by_name: dict[str, list[pa.Array]] = {}
+    for column_name, column in columns:
+        by_name.setdefault(column_name, []).append(column)
+    segments: list[_Segment] = []
+    for number, field in enumerate(schema, start=1):
+        field_path = f"{path}{field.name}"
+        _check_supported(field, field_path)  # even when the column is absent
+        found = by_name.get(field.name, [])
+        if len(found) > 1:
+            raise ValueError(f"column {field_path!r} appears {len(found)} times in the batch")
+        if found:
+            segments += _field_segments(number, field, found[0], field_path)
+    return segments
+
+
+def _check_supported(field: SchemaField, path: str) -> None:
+    if _is_record(field):
+        for subfield in _subfields(field, path):
+            _check_supported(subfield, f"{path}.{subfield.name}")
+    else:
+        _mapping(field, path)
+
+
+def _record_segments(number: int, field: SchemaField, values: pa.Array, path: str) -> list[_Segment]:
+    """Each present struct value as (tag, length, its child fields): one embedded message per value."""
+    if not pa.types.is_struct(values.type):
+        raise TypeError(f"column {path!r}: a RECORD needs an Arrow struct, got {values.type}")
+    # flatten() pushes the struct's NULLs into its children, so a NULL struct gets no child bytes.
+    children = zip((f.name for f in values.type), values.flatten())
+    child_segments = _message_segments(_subfields(field, path), children, f"{path}.")
+    present = _present(values)
+    lengths = _segment_lengths(child_segments, len(values))
+    return [_tag_grid(number, _LEN, present, len(values)), _varint_grid(lengths, present), *child_segments]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -166,42 +264,47 @@ class _Mapping(NamedTuple):
     proto_type: int  # FieldDescriptorProto.Type
     kind: _Kind
     convert: Callable[[pa.Array], pa.Array | None]  # the normalized column, or None if unsupported
+    arrow_type: pa.DataType  # the Arrow type that holds the BigQuery type (``arrow_type``)
 
 
 # The Storage Write API's protobuf type for each BigQuery type, and how Arrow columns reach it.
+_INT64 = _Mapping(_Field.TYPE_INT64, _Kind.VARINT, _integers, pa.int64())
+_FLOAT64 = _Mapping(_Field.TYPE_DOUBLE, _Kind.DOUBLE, _floats, pa.float64())
+_BOOL = _Mapping(_Field.TYPE_BOOL, _Kind.BOOL, _bools, pa.bool_())
 _MAPPINGS = {
-    "INT64": _Mapping(_Field.TYPE_INT64, _Kind.VARINT, _integers),
-    "INTEGER": _Mapping(_Field.TYPE_INT64, _Kind.VARINT, _integers),
-    "FLOAT64": _Mapping(_Field.TYPE_DOUBLE, _Kind.DOUBLE, _floats),
-    "FLOAT": _Mapping(_Field.TYPE_DOUBLE, _Kind.DOUBLE, _floats),
-    "BOOL": _Mapping(_Field.TYPE_BOOL, _Kind.BOOL, _bools),
-    "BOOLEAN": _Mapping(_Field.TYPE_BOOL, _Kind.BOOL, _bools),
-    "STRING": _Mapping(_Field.TYPE_STRING, _Kind.BYTES, _text),
-    "JSON": _Mapping(_Field.TYPE_STRING, _Kind.BYTES, _text),
-    "BYTES": _Mapping(_Field.TYPE_BYTES, _Kind.BYTES, _binary),
-    "NUMERIC": _Mapping(_Field.TYPE_STRING, _Kind.BYTES, _decimal_text),
-    "BIGNUMERIC": _Mapping(_Field.TYPE_STRING, _Kind.BYTES, _decimal_text),
-    "DATE": _Mapping(_Field.TYPE_INT32, _Kind.VARINT, _days),
-    "DATETIME": _Mapping(_Field.TYPE_STRING, _Kind.BYTES, _datetimes),
-    "TIMESTAMP": _Mapping(_Field.TYPE_INT64, _Kind.VARINT, _timestamps),
-    "TIME": _Mapping(_Field.TYPE_STRING, _Kind.BYTES, _times),
+    "INT64": _INT64,
+    "INTEGER": _INT64,
+    "FLOAT64": _FLOAT64,
+    "FLOAT": _FLOAT64,
+    "BOOL": _BOOL,
+    "BOOLEAN": _BOOL,
+    "STRING": _Mapping(_Field.TYPE_STRING, _Kind.BYTES, _text, pa.string()),
+    "JSON": _Mapping(_Field.TYPE_STRING, _Kind.BYTES, _text, pa.string()),
+    "BYTES": _Mapping(_Field.TYPE_BYTES, _Kind.BYTES, _binary, pa.binary()),
+    "NUMERIC": _Mapping(_Field.TYPE_STRING, _Kind.BYTES, _decimal_text, pa.decimal128(38, 9)),
+    "BIGNUMERIC": _Mapping(_Field.TYPE_STRING, _Kind.BYTES, _decimal_text, pa.decimal256(76, 38)),
+    "DATE": _Mapping(_Field.TYPE_INT32, _Kind.VARINT, _days, pa.date32()),
+    "DATETIME": _Mapping(_Field.TYPE_STRING, _Kind.BYTES, _datetimes, pa.timestamp("us")),
+    "TIMESTAMP": _Mapping(_Field.TYPE_INT64, _Kind.VARINT, _timestamps, pa.timestamp("us", tz="UTC")),
+    "TIME": _Mapping(_Field.TYPE_STRING, _Kind.BYTES, _times, pa.time64("us")),
 }
 
 
-def _mapping(field: SchemaField) -> _Mapping:
+def _mapping(field: SchemaField, path: str) -> _Mapping:
+    """The mapping of a scalar BigQuery type; ``path`` names the column (``settings.values.key``)."""
     try:
         return _MAPPINGS[field.field_type]
     except KeyError:
-        raise TypeError(f"column {field.name!r}: BigQuery type {field.field_type} is not supported") from None
+        raise TypeError(f"column {path!r}: BigQuery type {field.field_type} is not supported") from None
 
 
-def _convert(field: SchemaField, values: pa.Array, column_type: pa.DataType) -> tuple[_Kind, pa.Array]:
+def _convert(field: SchemaField, values: pa.Array, column_type: pa.DataType, path: str) -> tuple[_Kind, pa.Array]:
     """``values`` (the column, or a REPEATED column's elements) normalized for its wire kind."""
-    mapping = _mapping(field)
+    mapping = _mapping(field, path)
     converted = mapping.convert(values)
     if converted is None:
         raise TypeError(
-            f"column {field.name!r}: Arrow type {column_type} cannot be written to BigQuery {field.field_type}"
+            f"column {path!r}: Arrow type {column_type} cannot be written to BigQuery {field.field_type}"
         )
     return mapping.kind, converted
 
@@ -223,26 +326,33 @@ _Segment = _Grid | pa.Array  # an Arrow large_binary array contributes each valu
 _VARINT, _I64, _LEN = 0, 1, 2  # protobuf wire types
 
 
-def _field_segments(number: int, field: SchemaField, column: pa.Array) -> list[_Segment]:
+def _field_segments(number: int, field: SchemaField, column: pa.Array, path: str) -> list[_Segment]:
     """The segments that write ``column`` as field ``number``."""
     is_list = pa.types.is_list(column.type) or pa.types.is_large_list(column.type)
     if field.mode != "REPEATED":
         if is_list:
-            raise TypeError(f"column {field.name!r}: Arrow type {column.type} needs a REPEATED field")
-        kind, values = _convert(field, column, column.type)
+            raise TypeError(f"column {path!r}: Arrow type {column.type} needs a REPEATED field")
+        if _is_record(field):
+            return _record_segments(number, field, column, path)
+        kind, values = _convert(field, column, column.type, path)
         return _value_segments(number, kind, values)
 
     if not is_list:
-        raise TypeError(f"column {field.name!r}: REPEATED field needs an Arrow list, got {column.type}")
+        raise TypeError(f"column {path!r}: REPEATED field needs an Arrow list, got {column.type}")
     elements = column.flatten()  # skips NULL lists and honours slicing
     if elements.null_count:
         row = pc.list_parent_indices(column)[_first_null(elements)].as_py()
-        raise ValueError(f"column {field.name!r}: REPEATED value in row {row} contains a NULL element")
-    kind, elements = _convert(field, elements, column.type)
+        raise ValueError(f"column {path!r}: REPEATED value in row {row} contains a NULL element")
     counts = _numpy(pc.list_value_length(column))
     row_starts = np.zeros(len(column) + 1, dtype=np.int64)
     np.cumsum(counts, out=row_starts[1:])
 
+    if _is_record(field):  # one (tag, length, message) entry per element
+        if not pa.types.is_struct(elements.type):
+            raise TypeError(f"column {path!r}: a REPEATED RECORD needs an Arrow list of structs, got {column.type}")
+        encoded = _concat_rows(_record_segments(number, field, elements, path), len(elements))
+        return [_regroup(encoded, row_starts)]
+    kind, elements = _convert(field, elements, column.type, path)
     if kind is _Kind.BYTES:  # one (tag, length, bytes) entry per element
         encoded = _concat_rows(_value_segments(number, kind, elements), len(elements))
         return [_regroup(encoded, row_starts)]
@@ -343,6 +453,17 @@ def _grids_to_array(grids: list[_Grid], rows: int) -> pa.LargeBinaryArray:
     np.cumsum(mask.sum(axis=0, dtype=np.uint32), out=offsets[1:])
     data = values.T[mask.T]  # row by row: all of row 0's kept bytes, then row 1's, ...
     return pa.Array.from_buffers(pa.large_binary(), rows, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+
+
+def _segment_lengths(segments: Sequence[_Segment], rows: int) -> np.ndarray:
+    """How many bytes ``segments`` contribute to each row, without joining them."""
+    lengths = np.zeros(rows, dtype=np.int64)
+    for segment in segments:
+        if isinstance(segment, _Grid):
+            lengths += segment.mask.sum(axis=0)
+        else:
+            lengths += _numpy(pc.binary_length(segment))
+    return lengths
 
 
 def _regroup(elements: pa.LargeBinaryArray, row_starts: np.ndarray) -> pa.LargeBinaryArray:
