@@ -1,7 +1,7 @@
 """Start the local BigQuery emulator (bqemulator) with the workarounds it needs here.
 
 bqemulator speaks BigQuery's REST and gRPC (Storage Write/Read) wire protocols over DuckDB.
-Three patches, each checked so that an upgrade which removes the patched attribute fails loudly
+Four patches, each checked so that an upgrade which removes the patched attribute fails loudly
 instead of silently changing behaviour (see shared/reference/stack.md):
 
 1. ``DuckDBEngine._load_spatial`` downloads DuckDB's spatial extension, impossible offline.
@@ -10,6 +10,10 @@ instead of silently changing behaviour (see shared/reference/stack.md):
    refuses it, which breaks ``load_table_from_file``. ``*/*`` is added to the allowed types.
 3. After every write the emulator copies the whole table for time travel, which makes many
    small appends quadratic. We use no time travel, so ``SnapshotManager.capture`` is a no-op.
+4. Storage Write builds the target table's Arrow schema from each column's name, type and mode
+   only (``write_servicer._table_arrow_schema``), dropping a RECORD's subfields: the target type
+   becomes ``struct<>`` and every append to a table with a RECORD column fails in DuckDB
+   ("Cannot cast STRUCTs of different size"). The replacement passes the whole column schema.
 
 Run ``python -m glific_bq.local.bigquery_emulator --data-dir DIR`` for a standalone server.
 """
@@ -35,7 +39,8 @@ def apply_patches() -> None:
     # bqemulator logs through structlog at debug level from import time on; keep warnings only.
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
 
-    from bqemulator.api.routes import upload
+    from bqemulator.api.routes import tabledata, upload
+    from bqemulator.grpc_api import write_servicer
     from bqemulator.storage.engine import DuckDBEngine
     from bqemulator.versioning.snapshots import SnapshotManager
 
@@ -49,6 +54,8 @@ def apply_patches() -> None:
         (DuckDBEngine, "_load_spatial"),
         (upload, "_PERMITTED_MEDIA_CONTENT_TYPES"),
         (SnapshotManager, "capture"),
+        (write_servicer, "_table_arrow_schema"),
+        (tabledata, "_build_arrow_schema"),
     ]:
         if not hasattr(owner, name):
             raise RuntimeError(f"bqemulator no longer has {owner.__name__}.{name}; re-verify the patches")
@@ -57,6 +64,9 @@ def apply_patches() -> None:
     if "*/*" not in upload._PERMITTED_MEDIA_CONTENT_TYPES:
         upload._PERMITTED_MEDIA_CONTENT_TYPES = (*upload._PERMITTED_MEDIA_CONTENT_TYPES, "*/*")
     SnapshotManager.capture = lambda self, *args, **kwargs: None
+    write_servicer._table_arrow_schema = lambda table_meta: tabledata._build_arrow_schema(
+        [column.model_dump(exclude_none=True) for column in table_meta.schema_.fields]
+    )
 
 
 class LocalBigQuery:
