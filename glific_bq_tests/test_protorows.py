@@ -13,7 +13,7 @@ import datetime as dt
 import json
 import re
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from decimal import Context, Decimal
 from typing import Any, NamedTuple
 
@@ -25,7 +25,7 @@ from google.protobuf.message import Message
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from glific_bq.protorows import descriptor_for, serialize
+from glific_bq.protorows import arrow_schema, arrow_type, descriptor_for, serialize
 
 FieldProto = descriptor_pb2.FieldDescriptorProto
 EPOCH = dt.datetime(1970, 1, 1)
@@ -426,13 +426,350 @@ def test_unsupported_arrow_types_name_the_column_and_type(bq_type: str, mode: st
         serialize(batch, [SchemaField("the_column", bq_type, mode=mode)])
 
 
-@pytest.mark.parametrize("bq_type", ["RECORD", "GEOGRAPHY", "INTERVAL"])
+@pytest.mark.parametrize("bq_type", ["GEOGRAPHY", "INTERVAL", "RANGE"])
 def test_unsupported_bigquery_types_name_the_column(bq_type: str) -> None:
     schema = [SchemaField("odd", bq_type)]
     with pytest.raises(TypeError, match=rf"'odd'.*{bq_type}"):
         descriptor_for(schema)
     with pytest.raises(TypeError, match=rf"'odd'.*{bq_type}"):
         serialize(pa.record_batch({"x": pa.array([1])}), schema)
+
+
+# ---------------------------------------------------------------------------------------------
+# RECORD columns: nested messages from Arrow structs and lists of structs
+# ---------------------------------------------------------------------------------------------
+
+
+class Node(NamedTuple):
+    """A schema field with how to feed it: a Spec for a scalar, child nodes for a RECORD."""
+
+    field: SchemaField
+    spec: Spec | None
+    children: tuple[Node, ...]
+    arrow_type: pa.DataType
+
+
+def scalar_node(name: str, spec: Spec, mode: str, list_type: Callable = pa.list_) -> Node:
+    arrow = list_type(spec.arrow_type) if mode == "REPEATED" else spec.arrow_type
+    return Node(SchemaField(name, spec.bq_type, mode=mode), spec, (), arrow)
+
+
+def record_node(name: str, children: list[Node], mode: str, list_type: Callable = pa.list_) -> Node:
+    struct = pa.struct([pa.field(c.field.name, c.arrow_type) for c in children])
+    field = SchemaField(name, "RECORD", mode=mode, fields=[c.field for c in children])
+    return Node(field, None, tuple(children), list_type(struct) if mode == "REPEATED" else struct)
+
+
+def fill(message: Message, nodes: Sequence[Node], values: dict[str, Any]) -> None:
+    """Set ``values`` on a protobuf message the slow, trusted way, recursing into RECORDs."""
+    for node in nodes:
+        name, value = node.field.name, values.get(node.field.name)
+        repeated = node.field.mode == "REPEATED"
+        if node.spec is not None:
+            if repeated:
+                getattr(message, name).extend(node.spec.proto(v) for v in value or [])
+            elif value is not None:
+                setattr(message, name, node.spec.proto(value))
+        elif repeated:
+            for element in value or []:
+                fill(getattr(message, name).add(), node.children, element)
+        elif value is not None:
+            getattr(message, name).SetInParent()  # present even when every subfield is NULL
+            fill(getattr(message, name), node.children, value)
+
+
+def tree_wanted(nodes: Sequence[Node], values: dict[str, Any]) -> dict[str, Any]:
+    """What decoding must give, computed from the inputs: None = absent, [] = no elements."""
+    out = {}
+    for node in nodes:
+        value, repeated = values.get(node.field.name), node.field.mode == "REPEATED"
+        if node.spec is not None:
+            convert = node.spec.proto
+        else:
+            convert = lambda v, n=node: tree_wanted(n.children, v)  # noqa: E731
+        out[node.field.name] = [convert(v) for v in value or []] if repeated else (
+            None if value is None else convert(value)
+        )
+    return comparable_tree(out)
+
+
+def tree_decoded(message: Message, nodes: Sequence[Node]) -> dict[str, Any]:
+    out = {}
+    for node in nodes:
+        name = node.field.name
+        convert = (lambda v: v) if node.spec is not None else (lambda v, n=node: tree_decoded(v, n.children))
+        if node.field.mode == "REPEATED":
+            out[name] = [convert(v) for v in getattr(message, name)]
+        else:
+            out[name] = convert(getattr(message, name)) if message.HasField(name) else None
+    return comparable_tree(out)
+
+
+def comparable_tree(value: Any) -> Any:
+    """``comparable`` through records and lists of records."""
+    if isinstance(value, dict):
+        return {k: comparable_tree(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [comparable_tree(v) for v in value]
+    return comparable(value)
+
+
+def check_tree(nodes: Sequence[Node], batch: pa.RecordBatch, rows: list[dict[str, Any]]) -> None:
+    """serialize(batch) equals protobuf's own serialization of ``rows`` and decodes back to them."""
+    schema = [n.field for n in nodes]
+    row_class = message_class(schema)
+    encoded = serialize(batch, schema)
+    assert len(encoded) == len(rows)
+    for index, (raw, row) in enumerate(zip(encoded, rows)):
+        expected = row_class()
+        fill(expected, nodes, row)
+        assert raw == expected.SerializeToString(), index
+        assert tree_decoded(row_class.FromString(raw), nodes) == tree_wanted(nodes, row), index
+
+
+@st.composite
+def schema_nodes(draw: st.DrawFn, depth: int, max_fields: int) -> list[Node]:
+    """Up to ``max_fields`` fields, some of them RECORDs (NULLABLE, REQUIRED or REPEATED) ``depth`` deep."""
+    nodes = []
+    for i in range(draw(st.integers(1, max_fields))):
+        mode = draw(st.sampled_from(["NULLABLE", "REQUIRED", "REPEATED"]))
+        list_type = draw(st.sampled_from([pa.list_, pa.large_list]))
+        if depth > 0 and draw(st.booleans()):
+            children = draw(schema_nodes(depth - 1, max_fields))
+            nodes.append(record_node(f"r{i}", children, mode, list_type))
+        else:
+            spec = draw(st.sampled_from(SPECS))
+            nodes.append(scalar_node(f"c{i}_{spec.bq_type.lower()}", spec, mode, list_type))
+    return nodes
+
+
+def node_values(node: Node, nullable: bool = True) -> st.SearchStrategy[Any]:
+    """Python values for one field: a RECORD is a dict (missing keys are NULL), REPEATED a list."""
+    if node.spec is not None:
+        one = node.spec.values
+    else:
+        one = st.fixed_dictionaries({}, optional={c.field.name: node_values(c) for c in node.children})
+    many = st.lists(one, max_size=3) if node.field.mode == "REPEATED" else one
+    return st.none() | many if nullable else many
+
+
+NestedTable = tuple[list[Node], pa.RecordBatch, list[dict[str, Any]]]
+
+
+@st.composite
+def nested_tables(draw: st.DrawFn, depth: int = 2, max_fields: int = 4) -> NestedTable:
+    """A nested schema, a batch of it (sometimes a slice of a longer one) and its rows as Python values."""
+    nodes = draw(schema_nodes(depth, max_fields))
+    n_rows = draw(st.integers(0, 6))
+    skip_front, skip_back = draw(st.integers(0, 2)), draw(st.integers(0, 2))
+    total = skip_front + n_rows + skip_back
+    arrays = {n.field.name: draw(st.lists(node_values(n), min_size=total, max_size=total)) for n in nodes}
+    order = draw(st.permutations(nodes))
+    batch = pa.record_batch({n.field.name: pa.array(arrays[n.field.name], n.arrow_type) for n in order})
+    rows = [{name: values[skip_front + r] for name, values in arrays.items()} for r in range(n_rows)]
+    return nodes, batch.slice(skip_front, n_rows), rows
+
+
+@settings(QUICK, max_examples=150)
+@given(table=nested_tables())
+def test_nested_records_round_trip(table: NestedTable) -> None:
+    check_tree(*table)
+
+
+@settings(QUICK, max_examples=40)
+@given(table=nested_tables(depth=4, max_fields=2))
+def test_deeply_nested_records_round_trip(table: NestedTable) -> None:
+    check_tree(*table)
+
+
+def contacts_nodes() -> list[Node]:
+    """The RECORD columns of Glific's contacts table (see shared/reference/glific-bigquery-schema.json)."""
+    by_type = {(s.bq_type, str(s.arrow_type)): s for s in SPECS}
+    text, civil_at = by_type[("STRING", "string")], by_type[("DATETIME", "timestamp[us]")]
+    return [
+        scalar_node("id", by_type[("INT64", "int64")], "REQUIRED"),
+        record_node(
+            "fields",
+            [scalar_node("label", text, "NULLABLE"), scalar_node("value", text, "NULLABLE"),
+             scalar_node("type", text, "NULLABLE"), scalar_node("inserted_at", civil_at, "NULLABLE")],
+            "REPEATED",
+        ),
+        record_node(
+            "settings",
+            [scalar_node("label", text, "NULLABLE"),
+             record_node("values", [scalar_node("key", text, "NULLABLE"), scalar_node("value", text, "NULLABLE")],
+                         "REPEATED")],
+            "NULLABLE",
+        ),
+        record_node("groups", [scalar_node("label", text, "REQUIRED"), scalar_node("description", text, "NULLABLE")],
+                    "REPEATED"),
+        record_node("tags", [scalar_node("label", text, "REQUIRED")], "REPEATED"),
+    ]
+
+
+CONTACT_ROWS: list[dict[str, Any]] = [
+    {
+        "id": 1,
+        "fields": [
+            {"label": "Age Group", "value": "19 or above", "type": "string",
+             "inserted_at": dt.datetime(2024, 3, 31, 23, 59, 59, 999999)},
+            {"label": "नाम", "value": "प्रिया 🙏🏽", "type": None, "inserted_at": dt.datetime(1, 1, 1)},
+            {},
+        ],
+        "settings": {"label": "languages", "values": [{"key": "hi", "value": "हिन्दी"}, {"key": "", "value": None}]},
+        "groups": [{"label": "Optin", "description": 'say "hi" \\ 😀'}, {"label": "", "description": None}],
+        "tags": [{"label": "vip"}],
+    },
+    {"id": 2, "fields": [], "settings": {"label": None, "values": []}, "groups": None, "tags": []},
+    {"id": 3, "fields": None, "settings": None, "groups": [], "tags": None},
+    {"id": 4, "fields": [{"label": LONG_TEXT, "inserted_at": dt.datetime(9999, 12, 31, 23, 59, 59, 999999)}],
+     "settings": {"values": [{}]}, "groups": [{"label": "\x00"}], "tags": [{"label": "a"}, {"label": "b"}]},
+]
+
+
+def test_contacts_records_match_protobuf_byte_for_byte() -> None:
+    nodes = contacts_nodes()
+    batch = pa.record_batch({n.field.name: pa.array([r[n.field.name] for r in CONTACT_ROWS], n.arrow_type)
+                             for n in nodes[::-1]})
+    check_tree(nodes, batch, CONTACT_ROWS)
+    check_tree(nodes, batch.slice(1, 2), CONTACT_ROWS[1:3])
+
+
+def test_exact_wire_format_of_a_known_nested_row() -> None:
+    """Spelled-out bytes of embedded messages, independent of any protobuf library."""
+    schema = [
+        SchemaField("id", "INT64"),
+        SchemaField("fields", "RECORD", mode="REPEATED", fields=[SchemaField("label", "STRING"),
+                                                                 SchemaField("n", "INT64")]),
+        SchemaField("settings", "RECORD", fields=[SchemaField("label", "STRING")]),
+        SchemaField("gone", "RECORD", fields=[SchemaField("label", "STRING")]),
+    ]
+    batch = pa.Table.from_pylist(
+        [
+            {"id": 7, "fields": [{"label": "a", "n": 300}, {"label": None, "n": None}], "settings": {"label": None},
+             "gone": None},
+            {"id": 8, "fields": [], "settings": None, "gone": None},
+        ],
+        schema=arrow_schema(schema),
+    ).to_batches()[0]
+    assert serialize(batch, schema) == [
+        b"\x08\x07"  # 1: id 7
+        + b"\x12\x06" + b"\x0a\x01a" + b"\x10\xac\x02"  # 2: first element, 6 bytes: label "a", n 300
+        + b"\x12\x00"  # 2: second element, every subfield NULL: present and empty
+        + b"\x1a\x00",  # 3: a struct whose subfields are all NULL is an empty message; 4: NULL, omitted
+        b"\x08\x08",  # empty list and NULL structs: omitted
+    ]
+
+
+def test_nested_descriptor_is_self_contained_with_relative_type_names() -> None:
+    schema = [
+        SchemaField("fields", "RECORD", mode="REPEATED", fields=[SchemaField("label", "STRING")]),
+        SchemaField("FieldsRecord", "STRING"),  # the name the nested type would take: it steps aside
+        SchemaField("settings", "RECORD", mode="REQUIRED", fields=[
+            SchemaField("values", "RECORD", mode="REPEATED", fields=[SchemaField("key", "STRING")]),
+            SchemaField("ids", "INT64", mode="REPEATED"),
+        ]),
+    ]
+    descriptor = descriptor_for(schema)
+    T = FieldProto
+    assert [(f.name, f.number, f.type, f.type_name, f.label) for f in descriptor.field] == [
+        ("fields", 1, T.TYPE_MESSAGE, "FieldsRecord_", T.LABEL_REPEATED),
+        ("FieldsRecord", 2, T.TYPE_STRING, "", T.LABEL_OPTIONAL),
+        ("settings", 3, T.TYPE_MESSAGE, "SettingsRecord", T.LABEL_OPTIONAL),
+    ]
+    assert [n.name for n in descriptor.nested_type] == ["FieldsRecord_", "SettingsRecord"]
+    settings_type = descriptor.nested_type[1]
+    assert [(f.name, f.type_name, f.options.packed) for f in settings_type.field] == [
+        ("values", "ValuesRecord", False),
+        ("ids", "", True),
+    ]
+    assert [n.name for n in settings_type.nested_type] == ["ValuesRecord"]
+    # Resolves on its own, in a file with or without a package, as the Storage Write API builds it.
+    for package in ["", "some.package"]:
+        file_proto = descriptor_pb2.FileDescriptorProto(name=f"{package}row.proto", package=package, syntax="proto2")
+        file_proto.message_type.add().CopyFrom(descriptor)
+        pool = descriptor_pool.DescriptorPool()
+        pool.Add(file_proto)
+        row = pool.FindMessageTypeByName(f"{package}.Row" if package else "Row")
+        assert row.fields_by_name["settings"].message_type.fields_by_name["values"].message_type.name == "ValuesRecord"
+
+
+def test_record_errors_name_the_nested_column() -> None:
+    schema = [SchemaField("settings", "RECORD", fields=[
+        SchemaField("values", "RECORD", mode="REPEATED", fields=[SchemaField("key", "STRING")])])]
+    good = pa.struct([pa.field("values", pa.list_(pa.struct([pa.field("key", pa.string())])))])
+
+    null_element = pa.array([{"values": []}, {"values": [{"key": "a"}, None]}], good)
+    with pytest.raises(ValueError, match=r"'settings\.values'.*row 1.*NULL"):
+        serialize(pa.record_batch({"settings": null_element}), schema)
+    wrong_leaf = pa.array([{"values": [{"key": 1}]}], pa.struct([pa.field("values", pa.list_(pa.struct(
+        [pa.field("key", pa.int64())])))]))
+    with pytest.raises(TypeError, match=r"'settings\.values\.key'.*int64.*STRING"):
+        serialize(pa.record_batch({"settings": wrong_leaf}), schema)
+    not_a_struct = pa.array([{"values": [1]}], pa.struct([pa.field("values", pa.list_(pa.int64()))]))
+    with pytest.raises(TypeError, match=r"'settings\.values'.*list of structs"):
+        serialize(pa.record_batch({"settings": not_a_struct}), schema)
+    with pytest.raises(TypeError, match=r"'settings'.*struct.*string"):
+        serialize(pa.record_batch({"settings": pa.array(["{}"])}), schema)
+    with pytest.raises(TypeError, match=r"'settings'.*REPEATED"):
+        serialize(pa.record_batch({"settings": pa.array([[{"values": []}]], pa.list_(good))}), schema)
+    twice = pa.array([{"values": [], "values ": None}], pa.struct([pa.field("values", good[0].type)] * 2))
+    with pytest.raises(ValueError, match=r"'settings\.values' appears 2 times"):
+        serialize(pa.record_batch({"settings": twice}), schema)
+
+    odd = [SchemaField("settings", "RECORD", fields=[SchemaField("where", "GEOGRAPHY")])]
+    for call in (lambda: descriptor_for(odd), lambda: serialize(pa.record_batch({"x": pa.array([1])}), odd),
+                 lambda: arrow_schema(odd)):
+        with pytest.raises(TypeError, match=r"'settings\.where'.*GEOGRAPHY"):
+            call()
+    empty = [SchemaField("settings", "RECORD")]
+    with pytest.raises(TypeError, match=r"'settings'.*at least one field"):
+        descriptor_for(empty)
+
+
+def test_record_children_are_matched_by_name_and_missing_ones_are_null() -> None:
+    schema = [SchemaField("r", "RECORD", fields=[SchemaField("a", "INT64"), SchemaField("b", "STRING")])]
+    values = pa.array([{"b": "x", "extra": 1.5}, None, {"b": None, "extra": None}],
+                      pa.struct([pa.field("b", pa.string()), pa.field("extra", pa.float64())]))
+    assert serialize(pa.record_batch({"r": values}), schema) == [b"\x0a\x03\x12\x01x", b"", b"\x0a\x00"]
+
+
+def test_arrow_types_of_every_bigquery_type() -> None:
+    scalars = {
+        "INT64": pa.int64(), "INTEGER": pa.int64(), "FLOAT64": pa.float64(), "FLOAT": pa.float64(),
+        "BOOL": pa.bool_(), "BOOLEAN": pa.bool_(), "STRING": pa.string(), "JSON": pa.string(),
+        "BYTES": pa.binary(), "NUMERIC": pa.decimal128(38, 9), "BIGNUMERIC": pa.decimal256(76, 38),
+        "DATE": pa.date32(), "TIME": pa.time64("us"), "DATETIME": pa.timestamp("us"),
+        "TIMESTAMP": pa.timestamp("us", tz="UTC"),
+    }
+    for bq_type, expected in scalars.items():
+        assert arrow_type(SchemaField("x", bq_type)) == expected, bq_type
+        assert arrow_type(SchemaField("x", bq_type, mode="REQUIRED")) == expected, bq_type
+        assert arrow_type(SchemaField("x", bq_type, mode="REPEATED")) == pa.list_(expected), bq_type
+    fields = SchemaField("fields", "RECORD", mode="REPEATED", fields=[
+        SchemaField("label", "STRING"), SchemaField("inserted_at", "DATETIME")])
+    settings_field = SchemaField("settings", "STRUCT", fields=[
+        SchemaField("values", "RECORD", mode="REPEATED", fields=[SchemaField("key", "STRING")])])
+    assert arrow_schema([SchemaField("id", "INTEGER", mode="REQUIRED"), fields, settings_field]) == pa.schema([
+        pa.field("id", pa.int64()),
+        pa.field("fields", pa.list_(pa.struct([pa.field("label", pa.string()),
+                                               pa.field("inserted_at", pa.timestamp("us"))]))),
+        pa.field("settings", pa.struct([pa.field("values", pa.list_(pa.struct([pa.field("key", pa.string())])))])),
+    ])
+
+
+def test_batches_of_arrow_schema_serialize_for_every_type() -> None:
+    """What ``arrow_schema`` names, ``serialize`` takes: one row of each type, nested too."""
+    columns, values = edge_case_columns()
+    record = SchemaField("all", "RECORD", fields=[c.field for c in columns])
+    schema = [*(c.field for c in columns), record, SchemaField("many", "RECORD", mode="REPEATED", fields=[record])]
+    row = {c.field.name: values[c.field.name][0] for c in columns}
+    batch = pa.Table.from_pylist([{**row, "all": row, "many": [{"all": row}, {}]}, {}],
+                                 schema=arrow_schema(schema)).to_batches()[0]
+    nodes = [Node(c.field, c.spec, (), c.arrow_type) for c in columns]
+    all_node = Node(record, None, tuple(nodes), batch.schema.field("all").type)
+    many_node = Node(schema[-1], None, (all_node,), batch.schema.field("many").type)
+    check_tree([*nodes, all_node, many_node], batch, [{**row, "all": row, "many": [{"all": row}, {}]}, {}])
 
 
 # ---------------------------------------------------------------------------------------------
