@@ -21,19 +21,29 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from psycopg import sql
 
-from glific_bq.registry import TableSpec
 from glific_bq.schema import Column
+
+if TYPE_CHECKING:
+    from glific_bq.layouts import Shape
+    from glific_bq.registry import TableSpec
 
 #: Default margin behind the database clock that the update cursor never passes (see ``horizon``).
 HORIZON_SECONDS = 5.0
 
-#: The raw cursor value (UTC, as stored) carried with each row for the watermark; never sent.
+#: Columns the extract carries with each row for the sync's own use, never sent: the source
+#: row's id and organization (the watermark and the tenant check; a layout's ``id`` column need
+#: not be the source row's, e.g. Glific's ``flows`` rows are flow revisions) and the raw cursor
+#: value (UTC, as stored).
+ID_COLUMN = "_glific_bq_id"
+ORGANIZATION_COLUMN = "_glific_bq_organization_id"
 CURSOR_COLUMN = "_glific_bq_cursor"
+HIDDEN_COLUMNS = (ID_COLUMN, ORGANIZATION_COLUMN, CURSOR_COLUMN)
 
 
 class Pass(str, Enum):
@@ -63,7 +73,8 @@ _ORG = _setting("organization_id", "bigint")
 _ID = _setting("id_bound", "bigint")
 _IDS = _setting("ids", "text")
 _LIMIT = _setting("limit", "bigint")
-_TZ = _setting("timezone", "text")
+#: The organization's timezone, as layouts' expressions read it.
+TIMEZONE = _setting("timezone", "text")
 _CURSOR_TS = _setting("cursor_ts", "timestamp")
 _CURSOR_ID = _setting("cursor_id", "bigint")
 _HORIZON = _setting("horizon", "timestamp")
@@ -82,32 +93,42 @@ def bind(reader, **values: object) -> None:
         cur.fetchall()
 
 
-def build_query(spec: TableSpec, columns: list[Column], pass_: Pass, schema: str = "public") -> str:
-    """The SELECT of one pass over ``spec``'s table for one organization and position.
+def build_query(shape: Shape, pass_: Pass, schema: str = "public") -> str:
+    """The SELECT of one pass over ``shape``'s source table (aliased ``t``) for one organization
+    and position.
 
     It reads its values with ``current_setting``, set by ``bind``: ``organization_id``,
     ``id_bound`` (``ids``, comma-separated, for ``BY_ID``), ``limit``, ``timezone``, and for the
     update pass ``cursor_ts``/``cursor_id`` (the cursor) and ``horizon``: rows changed at or
     after it are left for a later sync (see ``horizon``).
     """
-    cursor_expr = cursor_expression(spec, columns) or sql.SQL("NULL::timestamp")
+    cursor_expr = shape.cursor or sql.SQL("NULL::timestamp")
     select = sql.SQL(", ").join(
-        [c.select_expression(_TZ) for c in columns]
-        + [sql.SQL("{} AS {}").format(cursor_expr, sql.Identifier(CURSOR_COLUMN))]
+        list(shape.select)
+        + [
+            sql.SQL("t.id AS {}").format(sql.Identifier(ID_COLUMN)),
+            sql.SQL("t.organization_id AS {}").format(sql.Identifier(ORGANIZATION_COLUMN)),
+            sql.SQL("{} AS {}").format(cursor_expr, sql.Identifier(CURSOR_COLUMN)),
+        ]
     )
-    table = sql.Identifier(schema, spec.name)
+    table = sql.Identifier(schema, shape.source)
+    conditions = [sql.SQL("t.organization_id = {}").format(_ORG)]
     if pass_ is Pass.INSERT:
-        where = sql.SQL("organization_id = {} AND id > {}").format(_ORG, _ID)
-        order = sql.SQL("id")
+        conditions.append(sql.SQL("t.id > {}").format(_ID))
+        order = sql.SQL("t.id")
     elif pass_ is Pass.BY_ID:
-        where = sql.SQL("organization_id = {} AND id = ANY(string_to_array({}, ',')::bigint[])").format(_ORG, _IDS)
-        order = sql.SQL("id")
+        conditions.append(sql.SQL("t.id = ANY(string_to_array({}, ',')::bigint[])").format(_IDS))
+        order = sql.SQL("t.id")
     else:
-        where = sql.SQL(
-            "organization_id = {} AND id <= {} AND ({}, id) > ({}, {}) AND {} < {}"
-        ).format(_ORG, _ID, cursor_expr, _CURSOR_TS, _CURSOR_ID, cursor_expr, _HORIZON)
-        order = sql.SQL("{}, id").format(cursor_expr)
-    query = sql.SQL("SELECT {} FROM {} WHERE {} ORDER BY {} LIMIT {}").format(select, table, where, order, _LIMIT)
+        conditions.append(sql.SQL("t.id <= {} AND ({}, t.id) > ({}, {}) AND {} < {}").format(
+            _ID, cursor_expr, _CURSOR_TS, _CURSOR_ID, cursor_expr, _HORIZON))
+        if shape.update_where is not None:
+            conditions.append(sql.SQL("({})").format(shape.update_where))
+        order = sql.SQL("{}, t.id").format(cursor_expr)
+    if shape.where is not None:
+        conditions.append(sql.SQL("({})").format(shape.where))
+    query = sql.SQL("SELECT {} FROM {} AS t WHERE {} ORDER BY {} LIMIT {}").format(
+        select, table, sql.SQL(" AND ").join(conditions), order, _LIMIT)
     return query.as_string(None)
 
 
@@ -116,9 +137,9 @@ def cursor_expression(spec: TableSpec, columns: list[Column]) -> sql.Composable 
     for column in columns:
         if column.name == spec.cursor_column and not column.is_array:
             if column.type_name == "timestamp":
-                return sql.Identifier(column.name)
+                return sql.SQL("t.{}").format(sql.Identifier(column.name))
             if column.type_name == "timestamptz":
-                return sql.SQL("({} AT TIME ZONE 'UTC')").format(sql.Identifier(column.name))
+                return sql.SQL("(t.{} AT TIME ZONE 'UTC')").format(sql.Identifier(column.name))
     return None
 
 
@@ -154,7 +175,7 @@ def pages(
             for start in range(0, batch.num_rows, page_rows):
                 rows = pa.Table.from_batches([batch.slice(start, page_rows)])
                 last_ts = rows.column(CURSOR_COLUMN)[-1].as_py()
-                last_id = rows.column("id")[-1].as_py()
+                last_id = rows.column(ID_COLUMN)[-1].as_py()
                 yield Page(rows, last_id, (last_ts, last_id) if last_ts is not None else None)
 
 
@@ -252,5 +273,5 @@ def max_cursor(rows: pa.Table, below: datetime) -> tuple[datetime, int] | None:
     top = pc.max(ts).as_py()
     if top is None:
         return None
-    ids = rows.column("id").filter(pc.equal(ts, pa.scalar(top, ts.type)))
+    ids = rows.column(ID_COLUMN).filter(pc.equal(ts, pa.scalar(top, ts.type)))
     return top, pc.max(ids).as_py()

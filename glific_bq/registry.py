@@ -49,6 +49,10 @@ class TableSpec:
             creation time keeps every version of a row in one partition, so dedup and date-bounded
             reports scan only the partitions they need. Falls back to ingestion time if absent.
         deletes: ``KEEP`` (default) or ``PROPAGATE`` (see ``DeletePolicy``).
+        source: the PostgreSQL table whose rows fill it (default: ``name``; Glific's ``flows``
+            are flow revisions, ``speed_sends`` session templates).
+        partitioned: whether a table we create is partitioned monthly by ``partition_column``.
+        cluster_by: the clustering columns of a table we create.
         fresh_within: for busy tables, how long without any tenant synced before the Dagster UI
             shows the table stale (None: quiet tables, where no sync is normal).
     """
@@ -59,17 +63,23 @@ class TableSpec:
     partition_column: str = "inserted_at"
     deletes: DeletePolicy = DeletePolicy.KEEP
     fresh_within: timedelta | None = None
+    source: str = ""
+    partitioned: bool = True
+    cluster_by: tuple[str, ...] = ("id",)
 
     def __post_init__(self) -> None:
+        if not self.source:
+            object.__setattr__(self, "source", self.name)
         if not self.cursor_column:
             cursor = "updated_at" if self.mode is SyncMode.UPSERT else "inserted_at"
             object.__setattr__(self, "cursor_column", cursor)
-        for value in (self.name, self.cursor_column, self.partition_column):
+        for value in (self.name, self.source, self.cursor_column, self.partition_column):
             if not _IDENTIFIER.match(value):
                 raise ValueError(f"not a plain lower-case SQL identifier: {value!r}")
 
 
-TABLES: tuple[TableSpec, ...] = (
+#: The raw layout: exact copies of these source tables.
+RAW_TABLES: tuple[TableSpec, ...] = (
     TableSpec("contacts", deletes=DeletePolicy.PROPAGATE, fresh_within=timedelta(minutes=30)),
     TableSpec("messages", fresh_within=timedelta(minutes=15)),
     TableSpec("messages_media"),
@@ -83,9 +93,79 @@ TABLES: tuple[TableSpec, ...] = (
 )
 
 
-def table(name: str) -> TableSpec:
+def _glific(name: str, mode: SyncMode | None = None, **options) -> TableSpec:
+    """One of Glific's BigQuery tables, partitioned and clustered as Glific creates it."""
+    from glific_bq.layouts.glific import reference_facts, source_table
+
+    facts = reference_facts()
+    if mode is None:
+        mode = SyncMode.INSERT_ONLY if name in facts["insert_only"] else SyncMode.UPSERT
+    return TableSpec(
+        name, mode, source=source_table(name),
+        partitioned=name in facts["partitioned_month_by_inserted_at"],
+        cluster_by=tuple(facts["cluster_fields"].get(name, ())),
+        **options,
+    )
+
+
+#: The Glific layout: Glific's own BigQuery tables (``glific_bq/layouts/glific.py``). ``flows``
+#: syncs flow revisions with an update pass, so that a draft published later is exported.
+GLIFIC_TABLES: tuple[TableSpec, ...] = (
+    _glific("contacts", deletes=DeletePolicy.PROPAGATE, fresh_within=timedelta(minutes=30)),
+    _glific("messages", fresh_within=timedelta(minutes=15)),
+    _glific("messages_media"),
+    _glific("flows", SyncMode.UPSERT),
+    _glific("flow_results"),
+    _glific("flow_contexts"),
+    _glific("flow_counts"),
+    _glific("flow_labels"),
+    _glific("profiles"),
+    _glific("tickets"),
+    _glific("contact_histories"),
+    _glific("tags"),
+    _glific("groups"),
+    _glific("contacts_groups"),
+    _glific("contacts_fields"),
+    _glific("stats"),
+    _glific("trackers"),
+    _glific("saved_searches"),
+    _glific("speed_sends"),
+    _glific("interactive_templates"),
+    _glific("message_broadcasts"),
+    _glific("message_broadcast_contacts"),
+    _glific("message_conversations"),
+    _glific("wa_groups"),
+    _glific("wa_messages"),
+    _glific("wa_groups_phones"),
+    _glific("wa_groups_collections"),
+    _glific("contacts_wa_groups"),
+    _glific("wa_reactions"),
+    _glific("whatsapp_forms"),
+    _glific("whatsapp_forms_responses"),
+    _glific("certificate_templates"),
+    _glific("issued_certificates"),
+)
+
+
+def tables_for(layout) -> tuple[TableSpec, ...]:
+    """The tables synced in ``layout`` (a ``glific_bq.layouts.Layout``)."""
+    return RAW_TABLES if layout.value == "raw" else GLIFIC_TABLES
+
+
+def _configured_tables() -> tuple[TableSpec, ...]:
+    from glific_bq.layouts import Layout
+
+    return tables_for(Layout.from_env())
+
+
+#: The tables of the layout configured by ``GLIFIC_BQ_LAYOUT`` (what the Dagster definitions show).
+TABLES: tuple[TableSpec, ...] = _configured_tables()
+
+
+def table(name: str, tables: tuple[TableSpec, ...] | None = None) -> TableSpec:
     """The registered table called ``name``; a clear error for anything else."""
-    for spec in TABLES:
+    tables = TABLES if tables is None else tables
+    for spec in tables:
         if spec.name == name:
             return spec
-    raise KeyError(f"{name!r} is not a synced table; registered: {', '.join(t.name for t in TABLES)}")
+    raise KeyError(f"{name!r} is not a synced table; registered: {', '.join(t.name for t in tables)}")

@@ -24,15 +24,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+import pyarrow as pa
 import pyarrow.compute as pc
 
-from glific_bq import extract, watermarks
-from glific_bq.extract import CURSOR_COLUMN, Pass
+from glific_bq import extract, layouts, watermarks
+from glific_bq.extract import HIDDEN_COLUMNS, ORGANIZATION_COLUMN, Pass
+from glific_bq.layouts import Shape, records
 from glific_bq.registry import TableSpec
+from glific_bq.schema import reflect_columns
 from glific_bq.source import Source
-from glific_bq.schema import bigquery_schema, reflect_columns, syncable_columns
+from glific_bq.stamping import stamp
 from glific_bq.tenants import Organization, get_organization
-from glific_bq.warehouse import DEAD_LETTERS, Warehouse, WarehouseError
+from glific_bq.warehouse import DEAD_LETTERS, Rejected, Warehouse, WarehouseError
 from glific_bq.watermarks import Watermark
 
 log = logging.getLogger(__name__)
@@ -131,22 +134,19 @@ def _sync_table(source, warehouse, organization, spec, options, on_step) -> Tabl
     control, reader = source.control, source.reader
     started = time.monotonic()
     result = TableSync(organization.id, spec.name, dataset=warehouse.dataset_ref)
-    columns = reflect_columns(control, spec.name)
-    if not columns:
-        result.status, result.message = "missing", f"table {spec.name} does not exist in the source database"
+    shape = _shape(control, warehouse, spec)
+    if shape is None:
+        result.status, result.message = "missing", f"table {spec.source} does not exist in the source database"
         log.warning(result.message)
         return result
-    columns, result.warnings = syncable_columns(columns, spec.name)
-    names = {c.name for c in columns}
-    if not {"id", "organization_id"} <= names:
-        raise ValueError(f"table {spec.name} lacks an id or organization_id column")
+    result.warnings = list(shape.warnings)
     timezone_name = organization.checked_timezone()
-    target = warehouse.ensure_table(spec, bigquery_schema(columns))
-    updates = extract.cursor_expression(spec, columns) is not None
-    if not updates:
-        result.warnings.append(f"{spec.name} has no {spec.cursor_column} timestamp: synced by id only")
-    insert_query = extract.build_query(spec, columns, Pass.INSERT)
-    update_query = extract.build_query(spec, columns, Pass.UPDATE) if updates else None
+    target = warehouse.ensure_table(spec, list(shape.schema))
+    updates = shape.cursor is not None
+    if not updates and spec.mode.value == "upsert":
+        result.warnings.append(f"{spec.source} has no {spec.cursor_column} timestamp: synced by id only")
+    insert_query = extract.build_query(shape, Pass.INSERT)
+    update_query = extract.build_query(shape, Pass.UPDATE) if updates else None
 
     with watermarks.exclusive(control, organization.id, spec.name) as acquired:
         if not acquired:
@@ -155,10 +155,10 @@ def _sync_table(source, warehouse, organization, spec, options, on_step) -> Tabl
         watermark = result.before = watermarks.get(control, organization.id, spec.name)
 
         def write(pass_: Pass, page: extract.Page) -> Watermark:
-            rows = page.rows.drop_columns([CURSOR_COLUMN])
-            _check_tenant(rows, organization.id, spec.name)
+            _check_tenant(page.rows, organization.id, spec.name)
+            rows, rejected = prepare(page.rows, shape, timezone_name)
             on_step("extracted")
-            rejected = warehouse.append(target, rows)
+            rejected += warehouse.append(target, rows)
             if rejected:
                 warehouse.set_aside(spec.name, rejected)
                 result.set_aside += len(rejected)
@@ -232,21 +232,61 @@ def redrive(source: Source, warehouse: Warehouse, organization: Organization, sp
     ids = warehouse.dead_letter_ids(spec.name)
     if not ids:
         return result
-    columns, result.warnings = syncable_columns(reflect_columns(source.control, spec.name), spec.name)
-    target = warehouse.ensure_table(spec, bigquery_schema(columns))
-    query = extract.build_query(spec, columns, Pass.BY_ID)
-    rows = extract.rows_by_id(source.reader, query, organization.id, organization.checked_timezone(), ids)
+    shape = _shape(source.control, warehouse, spec)
+    if shape is None:
+        result.status, result.message = "missing", f"table {spec.source} does not exist in the source database"
+        return result
+    result.warnings = list(shape.warnings)
+    target = warehouse.ensure_table(spec, list(shape.schema))
+    query = extract.build_query(shape, Pass.BY_ID)
+    timezone_name = organization.checked_timezone()
+    rows = extract.rows_by_id(source.reader, query, organization.id, timezone_name, ids)
     source.reader.commit()
-    rejected = warehouse.append(target, rows.drop_columns([CURSOR_COLUMN]))
+    rows, rejected = prepare(rows, shape, timezone_name)
+    rejected += warehouse.append(target, rows)
     still_refused = {r.row.get("id") for r in rejected}
     warehouse.forget_dead_letters(spec.name, [i for i in ids if i not in still_refused])
     result.updated, result.set_aside = rows.num_rows - len(rejected), len(still_refused)
     return result
 
 
+def _shape(control, warehouse: Warehouse, spec: TableSpec) -> Shape | None:
+    """``spec``'s table in the warehouse's layout, from its source's columns now; None if the
+    source table does not exist (an older Glific database lacks some tables)."""
+    columns = reflect_columns(control, spec.source)
+    if not columns:
+        return None
+    names = {c.name for c in columns}
+    if not {"id", "organization_id"} <= names:
+        raise ValueError(f"table {spec.source} lacks an id or organization_id column")
+    return layouts.shape_for(warehouse.config.layout, spec, columns)
+
+
+def prepare(rows: pa.Table, shape: Shape, timezone_name: str) -> tuple[pa.Table, list[Rejected]]:
+    """Extracted rows as BigQuery receives them: the extract's own columns dropped, RECORD
+    columns decoded, send columns stamped; rows missing a REQUIRED value are set apart (BigQuery
+    would refuse them) and returned as rejected, with the column named."""
+    rows = rows.drop_columns([c for c in HIDDEN_COLUMNS if c in rows.column_names])
+    rows = records.decode(rows, shape.schema, shape.records, timezone_name)
+    rows = stamp(rows, shape.stamp, timezone_name)
+    missing = None
+    for column in shape.schema:
+        if column.mode == "REQUIRED" and column.name in rows.column_names and rows.column(column.name).null_count:
+            is_null = pc.is_null(rows.column(column.name))
+            missing = is_null if missing is None else pc.or_(missing, is_null)
+    if missing is None:
+        return rows, []
+    rejected = []
+    for index in pc.indices_nonzero(missing).to_pylist():
+        row = rows.slice(index, 1).to_pylist()[0]
+        empty = [f.name for f in shape.schema if f.mode == "REQUIRED" and row.get(f.name, "") is None]
+        rejected.append(Rejected(row, f"REQUIRED column(s) {', '.join(empty)} NULL in {shape.table}"))
+    return rows.filter(pc.invert(missing)), rejected
+
+
 def _check_tenant(rows, organization_id: int, table: str) -> None:
     """Refuse to write a page holding another organization's rows (glific#4880)."""
-    column = rows.column("organization_id")
+    column = rows.column(ORGANIZATION_COLUMN)
     if column.null_count or not pc.all(pc.equal(column, organization_id)).as_py():
         raise RuntimeError(f"{table}: extract returned rows of another organization than {organization_id}")
 

@@ -19,6 +19,9 @@ class Organization:
     shortcode: str | None
     timezone: str | None
     is_active: bool
+    #: The bot's phone number (the phone of ``organizations.contact_id``), which names the
+    #: organization's dataset in Glific's layout.
+    phone: str | None = None
 
     @property
     def partition_key(self) -> str:
@@ -40,19 +43,22 @@ class Organization:
         return self.timezone
 
 
-_SELECT = "SELECT id, shortcode, timezone, COALESCE(is_active, true) AS is_active FROM organizations"
+_SELECT = (
+    "SELECT o.id, o.shortcode, o.timezone, COALESCE(o.is_active, true) AS is_active, "
+    "(SELECT c.phone FROM contacts c WHERE c.id = o.contact_id) AS phone FROM organizations o"
+)
 
 
 def list_organizations(conn: psycopg.Connection) -> list[Organization]:
     """All organizations, active or not, by id."""
     with conn.cursor(row_factory=class_row(Organization)) as cur:
-        cur.execute(_SELECT + " ORDER BY id")
+        cur.execute(_SELECT + " ORDER BY o.id")
         return cur.fetchall()
 
 
 def get_organization(conn: psycopg.Connection, organization_id: int) -> Organization:
     with conn.cursor(row_factory=class_row(Organization)) as cur:
-        cur.execute(_SELECT + " WHERE id = %s", (organization_id,))
+        cur.execute(_SELECT + " WHERE o.id = %s", (organization_id,))
         organization = cur.fetchone()
     if organization is None:
         raise LookupError(f"organization {organization_id} does not exist")

@@ -34,9 +34,11 @@ class GlificBigQuery(BigQueryResource):
     """dagster-gcp's ``BigQueryResource`` plus one dataset per organization, the write method,
     per-organization credentials and an optional local emulator. Fields mirror ``WarehouseConfig``."""
 
+    layout: str = Field(default="glific", description="glific (Glific's own tables, the default) or raw (exact copies)")
     dataset_template: str = Field(
-        default=WarehouseConfig.dataset_template,
-        description="Dataset id per organization; placeholders {organization_id} and {shortcode}",
+        default="",
+        description="Dataset id per organization; placeholders {organization_id}, {shortcode} and {phone} "
+        "(empty: the layout's default, {phone} for glific)",
     )
     write_method: str = Field(default=WarehouseConfig.write_method, description=", ".join(m.value for m in WriteMethod))
     credentials_dir: str | None = Field(default=None, description="Directory of <organization_id>.json service-account keys")

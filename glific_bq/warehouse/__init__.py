@@ -16,7 +16,7 @@ from glific_bq.warehouse.dataset import Warehouse
 from glific_bq.warehouse.dead_letters import DEAD_LETTER_SCHEMA, DEAD_LETTERS
 from glific_bq.warehouse.errors import CredentialsError, SchemaDriftError, WarehouseError
 from glific_bq.warehouse.tables import Target
-from glific_bq.warehouse.writes import Rejected, RowsRefused, arrow_batches, stamp
+from glific_bq.warehouse.writes import Rejected, RowsRefused, arrow_batches
 
 __all__ = [
     "DEAD_LETTERS",
@@ -32,5 +32,4 @@ __all__ = [
     "WarehouseError",
     "WriteMethod",
     "arrow_batches",
-    "stamp",
 ]

@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
+from glific_bq.layouts import LAYOUT_ENV, Layout
 from glific_bq.tenants import Organization
 from glific_bq.warehouse.errors import CredentialsError
+from glific_bq.warehouse.queries import DEADLINE_SECONDS, CallPolicy
 
 _DATASET_ID = re.compile(r"^[A-Za-z0-9_]{1,1024}$")
 
@@ -28,7 +30,8 @@ class WriteMethod(str, Enum):
 ENVIRONMENT = {
     "project": "GLIFIC_BQ_PROJECT",  # required: the project of the datasets
     "location": "GLIFIC_BQ_LOCATION",  # dataset location, e.g. US, EU, asia-south1
-    "dataset_template": "GLIFIC_BQ_DATASET_TEMPLATE",  # default glific_{organization_id}
+    "layout": "GLIFIC_BQ_LAYOUT",  # glific (default: Glific's own tables) | raw (exact copies)
+    "dataset_template": "GLIFIC_BQ_DATASET_TEMPLATE",  # default {phone} (glific) / glific_{organization_id} (raw)
     "write_method": "GLIFIC_BQ_WRITE_METHOD",  # storage_write | storage_write_arrow | load_parquet
     "gcp_credentials": "GLIFIC_BQ_CREDENTIALS",  # base64 service-account JSON (dagster-gcp's convention)
     "credentials_dir": "GLIFIC_BQ_CREDENTIALS_DIR",  # per-organization <organization_id>.json keys
@@ -39,24 +42,37 @@ ENVIRONMENT = {
 
 @dataclass(frozen=True)
 class WarehouseConfig:
-    """How to reach BigQuery; ``ENVIRONMENT`` names the variable behind each field.
+    """How to reach BigQuery; ``ENVIRONMENT`` names the variable behind each field (all but
+    ``deadline_seconds``, a knob for tests and tuning).
 
-    ``dataset_template`` is formatted with ``organization_id`` and ``shortcode``.
+    ``layout``: what the tables hold (``glific_bq.layouts``): ``glific`` (Glific's own layout,
+    the default) or ``raw``. ``dataset_template`` is formatted with ``organization_id``,
+    ``shortcode`` and ``phone`` (the bot's number, which names Glific's datasets); empty means the
+    layout's default: ``{phone}`` for ``glific`` (Glific's own datasets, taken over as they are),
+    ``glific_{organization_id}`` for ``raw``.
     """
 
     project: str
     location: str | None = None
-    dataset_template: str = "glific_{organization_id}"
+    dataset_template: str = ""
     write_method: str = WriteMethod.STORAGE_WRITE.value
     gcp_credentials: str | None = None
     credentials_dir: str | None = None
     emulator_host: str | None = None
     storage_emulator_host: str | None = None
+    #: Seconds any BigQuery query, DML or API call may take, retries included (``CallPolicy``).
+    deadline_seconds: float = DEADLINE_SECONDS
+    layout: Layout = Layout.GLIFIC
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "layout", Layout.from_env({LAYOUT_ENV: str(getattr(self.layout, "value", self.layout))}))
+        if not self.dataset_template:
+            default = "{phone}" if self.layout is Layout.GLIFIC else "glific_{organization_id}"
+            object.__setattr__(self, "dataset_template", default)
         if not self.project:
             raise ValueError(f"{ENVIRONMENT['project']} is not set: the BigQuery project to write to")
         WriteMethod(self.write_method)  # a clear error for an unknown method
+        CallPolicy(self.deadline_seconds)  # a clear error for a deadline that is not positive
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> WarehouseConfig:
@@ -65,9 +81,15 @@ class WarehouseConfig:
 
     def dataset_for(self, organization: Organization) -> str:
         """The dataset id of one organization, validated so that no value can inject SQL."""
-        dataset = self.dataset_template.format(
-            organization_id=organization.id, shortcode=organization.shortcode or ""
-        )
+        try:
+            dataset = self.dataset_template.format(
+                organization_id=organization.id, shortcode=organization.shortcode or "", phone=organization.phone or ""
+            )
+        except (KeyError, IndexError, ValueError) as error:
+            raise ValueError(
+                f"GLIFIC_BQ_DATASET_TEMPLATE {self.dataset_template!r}: unknown placeholder {error}; "
+                "use {organization_id}, {shortcode} or {phone}"
+            ) from None
         if not _DATASET_ID.match(dataset):
             raise ValueError(
                 f"dataset name {dataset!r} for organization {organization.id} is not a valid BigQuery "

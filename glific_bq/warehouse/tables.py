@@ -14,7 +14,7 @@ from google.cloud.bigquery import SchemaField
 from glific_bq.registry import TableSpec
 from glific_bq.schema import BQ_INSERTED_AT
 from glific_bq.warehouse.errors import SchemaDriftError
-from glific_bq.warehouse.queries import RETRY, TIMEOUT
+from glific_bq.warehouse import queries
 
 if TYPE_CHECKING:
     from glific_bq.warehouse.dataset import Warehouse
@@ -37,54 +37,85 @@ class Target:
 
 
 def ensure_table(warehouse: Warehouse, spec: TableSpec, schema: list[SchemaField]) -> Target:
-    """Create the dataset and table on first sync; add columns that appeared at the source.
+    """Create the dataset and table on first sync; take over a table that exists; add columns
+    that appeared.
 
-    Tables are partitioned monthly by ``spec.partition_column`` (all versions of a row share
-    it) and clustered by id, so dedup and date-bounded reports read only what they need. A
-    column that changed type cannot be altered in place: that raises ``SchemaDriftError``
-    for this table only. Columns dropped at the source stay in BigQuery with their history.
+    A table we create is partitioned monthly by ``spec.partition_column`` when ``spec.partitioned``
+    (all versions of a row share it; falls back to the send time if the column is absent) and
+    clustered by ``spec.cluster_by``, so dedup and date-bounded reports read only what they
+    need. A table that exists (for example one Glific's own sync created years ago, partitioned
+    or not, with REQUIRED columns and history that exists nowhere else) is never recreated,
+    repartitioned or narrowed: rows are appended to it; a column it lacks is added (NULLABLE,
+    the only mode BigQuery can add); REQUIRED versus NULLABLE is no conflict. A column whose type
+    differs cannot be altered in place: that raises ``SchemaDriftError`` for this table only.
+    Columns dropped at the source stay in BigQuery with their history.
     """
     client = warehouse.client
-    client.create_dataset(bigquery.Dataset(warehouse.dataset_ref), exists_ok=True, retry=RETRY, timeout=TIMEOUT)
+    client.create_dataset(bigquery.Dataset(warehouse.dataset_ref), exists_ok=True, **warehouse.calls.calls)
     table_id = f"{warehouse.dataset_ref}.{spec.name}"
     by_name = {f.name: f for f in schema}
     table = bigquery.Table(table_id, schema=schema)
-    partition = by_name.get(spec.partition_column)
-    field = spec.partition_column if partition and partition.field_type in ("DATETIME", "DATE", "TIMESTAMP") else BQ_INSERTED_AT
-    table.time_partitioning = bigquery.TimePartitioning(type_=bigquery.TimePartitioningType.MONTH, field=field)
-    if "id" in by_name:
-        table.clustering_fields = ["id"]
-    table = client.create_table(table, exists_ok=True, retry=RETRY, timeout=TIMEOUT)
+    if spec.partitioned:
+        partition = by_name.get(spec.partition_column)
+        time_types = ("DATETIME", "DATE", "TIMESTAMP")
+        field = spec.partition_column if partition and partition.field_type in time_types else BQ_INSERTED_AT
+        table.time_partitioning = bigquery.TimePartitioning(type_=bigquery.TimePartitioningType.MONTH, field=field)
+    clustering = [c for c in spec.cluster_by if c in by_name]
+    if clustering:
+        table.clustering_fields = clustering
+    table = client.create_table(table, exists_ok=True, **warehouse.calls.calls)
 
     existing = {f.name: f for f in table.schema}
     drift = [
         f"{spec.name}.{f.name}: {existing[f.name].field_type}/{existing[f.name].mode} in BigQuery, "
         f"{f.field_type}/{f.mode} at the source"
         for f in schema
-        if f.name in existing and (existing[f.name].field_type, existing[f.name].mode) != (f.field_type, f.mode)
+        if f.name in existing and _kind(existing[f.name]) != _kind(f)
     ]
     if drift:
         raise SchemaDriftError("column types changed; fix or rename the BigQuery column: " + "; ".join(drift))
-    added = [f for f in schema if f.name not in existing]
+    added = [_addable(f) for f in schema if f.name not in existing]
     if added:
         table.schema = list(table.schema) + added
-        client.update_table(table, ["schema"], retry=RETRY, timeout=TIMEOUT)
+        client.update_table(table, ["schema"], **warehouse.calls.calls)
         if warehouse.config.emulator_host:
             # bqemulator 1.4 updates its catalog on update_table but not its storage.
             columns = ", ".join(f"ADD COLUMN IF NOT EXISTS `{f.name}` {ddl_type(f)}" for f in added)
-            client.query(f"ALTER TABLE `{table_id}` {columns}").result()
+            queries.run(warehouse, f"ALTER TABLE `{table_id}` {columns}")
         log.info("added columns to %s: %s", table_id, ", ".join(f.name for f in added))
     return Target(table_id, tuple(schema), tuple(f.name for f in added))
+
+
+#: Legacy SQL type names (what Glific declares, and what BigQuery's API returns) → standard names.
+_STANDARD_TYPES = {"INTEGER": "INT64", "FLOAT": "FLOAT64", "BOOLEAN": "BOOL", "STRUCT": "RECORD"}
+
+
+def _kind(field: SchemaField) -> tuple[str, bool]:
+    """What must match between a column in BigQuery and the one we send: the type under either
+    name, and whether it is REPEATED (REQUIRED and NULLABLE take the same values)."""
+    return _STANDARD_TYPES.get(field.field_type, field.field_type), field.mode == "REPEATED"
+
+
+def _addable(field: SchemaField) -> SchemaField:
+    """``field`` as a column BigQuery can add to an existing table (REQUIRED becomes NULLABLE)."""
+    if field.mode != "REQUIRED":
+        return field
+    return SchemaField(field.name, field.field_type, mode="NULLABLE", description=field.description,
+                       fields=[_addable(f) for f in field.fields])
 
 
 def table_exists(warehouse: Warehouse, table: str) -> bool:
     """Whether the organization's dataset has this table (or view)."""
     try:
-        warehouse.client.get_table(f"{warehouse.dataset_ref}.{table}", retry=RETRY, timeout=TIMEOUT)
+        warehouse.client.get_table(f"{warehouse.dataset_ref}.{table}", **warehouse.calls.calls)
         return True
     except NotFound:
         return False
 
 
 def ddl_type(field: SchemaField) -> str:
-    return f"ARRAY<{field.field_type}>" if field.mode == "REPEATED" else field.field_type
+    """The column's type in DDL (``ARRAY<STRUCT<…>>`` for a REPEATED RECORD)."""
+    kind = _STANDARD_TYPES.get(field.field_type, field.field_type)
+    if kind == "RECORD":
+        kind = "STRUCT<" + ", ".join(f"`{f.name}` {ddl_type(f)}" for f in field.fields) + ">"
+    return f"ARRAY<{kind}>" if field.mode == "REPEATED" else kind

@@ -18,12 +18,9 @@ Every row sent gets ``bq_uuid`` (a new UUID per send) and ``bq_inserted_at`` (se
 from __future__ import annotations
 
 import io
-import os
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -32,7 +29,6 @@ from google.cloud import bigquery
 from google.cloud.bigquery import SchemaField
 
 from glific_bq import protorows
-from glific_bq.schema import BQ_INSERTED_AT, BQ_UUID
 from glific_bq.warehouse.config import WarehouseConfig, WriteMethod
 from glific_bq.warehouse.errors import WarehouseError
 from glific_bq.warehouse.tables import Target
@@ -42,6 +38,9 @@ if TYPE_CHECKING:
 
 #: One AppendRows request must stay under 10 MB; leave room for the request envelope.
 _MAX_REQUEST_BYTES = 8 * 1024 * 1024
+#: Seconds one write (an append stream, a load job) may take: bounded, but longer than a query's
+#: deadline, since a page of 20,000 wide rows is a large upload.
+WRITE_TIMEOUT_SECONDS = 300
 #: gRPC codes of an append that was refused because of its rows, not of the service.
 _INVALID_ARGUMENT, _UNKNOWN = 3, 2
 
@@ -63,7 +62,8 @@ class Rejected:
 
 
 def append(warehouse: Warehouse, target: Target, rows: pa.Table) -> list[Rejected]:
-    """Append ``rows`` (source columns only) as new row versions, confirmed by BigQuery.
+    """Append ``rows`` (stamped by the caller, ``glific_bq.stamping``) as new row versions,
+    confirmed by BigQuery.
 
     Rows that BigQuery refuses are isolated (by the row errors it reports, or by halving
     the batch until the refused rows stand alone) and returned, so that one bad row does not
@@ -75,7 +75,7 @@ def append(warehouse: Warehouse, target: Target, rows: pa.Table) -> list[Rejecte
     if rows.num_rows == 0:
         return []
     try:
-        return _write_isolating(warehouse, target, stamp(rows))
+        return _write_isolating(warehouse, target, rows)
     except GoogleAPICallError as error:
         raise WarehouseError(f"writing {rows.num_rows} rows to {target.table_id} failed: {error.message}") from error
 
@@ -146,7 +146,8 @@ def _storage_write(warehouse: Warehouse, target: Target, rows: pa.Table, *, arro
         requests = [(_proto_request(stream, descriptor, chunk), len(chunk)) for chunk in chunks]
     first_row = 0
     try:
-        responses = warehouse.write_client().append_rows(iter(request for request, _ in requests), timeout=300)
+        responses = warehouse.write_client().append_rows(
+            iter(request for request, _ in requests), timeout=WRITE_TIMEOUT_SECONDS)
         for (_, count), response in zip(requests, responses):
             if response.row_errors:
                 messages = {first_row + e.index: e.message for e in response.row_errors}
@@ -177,43 +178,17 @@ def _load_parquet(warehouse: Warehouse, target: Target, rows: pa.Table) -> None:
             source_format=bigquery.SourceFormat.PARQUET,
             write_disposition=bigquery.WriteDisposition.WRITE_APPEND,
         ),
+        timeout=WRITE_TIMEOUT_SECONDS,
     )
     try:
-        job.result()
+        job.result(retry=warehouse.calls.retry, timeout=WRITE_TIMEOUT_SECONDS)
     except BadRequest as error:
         raise RowsRefused(error.message) from error
 
 
-def stamp(rows: pa.Table) -> pa.Table:
-    """Add ``bq_uuid`` (random version-4 UUID per row) and ``bq_inserted_at`` (now, UTC)."""
-    n = rows.num_rows
-    raw = np.frombuffer(os.urandom(16 * n), dtype=np.uint8).reshape(n, 16).copy()
-    raw[:, 6] = (raw[:, 6] & 0x0F) | 0x40  # version 4
-    raw[:, 8] = (raw[:, 8] & 0x3F) | 0x80  # RFC 4122 variant
-    offsets = np.arange(0, 32 * (n + 1), 32, dtype=np.int32)
-    hexed = pa.Array.from_buffers(pa.binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(raw.tobytes().hex().encode())])
-    parts = [pc.binary_slice(hexed, a, b) for a, b in ((0, 8), (8, 12), (12, 16), (16, 20), (20, 32))]
-    uuids = pc.cast(pc.binary_join_element_wise(*parts, pa.scalar(b"-")), pa.string())
-    now = pa.array(np.full(n, np.datetime64(datetime.now(timezone.utc).replace(tzinfo=None), "us")),
-                   pa.timestamp("us", tz="UTC"))
-    return rows.append_column(BQ_UUID, uuids).append_column(BQ_INSERTED_AT, now)
-
-
-_ARROW_TYPES = {
-    "INT64": pa.int64(), "FLOAT64": pa.float64(), "BOOL": pa.bool_(), "STRING": pa.string(),
-    "BYTES": pa.binary(), "DATE": pa.date32(), "TIME": pa.time64("us"), "DATETIME": pa.timestamp("us"),
-    "TIMESTAMP": pa.timestamp("us", tz="UTC"), "NUMERIC": pa.decimal128(38, 9),
-    "BIGNUMERIC": pa.decimal256(76, 38),
-}
-
-
 def arrow_batches(rows: pa.Table, schema: tuple[SchemaField, ...]) -> list[pa.RecordBatch]:
     """``rows`` cast to the Arrow types BigQuery expects for ``schema``, in schema order."""
-    fields = []
-    for f in schema:
-        value_type = _ARROW_TYPES[f.field_type]
-        fields.append(pa.field(f.name, pa.list_(value_type) if f.mode == "REPEATED" else value_type))
-    arrow_schema = pa.schema(fields)
+    arrow_schema = protorows.arrow_schema(schema)
     columns = [
         rows.column(f.name).cast(f.type) if f.name in rows.column_names else pa.nulls(rows.num_rows, f.type)
         for f in arrow_schema

@@ -1,0 +1,101 @@
+"""What a source row becomes in BigQuery: the two layouts.
+
+- ``glific`` (the default): Glific's own BigQuery layout, the tables, columns, types and modes
+  that Glific's sync writes and that Looker Studio templates and dbt models read
+  (``glific_bq/layouts/glific.py``). A drop-in replacement for Glific's sync.
+- ``raw``: exact copies of the source tables, every column as the catalog has it
+  (``glific_bq/layouts/raw.py``).
+
+Chosen by ``GLIFIC_BQ_LAYOUT``. A layout turns one registered table and its reflected source
+columns into a ``Shape``: the BigQuery schema, the SELECT list that produces it, the change
+cursor and the row filters. The extract (``glific_bq.extract``) builds its queries from a shape
+and knows nothing of either layout.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+
+from google.cloud.bigquery import SchemaField
+from psycopg import sql
+
+LAYOUT_ENV = "GLIFIC_BQ_LAYOUT"
+
+
+class Layout(str, Enum):
+    GLIFIC = "glific"
+    RAW = "raw"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Layout:
+        value = (os.environ if environ is None else environ).get(LAYOUT_ENV) or cls.GLIFIC.value
+        try:
+            return cls(value)
+        except ValueError:
+            raise ValueError(f"{LAYOUT_ENV}={value!r}: choose one of {', '.join(m.value for m in cls)}") from None
+
+
+class Stamp(str, Enum):
+    """How the send columns ``bq_uuid`` and ``bq_inserted_at`` are written."""
+
+    #: Neither column (Glific's tags, flow_labels, stats and trackers have none).
+    NONE = "none"
+    #: ``bq_inserted_at`` a UTC ``TIMESTAMP`` (the raw layout).
+    UTC = "utc"
+    #: ``bq_inserted_at`` a ``DATETIME`` in the organization's local time, as Glific writes it,
+    #: strictly increasing across re-sends even when daylight saving time ends (see
+    #: ``glific_bq.stamping``).
+    LOCAL = "local"
+
+
+@dataclass(frozen=True)
+class Shape:
+    """One BigQuery table of one layout, and how the extract fills it.
+
+    Attributes:
+        table: the BigQuery table (also the watermark's table name).
+        source: the PostgreSQL table whose rows drive it (aliased ``t`` in every expression); its
+            ``id`` and ``organization_id`` carry the watermark and the tenant check.
+        schema: the BigQuery columns in table order, send columns included.
+        select: one ``<expression> AS <column>`` per column the extract produces (every schema
+            column but the send columns).
+        cursor: the update pass's change timestamp over ``t``, naive UTC; None: synced by id only.
+        stamp: how ``bq_uuid`` and ``bq_inserted_at`` are written.
+        where: the source rows this table exports (None: all of the organization's rows).
+        update_where: an extra condition for the update pass only.
+        records: RECORD columns the extract produces as JSON text, decoded on the worker.
+        warnings: what the layout could not map, for the run's metadata.
+    """
+
+    table: str
+    source: str
+    schema: tuple[SchemaField, ...]
+    select: tuple[sql.Composable, ...]
+    cursor: sql.Composable | None
+    stamp: Stamp
+    where: sql.Composable | None = None
+    update_where: sql.Composable | None = None
+    records: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def column_names(self) -> list[str]:
+        return [f.name for f in self.schema]
+
+
+def shape_for(layout: Layout, spec, columns: list) -> Shape:
+    """The shape of ``spec``'s BigQuery table in ``layout``, from its source's reflected columns
+    (``glific_bq.schema.reflect_columns`` of ``spec.source``)."""
+    from glific_bq import extract, schema
+    from glific_bq.layouts import glific, raw
+
+    cursor = extract.cursor_expression(spec, columns)
+    if layout is Layout.RAW:
+        syncable, warnings = schema.syncable_columns(columns, spec.source)
+        shaped = raw.shape(spec, syncable, cursor)
+        return dataclasses.replace(shaped, warnings=tuple(warnings))
+    return glific.shape(spec.name, columns, cursor)

@@ -1,0 +1,354 @@
+"""Glific's own BigQuery layout: the tables, columns, types and modes Glific's sync writes, with
+rows built as Glific builds them, so that every Looker Studio template and dbt model that reads
+Glific's datasets keeps working.
+
+The columns, types and modes come from ``glific_bigquery_schema.json`` (Glific's
+``bigquery_schema.ex`` at commit d93aaee, bundled here). How each column is filled, in order:
+
+1. an expression written for that table below (``_TABLES``), e.g. ``tags_label``;
+2. a looked-up value by convention (``_LOOKUPS``): ``contact_phone`` is the phone of
+   ``t.contact_id``, ``flow_name`` the name of ``t.flow_id``, ``language`` the label of
+   ``t.language_id``… whenever the source row has that key column;
+3. the source column of the same name, converted to the BigQuery type (timestamps to the
+   organization's local DATETIME, enums, uuids and JSON to text);
+4. NULL: the columns Glific declares but never fills (``messages.flow_id``,
+   ``contacts.settings``…), which consumers still select.
+
+Every expression reads the source row as ``t``, joins by id only (no fan-out), and takes the
+organization's timezone from the bound setting (``extract.TIMEZONE``). Where Glific has a plain
+bug, we do what its documentation says the column means: ``message_broadcasts.flow_id`` holds
+the flow id, not the broadcast id; ``flows`` also exports a revision that was still a draft when
+a sync ran and was published later.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+
+from google.cloud.bigquery import SchemaField
+from psycopg import sql
+
+from glific_bq.extract import TIMEZONE
+from glific_bq.layouts import Shape, Stamp
+from glific_bq.schema import BQ_INSERTED_AT, BQ_UUID, Column
+
+SIMULATOR_PHONE_PREFIX = "9876543210"
+
+
+@dataclass(frozen=True)
+class Expr:
+    """A column's SQL over the source row ``t``; ``{tz}`` is the organization's timezone.
+    ``needs``: source columns it reads (the column is NULL, with a warning, when one is missing)."""
+
+    sql: str
+    needs: tuple[str, ...] = ()
+
+
+def local(column: str) -> str:
+    """A naive-UTC timestamp as the organization's local DATETIME (Glific's convention)."""
+    return f"(({column}) AT TIME ZONE 'UTC') AT TIME ZONE {{tz}}"
+
+
+def lookup(table: str, column: str, key: str, schema: str = "public") -> Expr:
+    """``table.column`` of the row whose id is ``t.<key>``."""
+    return Expr(f"(SELECT x.{column} FROM {schema}.{table} x WHERE x.id = t.{key})", (key,))
+
+
+NULL = Expr("NULL")
+
+#: Looked-up columns by convention, used in every table whose source row has the key column.
+_LOOKUPS: dict[str, Expr] = {
+    "contact_phone": lookup("contacts", "phone", "contact_id"),
+    "contact_name": lookup("contacts", "name", "contact_id"),
+    "phone": lookup("contacts", "phone", "contact_id"),
+    "user_phone": lookup("users", "phone", "user_id"),
+    "user_name": lookup("users", "name", "user_id"),
+    "flow_name": lookup("flows", "name", "flow_id"),
+    "flow_uuid": lookup("flows", "uuid::text", "flow_id"),
+    "group_name": lookup("groups", "label", "group_id"),
+    "language": lookup("languages", "label", "language_id", schema="global"),
+    "tag": lookup("tags", "label", "tag_id"),
+    "media_url": lookup("messages_media", "url", "media_id"),
+    "gcs_url": lookup("messages_media", "gcs_url", "media_id"),
+    "wa_group_name": lookup("wa_groups", "label", "wa_group_id"),
+    "wa_group_bsp_id": lookup("wa_groups", "bsp_id", "wa_group_id"),
+}
+
+
+def _json_fields(column: str) -> Expr:
+    """Glific's ``fields`` RECORD: one element per entry of a jsonb map (the key dropped), by key.
+    ``value`` is the string itself, or its JSON text when it is a map or a list; ``inserted_at``
+    stays the ISO text here and is converted on the worker (NULL when it does not parse)."""
+    return Expr(
+        "(SELECT jsonb_agg(jsonb_build_object("
+        "'label', e.v->>'label', "
+        "'value', CASE WHEN jsonb_typeof(e.v->'value') IN ('object', 'array') THEN (e.v->'value')::text "
+        "ELSE e.v->>'value' END, "
+        "'type', e.v->>'type', 'inserted_at', e.v->>'inserted_at') ORDER BY e.k) "
+        f"FROM jsonb_each(CASE WHEN jsonb_typeof(t.{column}) = 'object' THEN t.{column} END) AS e(k, v) "
+        "WHERE jsonb_typeof(e.v) = 'object')::text",
+        (column,),
+    )
+
+
+def _contact_user(column: str) -> Expr:
+    """A column of the staff user whose contact this is."""
+    return Expr(f"(SELECT {column} FROM public.users u WHERE u.contact_id = t.id ORDER BY u.id LIMIT 1)")
+
+
+_CONTACT_GROUPS = "FROM public.contacts_groups cg JOIN public.groups g ON g.id = cg.group_id WHERE cg.contact_id = t.id"
+_NOT_SIMULATOR = f"NOT LIKE '{SIMULATOR_PHONE_PREFIX}%'"
+
+
+@dataclass(frozen=True)
+class GlificTable:
+    """How one of Glific's BigQuery tables is filled (see the module docstring)."""
+
+    columns: dict[str, Expr]
+    source: str = ""
+    where: str | None = None
+    update_where: str | None = None
+
+
+_TABLES: dict[str, GlificTable] = {
+    "messages": GlificTable({
+        "sender_phone": lookup("contacts", "phone", "sender_id"),
+        "receiver_phone": lookup("contacts", "phone", "receiver_id"),
+        "tags_label": Expr(
+            "COALESCE((SELECT string_agg(tg.label, ', ' ORDER BY mt.id) FROM public.messages_tags mt "
+            "JOIN public.tags tg ON tg.id = mt.tag_id WHERE mt.message_id = t.id), '')"
+        ),
+        "flow_id": NULL,
+        "group_message_id": NULL,
+        "flow_broadcast_id": NULL,
+        "longitude": Expr("(SELECT l.longitude::text FROM public.locations l WHERE l.message_id = t.id ORDER BY l.id LIMIT 1)"),
+        "latitude": Expr("(SELECT l.latitude::text FROM public.locations l WHERE l.message_id = t.id ORDER BY l.id LIMIT 1)"),
+        "template_uuid": lookup("session_templates", "uuid::text", "template_id"),
+    }),
+    "contacts": GlificTable(
+        {
+            "provider_status": Expr("t.bsp_status::text", ("bsp_status",)),
+            "contact_optin_method": Expr("t.optin_method", ("optin_method",)),
+            "user_name": _contact_user("u.name"),
+            "user_role": _contact_user("array_to_json(u.roles::text[])::text"),
+            "last_login_as_staff_at": _contact_user("""to_char(u.last_login_at, 'YYYY-MM-DD"T"HH24:MI:SS"Z"')"""),
+            "last_login_from_as_staff": _contact_user("u.last_login_from"),
+            "is_restricted_user": _contact_user("u.is_restricted"),
+            "fields": _json_fields("fields"),
+            "settings": NULL,
+            "groups": Expr(f"(SELECT jsonb_agg(jsonb_build_object('label', g.label, 'description', g.description) "
+                           f"ORDER BY cg.id) {_CONTACT_GROUPS})::text"),
+            "tags": Expr("(SELECT jsonb_agg(jsonb_build_object('label', tg.label) ORDER BY ct.id) "
+                         "FROM public.contacts_tags ct JOIN public.tags tg ON tg.id = ct.tag_id "
+                         "WHERE ct.contact_id = t.id)::text"),
+            "raw_fields": Expr("t.fields::text", ("fields",)),
+            "group_labels": Expr(f"COALESCE((SELECT string_agg(g.label, ',' ORDER BY cg.id) {_CONTACT_GROUPS}), '')"),
+        },
+        where=f"t.phone {_NOT_SIMULATOR}",
+    ),
+    "flow_results": GlificTable(
+        {
+            "name": lookup("flows", "name", "flow_id"),
+            "uuid": lookup("flows", "uuid::text", "flow_id"),
+            "flow_version": Expr("t.flow_version::text", ("flow_version",)),
+        },
+        where=f"(SELECT c.phone FROM public.contacts c WHERE c.id = t.contact_id) {_NOT_SIMULATOR}",
+    ),
+    "flow_contexts": GlificTable({
+        "flow_id": Expr("t.flow_id::text", ("flow_id",)),
+        "contact_id": Expr("t.contact_id::text", ("contact_id",)),
+        "flow_broadcast_id": NULL,
+        "wa_group_id": Expr("t.wa_group_id", ("wa_group_id",)),
+    }),
+    # One row per published (or archived) revision; id is the flow's, not the revision's. A draft
+    # published later is caught by the update pass (Glific's insert-only pass skips it for good);
+    # later status changes of an exported revision (archived) are not re-sent, so that the newest
+    # row per uuid stays the newest published revision.
+    "flows": GlificTable(
+        {
+            "id": Expr("t.flow_id", ("flow_id",)),
+            "name": lookup("flows", "name", "flow_id"),
+            "uuid": lookup("flows", "uuid::text", "flow_id"),
+            "keywords": Expr("(SELECT array_to_json(COALESCE(f.keywords, '{}')::text[])::text "
+                             "FROM public.flows f WHERE f.id = t.flow_id)", ("flow_id",)),
+            "revision": Expr("t.definition::text", ("definition",)),
+            "tag": Expr("(SELECT tg.label FROM public.flows f JOIN public.tags tg ON tg.id = f.tag_id "
+                        "WHERE f.id = t.flow_id)", ("flow_id",)),
+        },
+        source="flow_revisions",
+        where="t.status IN ('published', 'archived')",
+        update_where="t.status = 'published'",
+    ),
+    "flow_counts": GlificTable({"source_uuid": Expr("t.uuid::text", ("uuid",))}),
+    "profiles": GlificTable({
+        "fields": Expr(
+            "(SELECT jsonb_agg(jsonb_build_object('label', e.v->>'label', 'value', e.v->>'value', "
+            "'type', e.v->>'type', 'inserted_at', e.v->>'inserted_at') ORDER BY e.k) "
+            "FROM jsonb_each(CASE WHEN jsonb_typeof(t.fields) = 'object' THEN t.fields END) AS e(k, v) "
+            "WHERE jsonb_typeof(e.v) = 'object')::text",
+            ("fields",),
+        ),
+    }),
+    "groups": GlificTable({
+        "is_restricted": Expr("COALESCE(t.is_restricted, false)", ("is_restricted",)),
+        # Databases from before WhatsApp groups have no group_type: every group was a WABA group.
+        "group_type": Expr("'WABA'"),
+    }),
+    "contacts_groups": GlificTable({
+        "name": lookup("contacts", "name", "contact_id"),
+        "phone": lookup("contacts", "phone", "contact_id"),
+    }),
+    "speed_sends": GlificTable(
+        {
+            "UUID": Expr("t.uuid::text", ("uuid",)),
+            "media_id": Expr("t.message_media_id::text", ("message_media_id",)),
+            "media_url": lookup("messages_media", "url", "message_media_id"),
+            "gcs_url": lookup("messages_media", "gcs_url", "message_media_id"),
+        },
+        source="session_templates",
+        where="NOT COALESCE(t.is_hsm, false)",
+    ),
+    "message_broadcasts": GlificTable({
+        "status": NULL,
+        "message_id": NULL,
+        "broadcast_type": Expr("t.type", ("type",)),
+    }),
+    "message_conversations": GlificTable(
+        {
+            "conversation_id": NULL,
+            "conversation_uuid": Expr("t.conversation_id", ("conversation_id",)),
+            "phone": Expr("(SELECT c.phone FROM public.messages m JOIN public.contacts c ON c.id = m.contact_id "
+                          "WHERE m.id = t.message_id)", ("message_id",)),
+        },
+        source="messages_conversations",
+    ),
+    "wa_groups": GlificTable({
+        "wa_phone": lookup("wa_managed_phones", "phone", "wa_managed_phone_id"),
+        "fields": _json_fields("fields"),
+    }),
+    "wa_messages": GlificTable({"is_dm": NULL}),
+    "wa_groups_collections": GlificTable({
+        "group_id": Expr("t.wa_group_id", ("wa_group_id",)),
+        "collection_id": Expr("t.group_id", ("group_id",)),
+        "group_label": lookup("wa_groups", "label", "wa_group_id"),
+        "collection_label": lookup("groups", "label", "group_id"),
+    }),
+    "contacts_wa_groups": GlificTable({"group_label": lookup("wa_groups", "label", "wa_group_id"),
+                                       "group_id": Expr("t.wa_group_id", ("wa_group_id",))}),
+    "wa_reactions": GlificTable({}),
+    "whatsapp_forms": GlificTable({"id": Expr("t.id::text")}),
+    "whatsapp_forms_responses": GlificTable({
+        "whatsapp_form_name": lookup("whatsapp_forms", "name", "whatsapp_form_id"),
+    }),
+    "issued_certificates": GlificTable({
+        "template_label": lookup("certificate_templates", "label", "certificate_template_id"),
+        "template_id": Expr("t.certificate_template_id", ("certificate_template_id",)),
+    }),
+}
+
+
+@cache
+def reference_schema() -> dict[str, tuple[SchemaField, ...]]:
+    """Glific's BigQuery tables: ``{table: columns}``, as Glific declares them."""
+    text = resources.files(__package__).joinpath("glific_bigquery_schema.json").read_text()
+    return {name: tuple(SchemaField.from_api_repr(f) for f in fields) for name, fields in json.loads(text)["tables"].items()}
+
+
+@cache
+def reference_facts() -> dict:
+    """Glific's table facts beside the columns: insert-only tables, partitioning, clustering."""
+    text = resources.files(__package__).joinpath("glific_bigquery_schema.json").read_text()
+    facts = json.loads(text)
+    return {k: facts[k] for k in ("insert_only", "partitioned_month_by_inserted_at", "cluster_fields")}
+
+
+def source_table(table: str) -> str:
+    """The PostgreSQL table whose rows fill Glific's BigQuery ``table``."""
+    spec = _TABLES.get(table)
+    return (spec.source if spec else "") or table
+
+
+def shape(table: str, columns: list[Column], cursor: sql.Composable | None) -> Shape:
+    """Glific's ``table``, filled from the source table's reflected ``columns``."""
+    schema = reference_schema()[table]
+    spec = _TABLES.get(table, GlificTable({}))
+    by_name = {c.name: c for c in columns}
+    select, warnings, records = [], [], []
+    for field in schema:
+        if field.name in (BQ_UUID, BQ_INSERTED_AT):
+            continue
+        expression, warning = _column_expression(table, field, spec, by_name)
+        if warning:
+            warnings.append(warning)
+        if field.field_type == "RECORD":
+            records.append(field.name)
+        select.append(sql.SQL("{} AS {}").format(expression, sql.Identifier(field.name)))
+    names = {f.name for f in schema}
+    stamp = Stamp.LOCAL if {BQ_UUID, BQ_INSERTED_AT} <= names else Stamp.NONE
+    return Shape(
+        table=table,
+        source=source_table(table),
+        schema=schema,
+        select=tuple(select),
+        cursor=cursor,
+        stamp=stamp,
+        where=_sql(spec.where),
+        update_where=_sql(spec.update_where),
+        records=tuple(records),
+        warnings=tuple(warnings),
+    )
+
+
+def _column_expression(table: str, field: SchemaField, spec: GlificTable, source: dict[str, Column]):
+    expr = spec.columns.get(field.name)
+    if expr is None and field.name in _LOOKUPS and set(_LOOKUPS[field.name].needs) <= set(source):
+        expr = _LOOKUPS[field.name]
+    if expr is None and field.name in source:
+        return _converted(source[field.name], field), None
+    if expr is None:
+        if field.mode == "REQUIRED":
+            return _null(field), f"{table}.{field.name}: REQUIRED, but the source has no such column"
+        return _null(field), None
+    missing = [n for n in expr.needs if n not in source]
+    if missing:
+        return _null(field), f"{table}.{field.name}: the source lacks {', '.join(missing)}; sent as NULL"
+    return (_null(field) if expr is NULL else _render(expr.sql)), None
+
+
+#: The PostgreSQL type of a NULL sent as each BigQuery type (RECORDs travel as JSON text).
+_NULL_TYPES = {"INTEGER": "bigint", "INT64": "bigint", "FLOAT": "float8", "FLOAT64": "float8", "BOOLEAN": "boolean",
+               "BOOL": "boolean", "DATE": "date", "DATETIME": "timestamp", "TIMESTAMP": "timestamptz"}
+
+
+def _null(field: SchemaField) -> sql.Composable:
+    """A typed NULL, so that an always-NULL column arrives with its BigQuery type."""
+    return sql.SQL("NULL::{}").format(sql.SQL(_NULL_TYPES.get(field.field_type, "text")))
+
+
+def _converted(column: Column, field: SchemaField) -> sql.Composable:
+    """A same-named source column as the BigQuery type Glific declares."""
+    col = sql.SQL("t.{}").format(sql.Identifier(column.name))
+    kind = field.field_type
+    if kind == "DATETIME" and column.type_name == "timestamp":
+        return sql.SQL("(({}) AT TIME ZONE 'UTC') AT TIME ZONE {}").format(col, TIMEZONE)
+    if kind == "DATETIME" and column.type_name == "timestamptz":
+        return sql.SQL("({}) AT TIME ZONE {}").format(col, TIMEZONE)
+    if kind == "STRING":
+        return col if column.type_name in ("text", "varchar", "bpchar") and not column.is_array else sql.SQL("{}::text").format(col)
+    return col
+
+
+def _render(text: str) -> sql.Composable:
+    """SQL text with ``{tz}`` standing for the organization's timezone (other braces kept)."""
+    parts = text.split("{tz}")
+    composed: list[sql.Composable] = [sql.SQL(parts[0])]
+    for part in parts[1:]:
+        composed += [TIMEZONE, sql.SQL(part)]
+    return sql.Composed(composed)
+
+
+def _sql(text: str | None) -> sql.Composable | None:
+    return sql.SQL(text) if text else None

@@ -1,0 +1,23 @@
+"""The raw layout: exact copies of the source tables, every column as the catalog has it, with
+the type mapping of ``glific_bq.schema``, and ``bq_uuid`` and ``bq_inserted_at`` (UTC) last."""
+
+from __future__ import annotations
+
+from psycopg import sql
+
+from glific_bq.extract import TIMEZONE
+from glific_bq.layouts import Shape, Stamp
+from glific_bq.registry import TableSpec
+from glific_bq.schema import Column, bigquery_schema
+
+
+def shape(spec: TableSpec, columns: list[Column], cursor: sql.Composable | None) -> Shape:
+    """``spec``'s table copied column for column (``columns``: the syncable source columns)."""
+    return Shape(
+        table=spec.name,
+        source=spec.source,
+        schema=tuple(bigquery_schema(columns)),
+        select=tuple(c.select_expression(TIMEZONE) for c in columns),
+        cursor=cursor,
+        stamp=Stamp.UTC,
+    )
