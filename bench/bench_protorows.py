@@ -1,11 +1,19 @@
 """Rows/s of ``glific_bq.protorows.serialize`` against a per-row ``message_factory`` encoder.
 
-The batch imitates Glific's ``messages`` table: 21 columns of ids, short enum-like strings,
-unicode message bodies (some with emoji, some empty, some NULL), JSON errors, booleans,
-DATETIME and TIMESTAMP columns, and sparse foreign keys. Both encoders run on the same batch
-in the same process and must produce identical bytes; each is timed best-of-N.
+Two batches:
 
-Run: ``.venv/bin/python bench/bench_protorows.py [--rows 200000] [--repeat 5]``
+* ``messages`` imitates Glific's ``messages`` table: 21 columns of ids, short enum-like strings,
+  unicode message bodies (some with emoji, some empty, some NULL), JSON errors, booleans,
+  DATETIME and TIMESTAMP columns, and sparse foreign keys.
+* ``contacts`` imitates Glific's ``contacts`` table with its RECORD columns: 12 scalar columns,
+  ``fields`` (REPEATED RECORD of label, value, type, inserted_at: 5 contact fields per row, some
+  values NULL, the DATETIME inside the record) and ``settings`` (a NULLABLE RECORD holding a
+  REPEATED RECORD).
+
+Both encoders run on the same batch in the same process and must produce identical bytes; each
+is timed best-of-N.
+
+Run: ``.venv/bin/python bench/bench_protorows.py [--rows 200000] [--repeat 5] [--batch messages|contacts]``
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import pyarrow as pa
 from google.cloud.bigquery import SchemaField
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
+from glific_bq import protorows
 from glific_bq.protorows import descriptor_for, serialize
 
 SCHEMA = [
@@ -98,6 +107,95 @@ def messages_batch(rows: int, seed: int = 7) -> pa.RecordBatch:
     )
 
 
+CONTACT_FIELD = [
+    SchemaField("label", "STRING"),
+    SchemaField("value", "STRING"),
+    SchemaField("type", "STRING"),
+    SchemaField("inserted_at", "DATETIME"),
+]
+CONTACTS_SCHEMA = [
+    SchemaField("id", "INT64", mode="REQUIRED"),
+    SchemaField("name", "STRING"),
+    SchemaField("phone", "STRING", mode="REQUIRED"),
+    SchemaField("provider_status", "STRING", mode="REQUIRED"),
+    SchemaField("status", "STRING", mode="REQUIRED"),
+    SchemaField("language", "STRING"),
+    SchemaField("contact_optin_method", "STRING"),
+    SchemaField("optin_time", "DATETIME"),
+    SchemaField("last_message_at", "DATETIME"),
+    SchemaField("inserted_at", "DATETIME"),
+    SchemaField("updated_at", "DATETIME"),
+    SchemaField("fields", "RECORD", mode="REPEATED", fields=CONTACT_FIELD),
+    SchemaField("settings", "RECORD", fields=[
+        SchemaField("label", "STRING"),
+        SchemaField("values", "RECORD", mode="REPEATED", fields=[SchemaField("key", "STRING"),
+                                                                 SchemaField("value", "STRING")]),
+    ]),
+    SchemaField("is_restricted_user", "BOOL"),
+]
+FIELD_LABELS = ["Name", "Age Group", "Gender", "District", "नाम", "Kaunti", "Escola"]
+FIELD_VALUES = ["19 or above", "Female", "प्रिया 🙏🏽", "Nairobi", "São Paulo", "", "12"]
+FIELDS_PER_CONTACT = 5
+
+
+def contacts_batch(rows: int, seed: int = 11) -> pa.RecordBatch:
+    """A deterministic batch shaped like Glific's contacts table, RECORD columns included."""
+    rng = np.random.default_rng(seed)
+
+    def nulls(n: int, share: float) -> np.ndarray:
+        return rng.random(n) < share
+
+    def choice(options: list[str], n: int, null_share: float = 0.0) -> pa.Array:
+        return pa.array(pa.array(options).take(rng.integers(0, len(options), n)).to_pylist(), mask=nulls(n, null_share))
+
+    def moments(n: int, null_share: float = 0.0) -> pa.Array:
+        micros = 1_700_000_000_000_000 + rng.integers(0, 90 * 86_400_000_000, n)
+        return pa.array(micros, pa.timestamp("us"), mask=nulls(n, null_share))
+
+    elements = rows * FIELDS_PER_CONTACT
+    field_values = pa.StructArray.from_arrays(
+        [
+            choice(FIELD_LABELS, elements),
+            choice(FIELD_VALUES, elements, 0.1),
+            choice(["string", "integer"], elements, 0.3),
+            moments(elements, 0.05),
+        ],
+        fields=[pa.field(f.name, protorows.arrow_type(f)) for f in CONTACT_FIELD],
+    )
+    offsets = pa.array(np.arange(0, elements + 1, FIELDS_PER_CONTACT, dtype=np.int32))
+    setting_values = pa.StructArray.from_arrays(
+        [choice(["hi", "en", "sw"], rows), choice(["हिन्दी", "English", "Kiswahili"], rows)], names=["key", "value"]
+    )
+    settings_type = protorows.arrow_type(CONTACTS_SCHEMA[12])
+    settings = pa.StructArray.from_arrays(
+        [choice(["languages"], rows), pa.ListArray.from_arrays(pa.array(np.arange(rows + 1, dtype=np.int32)),
+                                                                setting_values)],
+        fields=list(settings_type),
+        mask=pa.array(nulls(rows, 0.5)),
+    )
+    return pa.record_batch(
+        {
+            "id": pa.array(np.arange(1_000, 1_000 + rows)),
+            "name": choice(["Priya", "Wanjiru", "João", "", "अमित 😀"], rows, 0.05),
+            "phone": pa.array([f"91{n:010d}" for n in rng.integers(0, 10**10, rows).tolist()]),
+            "provider_status": choice(["session_and_hsm", "hsm", "none"], rows),
+            "status": choice(["valid", "invalid", "blocked"], rows),
+            "language": choice(["hi", "en", "sw", "pt"], rows, 0.1),
+            "contact_optin_method": choice(["BSP", "URL", "WA"], rows, 0.4),
+            "optin_time": moments(rows, 0.3),
+            "last_message_at": moments(rows, 0.1),
+            "inserted_at": moments(rows),
+            "updated_at": moments(rows),
+            "fields": pa.ListArray.from_arrays(offsets, field_values),
+            "settings": settings,
+            "is_restricted_user": pa.array(rng.random(rows) < 0.05),
+        }
+    )
+
+
+BATCHES = {"messages": (SCHEMA, messages_batch), "contacts": (CONTACTS_SCHEMA, contacts_batch)}
+
+
 def message_class(schema: list[SchemaField]) -> type:
     file_proto = descriptor_pb2.FileDescriptorProto(name="bench_row.proto", syntax="proto2")
     file_proto.message_type.add().CopyFrom(descriptor_for(schema))
@@ -111,17 +209,25 @@ def serialize_per_row(batch: pa.RecordBatch, schema: list[SchemaField], row_clas
     columns = {}
     for field in schema:
         column = batch.column(field.name)
-        if field.field_type == "DATETIME":
-            column = column.cast(pa.string())
-        elif field.field_type == "TIMESTAMP":
-            column = column.cast(pa.int64())
-        columns[field.name] = column.to_pylist()
+        columns[field.name] = column.cast(_python_ready(column.type)).to_pylist()
     names = list(columns)
     out = []
     for values in zip(*columns.values()):
         kwargs = {name: value for name, value in zip(names, values) if value is not None}
         out.append(row_class(**kwargs).SerializeToString())
     return out
+
+
+def _python_ready(arrow: pa.DataType) -> pa.DataType:
+    """The type whose Python values protobuf takes: DATETIME as text, TIMESTAMP as microseconds,
+    through structs and lists (message constructors take nested dicts; None means unset)."""
+    if pa.types.is_timestamp(arrow):
+        return pa.int64() if arrow.tz else pa.string()
+    if pa.types.is_struct(arrow):
+        return pa.struct([pa.field(f.name, _python_ready(f.type)) for f in arrow])
+    if pa.types.is_list(arrow):
+        return pa.list_(_python_ready(arrow.value_type))
+    return arrow
 
 
 def best_time(encode, repeat: int) -> tuple[float, list[bytes]]:
@@ -133,24 +239,31 @@ def best_time(encode, repeat: int) -> tuple[float, list[bytes]]:
     return best, result
 
 
+def run(name: str, rows: int, repeat: int) -> None:
+    schema, make_batch = BATCHES[name]
+    batch = make_batch(rows)
+    row_class = message_class(schema)
+    vectorized_s, ours = best_time(lambda: serialize(batch, schema), repeat)
+    baseline_s, theirs = best_time(lambda: serialize_per_row(batch, schema, row_class), repeat)
+    if ours != theirs:
+        raise SystemExit(f"{name}: the two encoders disagree")
+
+    mean_bytes = sum(map(len, ours)) / len(ours)
+    print(f"{name}: {rows:,} rows x {len(schema)} columns, {mean_bytes:.0f} bytes/row, best of {repeat}")
+    print(f"{'encoder':<28}{'seconds':>10}{'rows/s':>14}{'speed-up':>10}")
+    for encoder, seconds in [("protorows.serialize", vectorized_s), ("per-row message_factory", baseline_s)]:
+        print(f"{encoder:<28}{seconds:>10.3f}{rows / seconds:>14,.0f}{baseline_s / seconds:>9.1f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--batch", choices=[*BATCHES, "all"], default="all")
     args = parser.parse_args()
-
-    batch = messages_batch(args.rows)
-    row_class = message_class(SCHEMA)
-    vectorized_s, ours = best_time(lambda: serialize(batch, SCHEMA), args.repeat)
-    baseline_s, theirs = best_time(lambda: serialize_per_row(batch, SCHEMA, row_class), args.repeat)
-    if ours != theirs:
-        raise SystemExit("the two encoders disagree")
-
-    mean_bytes = sum(map(len, ours)) / len(ours)
-    print(f"{args.rows:,} rows x {len(SCHEMA)} columns, {mean_bytes:.0f} bytes/row, best of {args.repeat}")
-    print(f"{'encoder':<28}{'seconds':>10}{'rows/s':>14}{'speed-up':>10}")
-    for name, seconds in [("protorows.serialize", vectorized_s), ("per-row message_factory", baseline_s)]:
-        print(f"{name:<28}{seconds:>10.3f}{args.rows / seconds:>14,.0f}{baseline_s / seconds:>9.1f}x")
+    for name in BATCHES if args.batch == "all" else [args.batch]:
+        run(name, args.rows, args.repeat)
+        print()
 
 
 if __name__ == "__main__":

@@ -68,7 +68,7 @@ def serialize(batch: pa.RecordBatch, schema: Sequence[SchemaField]) -> list[byte
     likewise; a field without a column (or child) is NULL in every row. NULL values, NULL structs
     and NULL or empty lists are omitted from the row.
     """
-    segments = _message_segments(schema, zip(batch.schema.names, batch.columns), "")
+    segments = _message_segments(schema, zip(batch.schema.names, batch.columns, strict=True), "")
     if batch.num_rows == 0:
         return []
     return _concat_rows(segments, batch.num_rows).to_pylist()
@@ -170,7 +170,7 @@ def _record_segments(number: int, field: SchemaField, values: pa.Array, path: st
     if not pa.types.is_struct(values.type):
         raise TypeError(f"column {path!r}: a RECORD needs an Arrow struct, got {values.type}")
     # flatten() pushes the struct's NULLs into its children, so a NULL struct gets no child bytes.
-    children = zip((f.name for f in values.type), values.flatten())
+    children = zip((f.name for f in values.type), values.flatten(), strict=True)
     child_segments = _message_segments(_subfields(field, path), children, f"{path}.")
     present = _present(values)
     lengths = _segment_lengths(child_segments, len(values))

@@ -35,7 +35,10 @@ FIELDS = SchemaField("fields", "RECORD", mode="REPEATED", fields=[
 ])
 SETTINGS = SchemaField("settings", "RECORD", fields=[
     SchemaField("label", "STRING"),
-    SchemaField("values", "RECORD", mode="REPEATED", fields=[SchemaField("key", "STRING"), SchemaField("value", "STRING")]),
+    SchemaField("values", "RECORD", mode="REPEATED", fields=[
+        SchemaField("key", "STRING"),
+        SchemaField("value", "STRING"),
+    ]),
 ])
 GROUPS = SchemaField("groups", "RECORD", mode="REPEATED", fields=[
     SchemaField("label", "STRING", mode="REQUIRED"),
@@ -59,7 +62,8 @@ ROWS: list[dict[str, Any]] = [
         "name": "Priya",
         "inserted_at": d(2024, 3, 31, 18, 30, 0, 123456),
         "fields": [
-            {"label": "Age Group", "value": "19 or above", "type": "string", "inserted_at": d(2024, 3, 31, 23, 59, 59, 999999)},
+            {"label": "Age Group", "value": "19 or above", "type": "string",
+             "inserted_at": d(2024, 3, 31, 23, 59, 59, 999999)},
             {"label": "नाम", "value": "प्रिया 🙏🏽", "type": None, "inserted_at": d(1, 1, 1)},
             {"label": None, "value": None, "type": None, "inserted_at": d(9999, 12, 31, 23, 59, 59, 999999)},
             {},

@@ -482,15 +482,16 @@ def tree_wanted(nodes: Sequence[Node], values: dict[str, Any]) -> dict[str, Any]
     """What decoding must give, computed from the inputs: None = absent, [] = no elements."""
     out = {}
     for node in nodes:
-        value, repeated = values.get(node.field.name), node.field.mode == "REPEATED"
-        if node.spec is not None:
-            convert = node.spec.proto
+        value = values.get(node.field.name)
+        if node.field.mode == "REPEATED":
+            out[node.field.name] = [value_wanted(node, v) for v in value or []]
         else:
-            convert = lambda v, n=node: tree_wanted(n.children, v)  # noqa: E731
-        out[node.field.name] = [convert(v) for v in value or []] if repeated else (
-            None if value is None else convert(value)
-        )
+            out[node.field.name] = None if value is None else value_wanted(node, value)
     return comparable_tree(out)
+
+
+def value_wanted(node: Node, value: Any) -> Any:
+    return node.spec.proto(value) if node.spec is not None else tree_wanted(node.children, value)
 
 
 def tree_decoded(message: Message, nodes: Sequence[Node]) -> dict[str, Any]:
@@ -520,7 +521,7 @@ def check_tree(nodes: Sequence[Node], batch: pa.RecordBatch, rows: list[dict[str
     row_class = message_class(schema)
     encoded = serialize(batch, schema)
     assert len(encoded) == len(rows)
-    for index, (raw, row) in enumerate(zip(encoded, rows)):
+    for index, (raw, row) in enumerate(zip(encoded, rows, strict=True)):
         expected = row_class()
         fill(expected, nodes, row)
         assert raw == expected.SerializeToString(), index
