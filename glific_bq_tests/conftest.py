@@ -46,11 +46,12 @@ def database_url(pg_server) -> str:
 
 @pytest.fixture
 def db(database_url) -> Iterator[psycopg.Connection]:
-    """An autocommit connection to a database holding Glific's schema and the watermark table."""
-    from glific_bq.local.sample_data import create_schema
+    """An autocommit connection to a database holding Glific's real schema (``glific_schema.sql``)
+    and the watermark table adopted by ``watermarks``."""
+    from glific_bq.local.glific_schema import create_glific_schema
 
     with psycopg.connect(database_url, autocommit=True) as conn:
-        create_schema(conn)
+        create_glific_schema(conn)
         watermarks.ensure_table(conn)
         yield conn
 

@@ -6,6 +6,7 @@ import itertools
 
 import psycopg
 
+from glific_bq.local import glific_writes
 from glific_bq.tenants import Organization, get_organization
 from glific_bq.warehouse import Warehouse
 
@@ -23,13 +24,10 @@ CREATE TABLE notes (
 """
 
 
-def add_organization(conn: psycopg.Connection, timezone: str = "UTC") -> Organization:
+def add_organization(conn: psycopg.Connection, timezone: str | None = "UTC") -> Organization:
+    """An organization created the Glific way (BSP, default language, its own WhatsApp contact)."""
     n = next(_names)
-    (organization_id,) = conn.execute(
-        "INSERT INTO organizations (name, shortcode, email, timezone, inserted_at, updated_at) "
-        "VALUES (%s, %s, %s, %s, now(), now()) RETURNING id",
-        (f"Org {n}", f"org{n}", f"org{n}@example.org", timezone),
-    ).fetchone()
+    organization_id = glific_writes.organization(conn, f"Org {n}", f"org{n}", f"9190000{n:05d}", timezone=timezone)
     return get_organization(conn, organization_id)
 
 
