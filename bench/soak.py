@@ -349,6 +349,9 @@ class EmulatorWarehouse(Warehouse):
 
     def __init__(self, config: WarehouseConfig, organization: Organization) -> None:
         super().__init__(config, organization)
+        if getattr(self.client._connection, "takes_turns", False):  # clients are shared per organization
+            return
+        self.client._connection.takes_turns = True
         request = self.client._connection.api_request
 
         def api_request(*args, **kwargs):

@@ -7,7 +7,8 @@ from collections.abc import Iterable
 import dagster as dg
 
 from glific_bq.registry import TABLES, TableSpec
-from glific_bq.sync import TableSync, sync_tenant
+from glific_bq.sync import TableSync
+from glific_bq.tick import TickOptions, sync_tenants
 
 from .partitions import tenants
 from .resources import GlificBigQuery, GlificPostgres
@@ -61,23 +62,25 @@ def sync_partitions(
     bigquery: GlificBigQuery,
     work: Iterable[tuple[str, TableSpec]],
 ) -> list[TableSync]:
-    """Sync each (tenant key, table), recording a materialization for each success.
+    """Sync each (tenant key, table), several tenants at once (``glific_bq.tick``), recording a
+    materialization for each success.
 
     One tenant-table failing does not stop the others; the failures are raised together at the
     end, so the run fails and says which tenants and tables.
     """
-    by_tenant: dict[str, list[TableSpec]] = defaultdict(list)
+    by_tenant: dict[int, list[TableSpec]] = defaultdict(list)
     for key, spec in work:
-        by_tenant[key].append(spec)
-    results = []
-    with postgres.source() as source:
-        for key, specs in by_tenant.items():
-            for result in sync_tenant(source, bigquery.open_warehouse, int(key), specs):
-                results.append(result)
-                if result.status == "synced":
-                    context.log_event(materialization(result))
-                else:
-                    context.log.info(f"organization {key}, {result.table}: {result.status}: {result.message}")
+        by_tenant[int(key)].append(spec)
+
+    def record(result: TableSync) -> None:  # called in this thread, whatever thread synced the tenant
+        if result.status == "synced":
+            context.log_event(materialization(result))
+        else:
+            context.log.info(f"organization {result.organization_id}, {result.table}: {result.status}: {result.message}")
+
+    with postgres.source():  # creates or upgrades the watermark table before any worker starts
+        pass
+    results = sync_tenants(postgres.database_url, bigquery.open_warehouse, dict(by_tenant), TickOptions.from_env(), record)
     failures = [r for r in results if r.status in ("failed", "missing")]
     if failures:
         raise dg.Failure(

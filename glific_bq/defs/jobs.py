@@ -10,7 +10,8 @@ from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 
-from glific_bq import plan, watermarks
+from glific_bq import tick, watermarks
+from glific_bq.tick import TickOptions
 from glific_bq.dedup import dedup_tenant
 from glific_bq.deletes import propagate_deletes
 from glific_bq.tenants import list_organizations
@@ -21,16 +22,37 @@ from .partitions import tenants
 from .resources import GlificBigQuery, GlificPostgres
 
 
-@dg.op(out={}, description="Plan the (tenant, table) pairs with rows beyond their watermarks, and sync them.")
-def sync_dirty_tenants(context: dg.OpExecutionContext, postgres: GlificPostgres, bigquery: GlificBigQuery):
+class TickConfig(dg.Config):
+    """How the tick spreads over processes: ``shards`` (default ``GLIFIC_BQ_TICK_SHARDS``, else 1).
+    With one shard this op syncs everything itself; with more, each shard of tenants (by
+    organization id) is a ``sync_tick_shard`` step, which the multiprocess executor runs in
+    parallel (and the Kubernetes or Celery executor on other machines)."""
+
+    shards: int | None = None
+
+
+@dg.op(
+    out=dg.DynamicOut(list, is_required=False),
+    description="Plan the (tenant, table) pairs with rows beyond their watermarks, and sync them "
+    "(or hand each shard of tenants to a sync_tick_shard step).",
+)
+def sync_dirty_tenants(context: dg.OpExecutionContext, config: TickConfig, postgres: GlificPostgres,
+                       bigquery: GlificBigQuery):
+    options = TickOptions.from_env()
+    shards = config.shards or options.shards
     with postgres.source() as source:
-        dirty = plan.dirty(source.control, TABLES)
-    work = [(str(org_id), table(name)) for name, org_ids in dirty.items() for org_id in org_ids]
+        dirty = tick.plan_tick(source, TABLES)
+    work = [(str(org_id), spec) for org_id, specs in dirty.items() for spec in specs]
     keys = sorted({key for key, _ in work}, key=int)
     known = set(context.instance.get_dynamic_partitions(tenants.name))
     if set(keys) - known:  # a tenant found before the discovery sensor's next tick
         context.instance.add_dynamic_partitions(tenants.name, [k for k in keys if k not in known])
-    context.log.info(f"{len(work)} tenant-table pair(s) to sync: {dirty}")
+    context.log.info(f"{len(work)} tenant-table pair(s) to sync in {shards} shard(s)")
+    if shards > 1:
+        for shard, part in tick.split_into_shards(dirty, shards).items():
+            yield dg.DynamicOutput([(org_id, [spec.name for spec in specs]) for org_id, specs in part.items()],
+                                   mapping_key=f"shard_{shard}")
+        return
     results = sync_partitions(context, postgres, bigquery, work)
     context.log.info(
         f"synced {len(results)} tenant-table pair(s): {sum(r.inserted for r in results)} rows inserted, "
@@ -38,9 +60,17 @@ def sync_dirty_tenants(context: dg.OpExecutionContext, postgres: GlificPostgres,
     )
 
 
+@dg.op(out={}, description="Sync one shard of the tick's tenants (several tenants at once).")
+def sync_tick_shard(context: dg.OpExecutionContext, postgres: GlificPostgres, bigquery: GlificBigQuery,
+                    shard: list):
+    work = [(str(org_id), table(name)) for org_id, names in shard for name in names]
+    results = sync_partitions(context, postgres, bigquery, work)
+    context.log.info(f"synced {len(results)} tenant-table pair(s) of {len(shard)} tenant(s)")
+
+
 @dg.job(description="Sync every tenant and table that has changes (what the minute schedule runs).")
 def sync_job():
-    sync_dirty_tenants()
+    sync_dirty_tenants().map(sync_tick_shard)
 
 
 class ResyncConfig(dg.Config):

@@ -4,13 +4,12 @@ method delegates to the module that holds its concern."""
 from __future__ import annotations
 
 import pyarrow as pa
-from google.cloud import bigquery
 from google.cloud.bigquery import SchemaField
 
 from glific_bq.registry import TableSpec
 from glific_bq.tenants import Organization
-from glific_bq.warehouse import dead_letters, queries, tables, writes
-from glific_bq.warehouse.config import WarehouseConfig, credentials_for
+from glific_bq.warehouse import clients, dead_letters, known_tables, queries, tables, writes
+from glific_bq.warehouse.config import WarehouseConfig
 from glific_bq.warehouse.tables import Target
 from glific_bq.warehouse.writes import Rejected
 
@@ -22,14 +21,11 @@ class Warehouse:
         self.config = config
         self.organization = organization
         self.dataset = config.dataset_for(organization)
-        credentials, project = credentials_for(config, organization)
-        self.project = project
-        options = {"api_endpoint": config.emulator_host} if config.emulator_host else None
-        self.client = bigquery.Client(
-            project=project, credentials=credentials, location=config.location, client_options=options
-        )
-        self._credentials = credentials
-        self._write_client = None
+        # Clients and credentials once per organization per process (clients.py).
+        self._clients = clients.clients_for(config, organization)
+        self.project = self._clients.project
+        self.client = self._clients.client
+        self._credentials = self._clients.credentials
 
     @property
     def credentials(self):
@@ -41,14 +37,16 @@ class Warehouse:
         return f"{self.project}.{self.dataset}"
 
     def close(self) -> None:
-        self.client.close()
+        """Nothing to close: the organization's clients are kept for the process and shared by
+        its warehouses (``clients.close_all`` closes them)."""
 
     # -- tables (tables.py) ----------------------------------------------------------------------
 
     def ensure_table(self, spec: TableSpec, schema: list[SchemaField]) -> Target:
         """Create the dataset and table on first sync; add columns that appeared at the source
-        (``tables.ensure_table``)."""
-        return tables.ensure_table(self, spec, schema)
+        (``tables.ensure_table``), unless this process applied this very schema already
+        (``known_tables``)."""
+        return known_tables.ensure_table(self, spec, schema)
 
     def table_exists(self, table: str) -> bool:
         """Whether the organization's dataset has this table (or view)."""
@@ -63,9 +61,7 @@ class Warehouse:
 
     def write_client(self):
         """The Storage Write API client (gRPC), created on first use."""
-        if self._write_client is None:
-            self._write_client = writes.open_write_client(self.config, self._credentials)
-        return self._write_client
+        return self._clients.write_client()
 
     # -- rows BigQuery refused (dead_letters.py) -------------------------------------------------
 

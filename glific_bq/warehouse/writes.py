@@ -24,11 +24,12 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from google.api_core.exceptions import BadRequest, GoogleAPICallError, InvalidArgument, Unknown
+from google.api_core.exceptions import BadRequest, GoogleAPICallError, InvalidArgument, NotFound, Unknown
 from google.cloud import bigquery
 from google.cloud.bigquery import SchemaField
 
 from glific_bq import protorows
+from glific_bq.warehouse import known_tables
 from glific_bq.warehouse.config import WarehouseConfig, WriteMethod
 from glific_bq.warehouse.errors import WarehouseError
 from glific_bq.warehouse.tables import Target
@@ -75,6 +76,18 @@ def append(warehouse: Warehouse, target: Target, rows: pa.Table) -> list[Rejecte
     if rows.num_rows == 0:
         return []
     try:
+        try:
+            write(warehouse, target, rows)
+            return []
+        except (RowsRefused, NotFound) as refusal:
+            # A table set up earlier in this process may have changed since: check it again, once.
+            checked = known_tables.recheck(warehouse, target, refusal)
+            if isinstance(refusal, NotFound):
+                if checked is None:
+                    raise
+                write(warehouse, checked, rows)
+                return []
+            target = checked or target
         return _write_isolating(warehouse, target, rows)
     except GoogleAPICallError as error:
         raise WarehouseError(f"writing {rows.num_rows} rows to {target.table_id} failed: {error.message}") from error

@@ -1,0 +1,222 @@
+"""The minute tick: plan the dirty (tenant, table) pairs, then sync the tenants in parallel.
+
+A tick is mostly waiting: on BigQuery (50–150 ms a call from anywhere but the same rack) and on
+PostgreSQL. Tenants are independent (own dataset, own credentials, own advisory locks), so a
+bounded pool of worker threads syncs several at once, each with its own source connections;
+the extract releases the GIL in ADBC and protobuf encoding is vectorized, so threads beat
+processes here at a fraction of the memory (measured by ``bench/bench_tick_latency.py``).
+``workers=1`` is the original behaviour: one tenant after another, in the calling thread.
+
+Failure isolation is ``sync_tenant``'s: one tenant's trouble never stops another. Results go
+back to the calling thread (``on_result``), where the Dagster layer logs and records them:
+Dagster's context is not for worker threads.
+
+Beyond one process, the tenants split into ``shards`` by organization id (``shard_of``); the
+Dagster layer runs one op per shard (``defs/jobs.py``), in parallel under the multiprocess
+executor, or across machines under the Kubernetes or Celery executors.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from glific_bq import plan, watermarks
+from glific_bq.registry import TABLES, TableSpec
+from glific_bq.source import Source
+from glific_bq.sync import SyncOptions, TableSync, sync_tenant
+from glific_bq.tenants import Organization
+from glific_bq.warehouse import Warehouse
+
+#: Environment variables behind ``TickOptions.from_env``.
+WORKERS_ENV = "GLIFIC_BQ_TICK_WORKERS"
+SHARDS_ENV = "GLIFIC_BQ_TICK_SHARDS"
+
+#: Tenants synced at once per process. The work is waiting on the network: 8 keeps two cores
+#: busy against a BigQuery 100 ms away (bench/bench_tick_latency.py) while every process stays
+#: far below BigQuery's limits (see README, "Scale and BigQuery limits").
+DEFAULT_WORKERS = 8
+#: More than this many threads per process buys nothing on the machines we run on, and each one
+#: holds two PostgreSQL connections and one Storage Write connection.
+MAX_WORKERS = 64
+
+#: ``(organization id, tables)`` for each tenant with work to do.
+TenantWork = dict[int, list[TableSpec]]
+
+
+@dataclass(frozen=True)
+class TickOptions:
+    """Knobs of one tick.
+
+    Attributes:
+        workers: tenants synced at once in this process (1: one after another, as before).
+            Each worker holds its own source connections (two PostgreSQL sessions).
+        shards: processes (Dagster ops) the tenants are split into by organization id;
+            1 keeps the whole tick in one op.
+        sync: options of each (tenant, table) sync.
+    """
+
+    workers: int = DEFAULT_WORKERS
+    shards: int = 1
+    sync: SyncOptions = field(default_factory=SyncOptions)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.workers <= MAX_WORKERS:
+            raise ValueError(f"tick workers must be between 1 and {MAX_WORKERS}, got {self.workers!r}")
+        if not 1 <= self.shards <= 1024:
+            raise ValueError(f"tick shards must be between 1 and 1024, got {self.shards!r}")
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> TickOptions:
+        """``GLIFIC_BQ_TICK_WORKERS`` and ``GLIFIC_BQ_TICK_SHARDS``, defaults where unset."""
+        env = os.environ if environ is None else environ
+        values = {}
+        for name, var in (("workers", WORKERS_ENV), ("shards", SHARDS_ENV)):
+            if env.get(var):
+                try:
+                    values[name] = int(env[var])
+                except ValueError:
+                    raise ValueError(f"{var} must be a whole number, got {env[var]!r}") from None
+        return cls(**values)
+
+
+@dataclass
+class Tick:
+    """What one tick (or one shard of it) did."""
+
+    results: list[TableSync]
+    seconds: float
+    pairs_planned: int
+
+
+def plan_tick(source: Source, tables: Sequence[TableSpec] = TABLES) -> TenantWork:
+    """The tenants with rows beyond their watermarks, and which of their tables
+    (``glific_bq.plan``: one query per table, whatever the number of tenants)."""
+    by_name = {spec.name: spec for spec in tables}
+    work: TenantWork = defaultdict(list)
+    for name, organization_ids in plan.dirty(source.control, tuple(tables)).items():
+        for organization_id in organization_ids:
+            work[organization_id].append(by_name[name])
+    return dict(sorted(work.items()))
+
+
+def shard_of(organization_id: int, shards: int) -> int:
+    """The shard of a tenant: stable across ticks, so a tenant's syncs stay in one process."""
+    return organization_id % shards
+
+
+def split_into_shards(work: TenantWork, shards: int) -> dict[int, TenantWork]:
+    """``work`` by shard; shards without work are left out."""
+    split: dict[int, TenantWork] = defaultdict(dict)
+    for organization_id, specs in work.items():
+        split[shard_of(organization_id, shards)][organization_id] = specs
+    return dict(sorted(split.items()))
+
+
+class SourcePool:
+    """Source connections (psycopg control + ADBC extract) shared by the workers: one per worker
+    at most, opened on first need, closed with the pool. A ``Source`` pairs two drivers, so it is
+    pooled whole rather than through psycopg_pool. A source left broken by a failure is dropped."""
+
+    def __init__(self, database_url: str, size: int) -> None:
+        self.database_url = database_url
+        self.size = size
+        self._idle: queue.LifoQueue[Source] = queue.LifoQueue()
+        self._opened: list[Source] = []
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def source(self) -> Iterator[Source]:
+        try:
+            source = self._idle.get_nowait()
+        except queue.Empty:
+            source = Source(self.database_url)
+            with self._lock:
+                self._opened.append(source)
+        try:
+            yield source
+        finally:
+            if source.control.closed or source.control.broken:
+                source.close()
+            else:
+                self._idle.put(source)
+
+    def close(self) -> None:
+        with self._lock:
+            for source in self._opened:
+                source.close()
+            self._opened.clear()
+
+
+def sync_tenants(
+    database_url: str,
+    open_warehouse: Callable[[Organization], Warehouse],
+    work: TenantWork,
+    options: TickOptions = TickOptions(),
+    on_result: Callable[[TableSync], None] = lambda result: None,
+) -> list[TableSync]:
+    """Sync each tenant's tables, ``options.workers`` tenants at once; never raises for a
+    tenant's own trouble. ``on_result`` is called in the calling thread for every pair, as its
+    tenant completes."""
+    results: list[TableSync] = []
+
+    def report(tenant_results: list[TableSync]) -> None:
+        for result in tenant_results:
+            results.append(result)
+            on_result(result)
+
+    if options.workers == 1 or len(work) <= 1:
+        with Source(database_url) as source:
+            for organization_id, specs in work.items():
+                report(sync_tenant(source, open_warehouse, organization_id, specs, options.sync))
+        return results
+
+    pool = SourcePool(database_url, options.workers)
+
+    def one_tenant(organization_id: int, specs: list[TableSpec]) -> list[TableSync]:
+        try:
+            with pool.source() as source:
+                return sync_tenant(source, open_warehouse, organization_id, specs, options.sync)
+        except Exception as error:  # no source connection: this tenant fails, alone
+            message = f"{type(error).__name__}: {error}"
+            return [TableSync(organization_id, spec.name, status="failed", message=message) for spec in specs]
+
+    try:
+        with ThreadPoolExecutor(options.workers, thread_name_prefix="glific-bq-tenant") as executor:
+            pending: set[Future] = {executor.submit(one_tenant, org, specs) for org, specs in work.items()}
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    report(future.result())
+    finally:
+        pool.close()
+    return results
+
+
+def run_tick(
+    database_url: str,
+    open_warehouse: Callable[[Organization], Warehouse],
+    options: TickOptions = TickOptions(),
+    tables: Sequence[TableSpec] = TABLES,
+    on_result: Callable[[TableSync], None] = lambda result: None,
+) -> Tick:
+    """One whole tick in this process: plan, then sync every dirty tenant (all shards)."""
+    started = time.monotonic()
+    with Source(database_url) as source:
+        watermarks.ensure_table(source.control)
+        work = plan_tick(source, tables)
+    results = sync_tenants(database_url, open_warehouse, work, options, on_result)
+    return Tick(results, time.monotonic() - started, sum(len(specs) for specs in work.values()))
+
+
+__all__ = [
+    "DEFAULT_WORKERS", "SHARDS_ENV", "WORKERS_ENV", "SourcePool", "Tick", "TickOptions", "TenantWork",
+    "plan_tick", "run_tick", "shard_of", "split_into_shards", "sync_tenants",
+]

@@ -1,0 +1,183 @@
+"""The minute tick: tenants synced in parallel, each alone in its own dataset, failures isolated;
+tables set up once per process and checked again only when BigQuery refuses."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import pytest
+
+from glific_bq import tick
+from glific_bq.local import glific_writes
+from glific_bq.registry import TableSpec
+from glific_bq.tenants import get_organization
+from glific_bq.tick import TickOptions
+from glific_bq.warehouse import Warehouse, known_tables, limits
+
+from .helpers import NOTES_DDL, warehouse_rows
+
+NOTES = TableSpec("notes")
+
+
+@pytest.fixture
+def notes(db):
+    db.execute(NOTES_DDL)
+    return db
+
+
+def add_tenant(conn, timezone: str = "UTC", notes: int = 3):
+    """An organization with ``notes`` notes of its own."""
+    suffix = uuid.uuid4().hex[:8]
+    organization_id = glific_writes.organization(conn, f"Org {suffix}", f"org{suffix}", f"91{int(suffix, 16) % 10**10:010d}",
+                                                 timezone=timezone)
+    conn.execute(
+        "INSERT INTO notes (organization_id, body) SELECT %s, 'note ' || g FROM generate_series(1, %s) g",
+        (organization_id, notes),
+    )
+    return get_organization(conn, organization_id)
+
+
+class TimedWarehouse(Warehouse):
+    """A warehouse that records when each append ran, and in which thread; each append takes at
+    least ``hold`` seconds, as one 100 ms away would."""
+
+    appends: list[tuple[int, float, float, str]] = []
+    hold = 0.3
+
+    def append(self, target, rows):
+        started = time.monotonic()
+        time.sleep(self.hold)
+        rejected = super().append(target, rows)
+        TimedWarehouse.appends.append((self.organization.id, started, time.monotonic(), threading.current_thread().name))
+        return rejected
+
+
+def test_two_tenants_sync_at_the_same_time_each_into_its_own_dataset(notes, database_url, warehouse_config):
+    first, second = add_tenant(notes), add_tenant(notes)
+    TimedWarehouse.appends = []
+
+    results = tick.sync_tenants(database_url, lambda o: TimedWarehouse(warehouse_config, o),
+                                {first.id: [NOTES], second.id: [NOTES]}, TickOptions(workers=2))
+
+    assert sorted((r.organization_id, r.status, r.inserted) for r in results) == [
+        (first.id, "synced", 3), (second.id, "synced", 3)]
+    (org_a, start_a, end_a, thread_a), (org_b, start_b, end_b, thread_b) = sorted(TimedWarehouse.appends)
+    assert {org_a, org_b} == {first.id, second.id} and thread_a != thread_b
+    assert start_a < end_b and start_b < end_a, "the two tenants' appends did not overlap"
+    for organization in (first, second):
+        rows = warehouse_rows(Warehouse(warehouse_config, organization), "notes")
+        assert len(rows) == 3 and {r["organization_id"] for r in rows} == {organization.id}
+
+
+def test_one_worker_syncs_tenants_one_after_another_in_the_calling_thread(notes, database_url, warehouse_config):
+    tenants = [add_tenant(notes) for _ in range(2)]
+    TimedWarehouse.appends = []
+
+    tick.sync_tenants(database_url, lambda o: TimedWarehouse(warehouse_config, o),
+                      {t.id: [NOTES] for t in tenants}, TickOptions(workers=1))
+
+    (_, _, end_a, thread_a), (_, start_b, _, thread_b) = sorted(TimedWarehouse.appends, key=lambda a: a[1])
+    assert end_a <= start_b and thread_a == thread_b == threading.current_thread().name
+
+
+def test_a_failing_tenant_fails_alone_and_results_come_back_to_the_calling_thread(notes, database_url, warehouse_config):
+    good = [add_tenant(notes) for _ in range(3)]
+    bad = add_tenant(notes, timezone="Mars/Olympus_Mons")
+    seen: list[tuple[int, str]] = []
+
+    def on_result(result):
+        seen.append((result.organization_id, threading.current_thread().name))
+
+    results = tick.sync_tenants(database_url, lambda o: Warehouse(warehouse_config, o),
+                                {t.id: [NOTES] for t in [*good, bad]}, TickOptions(workers=3), on_result)
+
+    status = {r.organization_id: r.status for r in results}
+    assert status == {**{t.id: "synced" for t in good}, bad.id: "failed"}
+    assert "Mars/Olympus_Mons" in next(r.message for r in results if r.organization_id == bad.id)
+    assert sorted(seen) == sorted((r.organization_id, threading.current_thread().name) for r in results)
+
+
+def test_run_tick_plans_the_dirty_tenants_and_syncs_only_them(notes, database_url, warehouse_config):
+    tenants = [add_tenant(notes) for _ in range(3)]
+    open_warehouse = lambda o: Warehouse(warehouse_config, o)  # noqa: E731
+    first = tick.run_tick(database_url, open_warehouse, TickOptions(workers=2), tables=[NOTES])
+    notes.execute("INSERT INTO notes (organization_id, body) VALUES (%s, 'new')", (tenants[1].id,))
+
+    second = tick.run_tick(database_url, open_warehouse, TickOptions(workers=2), tables=[NOTES])
+
+    assert first.pairs_planned == 3 and {r.organization_id for r in first.results} == {t.id for t in tenants}
+    assert [(r.organization_id, r.inserted) for r in second.results] == [(tenants[1].id, 1)]
+
+
+def test_a_table_set_up_once_is_not_checked_again_until_bigquery_refuses_an_append(notes, database_url, warehouse_config):
+    tenant = add_tenant(notes)
+    open_warehouse = lambda o: Warehouse(warehouse_config, o)  # noqa: E731
+    tick.sync_tenants(database_url, open_warehouse, {tenant.id: [NOTES]}, TickOptions(workers=1))
+    warehouse = open_warehouse(tenant)
+    table_id = f"{warehouse.dataset_ref}.notes"
+    calls = []
+    warehouse.client.create_table = lambda *a, **k: calls.append(a) or pytest.fail("table checked again")
+    notes.execute("INSERT INTO notes (organization_id, body) VALUES (%s, 'second')", (tenant.id,))
+    tick.sync_tenants(database_url, open_warehouse, {tenant.id: [NOTES]}, TickOptions(workers=1))
+    del warehouse.client.create_table
+    assert not calls
+
+    # Dropped behind the cache's back: the append is refused, the table set up again, the rows land.
+    warehouse.client.delete_table(table_id)
+    notes.execute("INSERT INTO notes (organization_id, body) VALUES (%s, 'third')", (tenant.id,))
+    [result] = tick.sync_tenants(database_url, open_warehouse, {tenant.id: [NOTES]}, TickOptions(workers=1))
+
+    assert (result.status, result.inserted) == ("synced", 1)
+    assert [r["body"] for r in warehouse_rows(warehouse, "notes")] == ["third"]
+
+
+def test_a_schema_change_is_applied_although_the_table_is_known(notes, database_url, warehouse_config):
+    tenant = add_tenant(notes)
+    open_warehouse = lambda o: Warehouse(warehouse_config, o)  # noqa: E731
+    tick.sync_tenants(database_url, open_warehouse, {tenant.id: [NOTES]}, TickOptions(workers=1))
+    notes.execute("ALTER TABLE notes ADD COLUMN mood text")
+    notes.execute("INSERT INTO notes (organization_id, body, mood) VALUES (%s, 'later', 'happy')", (tenant.id,))
+
+    tick.sync_tenants(database_url, open_warehouse, {tenant.id: [NOTES]}, TickOptions(workers=1))
+
+    rows = warehouse_rows(open_warehouse(tenant), "notes")
+    assert [r["mood"] for r in rows if r["body"] == "later"] == ["happy"]
+
+
+def test_tenants_split_into_stable_shards_by_organization_id():
+    work = {organization_id: [NOTES] for organization_id in range(1, 11)}
+
+    shards = tick.split_into_shards(work, 3)
+
+    assert sorted(shards) == [0, 1, 2]
+    assert sorted(org for part in shards.values() for org in part) == list(range(1, 11))
+    assert all(tick.shard_of(org, 3) == shard for shard, part in shards.items() for org in part)
+    assert tick.split_into_shards(work, 1) == {0: work}
+
+
+def test_tick_options_come_from_the_environment_with_clear_errors():
+    assert TickOptions.from_env({}) == TickOptions()
+    assert TickOptions.from_env({tick.WORKERS_ENV: "3", tick.SHARDS_ENV: "2"}) == TickOptions(workers=3, shards=2)
+    with pytest.raises(ValueError, match=tick.WORKERS_ENV):
+        TickOptions.from_env({tick.WORKERS_ENV: "many"})
+    with pytest.raises(ValueError, match="between 1 and"):
+        TickOptions(workers=0)
+
+
+def test_the_rate_limiter_spaces_calls_evenly():
+    limiter = limits.RateLimiter(rate=20, jitter=0.0)
+    started = time.monotonic()
+    for _ in range(6):
+        limiter.acquire()
+    assert 0.24 <= time.monotonic() - started < 0.5  # 5 intervals of 50 ms after the first call
+
+
+def test_a_schema_fingerprint_changes_with_any_column_change():
+    from google.cloud.bigquery import SchemaField
+
+    base = [SchemaField("id", "INT64"), SchemaField("body", "STRING")]
+    assert known_tables.fingerprint(base) == known_tables.fingerprint(list(base))
+    assert known_tables.fingerprint(base) != known_tables.fingerprint([*base, SchemaField("mood", "STRING")])
+    assert known_tables.fingerprint(base) != known_tables.fingerprint([base[0], SchemaField("body", "INT64")])
