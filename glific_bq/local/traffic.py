@@ -1,10 +1,12 @@
 """Simulated live Glific traffic against a database built by :mod:`glific_bq.local.sample_data`.
 
+Every write goes through :mod:`glific_bq.local.glific_writes` (stamped by the application's
+clock, as Glific's Ecto writes are); Glific's triggers do the rest.
+
 Inserts inbound and outbound messages, advances outbound statuses (enqueued → sent →
 delivered → read, or error), edits contacts, and now and then adds contacts, flow runs,
 contact history and tickets, for every organization in ``organizations``. Each step is one
-short transaction stamped with ``now() AT TIME ZONE 'UTC'`` (truncated to seconds for
-``timestamp(0)`` columns, as Ecto does), so a running sync sees a steady stream of inserts and
+short transaction, so a running sync sees a steady stream of inserts and
 updates. If the database goes away, the simulator logs it, retries every second, and carries on.
 
 Run ``python -m glific_bq.local.traffic --database-url URL --rate 5``; stop it with Ctrl-C or
@@ -27,7 +29,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from psycopg.types.json import Jsonb
+
+from glific_bq.local import glific_writes as gw
 
 __all__ = ["main", "run"]
 
@@ -36,8 +39,6 @@ logger = logging.getLogger("glific_bq.traffic")
 APPLICATION_NAME = "glific_bq.traffic"
 """``application_name`` of the simulator's connection, to tell it apart in ``pg_stat_activity``."""
 
-_NOW_USEC = "(now() AT TIME ZONE 'UTC')"
-_NOW_SEC = "date_trunc('second', now() AT TIME ZONE 'UTC')"
 _REFRESH_SECONDS = 30.0  # how often the list of organizations, contacts and flows is re-read
 _RETRY_SECONDS = 1.0
 
@@ -52,6 +53,8 @@ class _Organization:
     bot_contact_id: int
     contact_ids: list[int]
     flows: list[tuple[int, uuid.UUID]]
+    group_ids: list[int] = field(default_factory=list)
+    tag_ids: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -86,7 +89,11 @@ class _World:
                 flows = conn.execute(
                     "SELECT id, uuid FROM flows WHERE organization_id = %s ORDER BY id", (org_id,)
                 ).fetchall()
-                organizations.append(_Organization(org_id, bot_contact_id, contact_ids, flows))
+                groups, tags = (
+                    [row[0] for row in conn.execute(f"SELECT id FROM {table} WHERE organization_id = %s", (org_id,))]
+                    for table in ("groups", "tags")
+                )
+                organizations.append(_Organization(org_id, bot_contact_id, contact_ids, flows, groups, tags))
         self.organizations = organizations
         self.loaded_at = time.monotonic()
 
@@ -169,43 +176,19 @@ def _connect(conninfo: str) -> psycopg.Connection:
 
 
 # ---------------------------------------------------------------------------------------------
-# Steps: each runs inside a transaction and returns False when it had nothing to do.
+# Steps: each runs inside a transaction and returns False when it had nothing to do. Rows are
+# written through glific_writes, as Glific writes them; its triggers do the rest.
 # ---------------------------------------------------------------------------------------------
 
 
 def _insert_message(conn: psycopg.Connection, org: _Organization, rng: random.Random, inbound: bool) -> bool:
     if not org.contact_ids:
         return False
-    contact_id = rng.choice(org.contact_ids)
-    row = conn.execute(
-        f"UPDATE contacts SET last_message_number = last_message_number + 1, "
-        f"last_message_at = {_NOW_SEC}, last_communication_at = {_NOW_SEC}, "
-        f"is_org_read = NOT %s, updated_at = {_NOW_USEC} "
-        f"WHERE id = %s AND organization_id = %s RETURNING last_message_number",
-        (inbound, contact_id, org.id),
-    ).fetchone()
-    if row is None:
-        return False
-    flow_id = rng.choice(org.flows)[0] if org.flows and rng.random() < 0.4 else None
-    conn.execute(
-        f"INSERT INTO messages (uuid, body, type, flow, status, bsp_status, bsp_message_id, "
-        f"message_number, sender_id, receiver_id, contact_id, flow_id, is_read, organization_id, "
-        f"inserted_at, updated_at) "
-        f"VALUES (%s, %s, 'text', %s, %s, %s, %s, %s, %s, %s, %s, %s, false, %s, {_NOW_SEC}, {_NOW_SEC})",
-        (
-            uuid.UUID(int=rng.getrandbits(128), version=4),
-            rng.choice(_INBOUND if inbound else _OUTBOUND),
-            "inbound" if inbound else "outbound",
-            "received" if inbound else "enqueued",
-            "delivered" if inbound else "enqueued",
-            f"wamid.{rng.getrandbits(64):x}" if inbound else None,
-            row[0],
-            contact_id if inbound else org.bot_contact_id,
-            org.bot_contact_id if inbound else contact_id,
-            contact_id,
-            flow_id,
-            org.id,
-        ),
+    gw.message(
+        conn, org.id, rng.choice(org.contact_ids), org.bot_contact_id, inbound=inbound,
+        uuid=uuid.UUID(int=rng.getrandbits(128), version=4), body=rng.choice(_INBOUND if inbound else _OUTBOUND),
+        bsp_message_id=f"wamid.{rng.getrandbits(64):x}" if inbound else None,
+        flow_id=rng.choice(org.flows)[0] if org.flows and rng.random() < 0.4 else None,
     )
     return True
 
@@ -220,58 +203,71 @@ def _outbound_message(conn: psycopg.Connection, org: _Organization, rng: random.
 
 def _advance_statuses(conn: psycopg.Connection, org: _Organization, rng: random.Random) -> bool:
     """Move the newest pending outbound messages one status further, as BSP callbacks do."""
-    cases = " ".join(f"WHEN '{old}' THEN '{new}'" for old, new in _NEXT_STATUS.items())
-    status = f"(CASE status::text {cases} END)::message_status_enum"
-    cur = conn.execute(
-        f"UPDATE messages SET status = {status}, bsp_status = {status}, "
-        f"bsp_message_id = COALESCE(bsp_message_id, gen_random_uuid()::text), "
-        f"sent_at = COALESCE(sent_at, {_NOW_SEC}), updated_at = {_NOW_SEC} "
-        f"WHERE id IN (SELECT id FROM messages WHERE organization_id = %s AND flow = 'outbound' "
-        f"AND status IN ('enqueued', 'sent', 'delivered') ORDER BY id DESC LIMIT %s)",
+    pending = conn.execute(
+        "SELECT id, status::text FROM messages WHERE organization_id = %s AND flow = 'outbound' "
+        "AND status IN ('enqueued', 'sent', 'delivered') ORDER BY id DESC LIMIT %s",
         (org.id, rng.randint(1, 10)),
-    )
-    return cur.rowcount > 0
+    ).fetchall()
+    now = gw.utc_now()
+    for message_id, status in pending:
+        new = _NEXT_STATUS[status]
+        sent = {"bsp_message_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)), "sent_at": now} if status == "enqueued" else {}
+        gw.update(conn, "messages", message_id, status=new, bsp_status=new, **sent)
+    return bool(pending)
+
+
+def _newest(conn: psycopg.Connection, table: str, org: _Organization, where: str = "true", offset: int = 0):
+    return conn.execute(
+        f"SELECT id FROM {table} WHERE organization_id = %s AND {where} ORDER BY id DESC OFFSET %s LIMIT 1",
+        (org.id, offset),
+    ).fetchone()
 
 
 def _fail_message(conn: psycopg.Connection, org: _Organization, rng: random.Random) -> bool:
-    cur = conn.execute(
-        f"UPDATE messages SET status = 'error', bsp_status = 'error', errors = %s, updated_at = {_NOW_SEC} "
-        f"WHERE id = (SELECT id FROM messages WHERE organization_id = %s AND flow = 'outbound' "
-        f"AND status IN ('enqueued', 'sent') ORDER BY id DESC LIMIT 1)",
-        (Jsonb({"message": "Message undeliverable 😞", "payload": {"code": rng.choice([1002, 1008, 470])}}), org.id),
-    )
-    return cur.rowcount > 0
+    row = _newest(conn, "messages", org, "flow = 'outbound' AND status IN ('enqueued', 'sent')")
+    if row:
+        gw.update(conn, "messages", row[0], status="error", bsp_status="error",
+                  errors={"message": "Message undeliverable 😞", "payload": {"code": rng.choice([1002, 1008, 470])}})
+    return row is not None
+
+
+def _merge_json(conn: psycopg.Connection, table: str, column: str, row_id: int, value: dict[str, Any]) -> None:
+    """Read-modify-write of a jsonb map, as the application changes one."""
+    (current,) = conn.execute(f"SELECT {column} FROM {table} WHERE id = %s FOR UPDATE", (row_id,)).fetchone()
+    gw.update(conn, table, row_id, **{column: {**(current or {}), **value}})
 
 
 def _update_contact(conn: psycopg.Connection, org: _Organization, rng: random.Random) -> bool:
     if not org.contact_ids:
         return False
-    key, label, values = rng.choice((
-        ("district", "District", ("Pune", "पुणे", "Mombasa", "São Paulo")),
-        ("age_group", "Age Group", ("11 to 18", "19 or above")),
-        ("score", "Score", tuple(str(n) for n in range(11))),
+    key, values = rng.choice((
+        ("district", ("Pune", "पुणे", "Mombasa", "São Paulo")),
+        ("age_group", ("11 to 18", "19 or above")),
+        ("score", tuple(str(n) for n in range(11))),
     ))
-    field_value = {key: {"type": "string", "label": label, "value": rng.choice(values), "inserted_at": None}}
-    cur = conn.execute(
-        f"UPDATE contacts SET fields = fields || %s, last_communication_at = {_NOW_SEC}, "
-        f"updated_at = {_NOW_USEC} WHERE id = %s AND organization_id = %s",
-        (Jsonb(field_value), rng.choice(org.contact_ids), org.id),
-    )
-    return cur.rowcount > 0
+    _merge_json(conn, "contacts", "fields", rng.choice(org.contact_ids), gw.contact_fields({key: rng.choice(values)}))
+    return True
 
 
 def _insert_contact(conn: psycopg.Connection, org: _Organization, rng: random.Random) -> bool:
-    name = rng.choice(("Asha", "Juma", "João", "New contact 😀", None, ""))
-    row = conn.execute(
-        f"INSERT INTO contacts (name, phone, status, bsp_status, language_id, optin_time, optin_status, "
-        f"optin_method, group_ids, fields, organization_id, inserted_at, updated_at) "
-        f"VALUES (%s, %s, 'valid', 'session_and_hsm', %s, {_NOW_SEC}, true, 'WA', %s, '{{}}', %s, "
-        f"{_NOW_USEC}, {_NOW_USEC}) ON CONFLICT (phone, organization_id) DO NOTHING RETURNING id",
-        (name, f"9{rng.randrange(10**10, 10**11)}", rng.randint(1, 4), [rng.randint(1, 8)], org.id),
-    ).fetchone()
-    if row is None:
+    contact_id = gw.contact(
+        conn, org.id, f"9{rng.randrange(10**10, 10**11)}", name=rng.choice(("Asha", "Juma", "João", "New contact 😀", None, "")),
+        bsp_status="session_and_hsm", optin_time=gw.utc_now(), optin_status=True, optin_method="WA",
+    )
+    if org.group_ids:
+        gw.add_to_group(conn, org.id, contact_id, rng.choice(org.group_ids))
+    org.contact_ids.append(contact_id)
+    return True
+
+
+def _tag_message(conn: psycopg.Connection, org: _Organization, rng: random.Random) -> bool:
+    """Tag a recent message, or untag it: either moves the message's updated_at (trigger)."""
+    row = _newest(conn, "messages", org, "flow = 'inbound'", rng.randint(0, 20))
+    if not row or not org.tag_ids:
         return False
-    org.contact_ids.append(row[0])
+    tag_id = rng.choice(org.tag_ids)
+    if not gw.untag_message(conn, row[0], tag_id):
+        gw.tag_message(conn, org.id, row[0], tag_id)
     return True
 
 
@@ -280,34 +276,20 @@ def _flow_run(conn: psycopg.Connection, org: _Organization, rng: random.Random) 
     if not org.contact_ids or not org.flows:
         return False
     flow_id, flow_uuid = rng.choice(org.flows)
-    contact_id = rng.choice(org.contact_ids)
-    results = Jsonb({
-        "age": {"input": str(rng.randint(8, 60)), "category": "Has Number"},
-        "district": {"input": rng.choice(("Pune", "पुणे", "Kisumu", "Belém")), "category": "All Responses"},
-    })
-    context_id = conn.execute(
-        f"INSERT INTO flow_contexts (node_uuid, flow_uuid, flow_id, contact_id, results, completed_at, "
-        f"organization_id, inserted_at, updated_at) "
-        f"VALUES (gen_random_uuid(), %s, %s, %s, %s, {_NOW_SEC}, %s, {_NOW_SEC}, {_NOW_SEC}) RETURNING id",
-        (flow_uuid, flow_id, contact_id, results, org.id),
-    ).fetchone()[0]
-    conn.execute(
-        f"INSERT INTO flow_results (results, flow_uuid, flow_version, flow_context_id, contact_id, flow_id, "
-        f"organization_id, inserted_at, updated_at) "
-        f"VALUES (%s, %s, %s, %s, %s, %s, %s, {_NOW_USEC}, {_NOW_USEC})",
-        (results, flow_uuid, rng.randint(1, 12), context_id, contact_id, flow_id, org.id),
-    )
+    run = {"flow_uuid": flow_uuid, "flow_id": flow_id, "contact_id": rng.choice(org.contact_ids), "organization_id": org.id,
+           "results": {"age": {"input": str(rng.randint(8, 60)), "category": "Has Number"},
+                       "district": {"input": rng.choice(("Pune", "पुणे", "Kisumu", "Belém")), "category": "All Responses"}}}
+    context_id = gw.insert_one(conn, "flow_contexts", node_uuid=uuid.uuid4(), completed_at=gw.utc_now(), **run)
+    gw.insert_one(conn, "flow_results", flow_version=rng.randint(1, 12), flow_context_id=context_id, **run)
     return True
 
 
 def _update_flow_result(conn: psycopg.Connection, org: _Organization, rng: random.Random) -> bool:
-    cur = conn.execute(
-        f"UPDATE flow_results SET results = results || %s, updated_at = {_NOW_USEC} "
-        f"WHERE id = (SELECT id FROM flow_results WHERE organization_id = %s ORDER BY id DESC OFFSET %s LIMIT 1)",
-        (Jsonb({"feedback": {"input": rng.choice(("Muito bom 😀", "Nzuri", "अच्छा")), "category": "Other"}}),
-         org.id, rng.randint(0, 20)),
-    )
-    return cur.rowcount > 0
+    row = _newest(conn, "flow_results", org, offset=rng.randint(0, 20))
+    if row:
+        _merge_json(conn, "flow_results", "results", row[0],
+                    {"feedback": {"input": rng.choice(("Muito bom 😀", "Nzuri", "अच्छा")), "category": "Other"}})
+    return row is not None
 
 
 def _contact_history(conn: psycopg.Connection, org: _Organization, rng: random.Random) -> bool:
@@ -318,27 +300,17 @@ def _contact_history(conn: psycopg.Connection, org: _Organization, rng: random.R
         ("contact_fields_updated", "Updated contact field: district"),
         ("contact_language_updated", "Changed contact language to हिन्दी"),
     ))
-    conn.execute(
-        f"INSERT INTO contact_histories (event_type, event_label, event_meta, event_datetime, contact_id, "
-        f"organization_id, inserted_at, updated_at) "
-        f"VALUES (%s, %s, %s, {_NOW_SEC}, %s, %s, {_NOW_USEC}, {_NOW_USEC})",
-        (
-            event_type, label, Jsonb({"source": "traffic", "step": rng.randint(1, 9)}),
-            rng.choice(org.contact_ids), org.id,
-        ),
-    )
+    gw.insert_one(conn, "contact_histories", event_type=event_type, event_label=label, event_datetime=gw.utc_now(),
+                  event_meta={"source": "traffic", "step": rng.randint(1, 9)}, contact_id=rng.choice(org.contact_ids),
+                  organization_id=org.id)
     return True
 
 
 def _ticket(conn: psycopg.Connection, org: _Organization, rng: random.Random) -> bool:
     if not org.contact_ids:
         return False
-    conn.execute(
-        f"INSERT INTO tickets (body, topic, status, contact_id, message_number, organization_id, "
-        f"inserted_at, updated_at) VALUES (%s, %s, 'open', %s, %s, %s, {_NOW_SEC}, {_NOW_SEC})",
-        (rng.choice(_INBOUND), rng.choice(("Certificate", "मदद", "Pagamento")), rng.choice(org.contact_ids),
-         rng.randint(1, 50), org.id),
-    )
+    gw.insert_one(conn, "tickets", body=rng.choice(_INBOUND), topic=rng.choice(("Certificate", "मदद", "Pagamento")),
+                  status="open", contact_id=rng.choice(org.contact_ids), organization_id=org.id)
     return True
 
 
@@ -353,6 +325,7 @@ _STEPS: tuple[tuple[_Step, int], ...] = (
     (_update_flow_result, 2),
     (_contact_history, 3),
     (_ticket, 1),
+    (_tag_message, 2),
 )
 
 
