@@ -26,6 +26,7 @@ class Warehouse:
         self.project = self._clients.project
         self.client = self._clients.client
         self._credentials = self._clients.credentials
+        self.calls = queries.CallPolicy(config.deadline_seconds)
 
     @property
     def credentials(self):
@@ -80,4 +81,4 @@ class Warehouse:
 
     def query(self, statement: str, **params: object) -> list[dict]:
         """Run a query with named scalar parameters; rows as dicts (for checks and tests)."""
-        return queries.query(self.client, statement, **params)
+        return queries.query(self, statement, **params)

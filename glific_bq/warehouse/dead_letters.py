@@ -12,7 +12,7 @@ from google.cloud import bigquery
 from google.cloud.bigquery import SchemaField
 
 from glific_bq.warehouse.errors import WarehouseError
-from glific_bq.warehouse.queries import RETRY, TIMEOUT
+from glific_bq.warehouse import queries
 from glific_bq.warehouse.tables import Target, table_exists
 from glific_bq.warehouse.writes import Rejected, RowsRefused, write
 
@@ -64,19 +64,16 @@ def dead_letter_ids(warehouse: Warehouse, table: str) -> list[int]:
 def forget_dead_letters(warehouse: Warehouse, table: str, ids: list[int]) -> None:
     """Remove re-driven rows from the dead-letter table."""
     if ids:
-        config = bigquery.QueryJobConfig(query_parameters=[
-            bigquery.ScalarQueryParameter("table", "STRING", table),
-            bigquery.ArrayQueryParameter("ids", "INT64", ids),
-        ])
-        warehouse.client.query(
+        queries.dml(
+            warehouse,
             f"DELETE FROM `{warehouse.dataset_ref}.{DEAD_LETTERS}` WHERE table_name = @table AND id IN UNNEST(@ids)",
-            job_config=config,
-        ).result()
+            [bigquery.ScalarQueryParameter("table", "STRING", table), bigquery.ArrayQueryParameter("ids", "INT64", ids)],
+        )
 
 
 def _dead_letter_target(warehouse: Warehouse) -> Target:
     table_id = f"{warehouse.dataset_ref}.{DEAD_LETTERS}"
     warehouse.client.create_table(
-        bigquery.Table(table_id, schema=list(DEAD_LETTER_SCHEMA)), exists_ok=True, retry=RETRY, timeout=TIMEOUT
+        bigquery.Table(table_id, schema=list(DEAD_LETTER_SCHEMA)), exists_ok=True, **warehouse.calls.calls
     )
     return Target(table_id, DEAD_LETTER_SCHEMA)
