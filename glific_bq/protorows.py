@@ -151,7 +151,8 @@ def _message_segments(
         _check_supported(field, field_path)  # even when the column is absent
         found = by_name.get(field.name, [])
         if len(found) > 1:
-            raise ValueError(f"column {field_path!r} appears {len(found)} times in the batch")
+            where = "its struct" if path else "the batch"
+            raise ValueError(f"column {field_path!r} appears {len(found)} times in {where}")
         if found:
             segments += _field_segments(number, field, found[0], field_path)
     return segments

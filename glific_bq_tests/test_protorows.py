@@ -735,6 +735,25 @@ def test_record_children_are_matched_by_name_and_missing_ones_are_null() -> None
     assert serialize(pa.record_batch({"r": values}), schema) == [b"\x0a\x03\x12\x01x", b"", b"\x0a\x00"]
 
 
+def test_values_under_a_null_struct_are_not_written() -> None:
+    """A struct's mask hides its children's values (even a NULL list element): nothing of them is written."""
+    schema = [SchemaField("r", "RECORD", fields=[SchemaField("n", "INT64"),
+                                                 SchemaField("tags", "STRING", mode="REPEATED")])]
+    children = [pa.array([1, 2, 3]), pa.array([["a"], ["b", None], ["c"]])]
+    values = pa.StructArray.from_arrays(children, names=["n", "tags"], mask=pa.array([False, True, False]))
+    batch = pa.record_batch({"r": values})
+    assert serialize(batch, schema) == [b"\x0a\x05\x08\x01\x12\x01a", b"", b"\x0a\x05\x08\x03\x12\x01c"]
+    repeated = [SchemaField("r", "RECORD", mode="REPEATED", fields=schema[0].fields)]
+    with_null_struct = pa.ListArray.from_arrays(pa.array([0, 2, 3], pa.int32()), values)
+    with pytest.raises(ValueError, match=r"'r'.*row 0.*NULL element"):
+        serialize(pa.record_batch({"r": with_null_struct}), repeated)
+    null_list_over_it = pa.ListArray.from_arrays(pa.array([0, 1, 2, 3], pa.int32()), values,
+                                                 mask=pa.array([False, True, False]))
+    assert serialize(pa.record_batch({"r": null_list_over_it}), repeated) == [
+        b"\x0a\x05\x08\x01\x12\x01a", b"", b"\x0a\x05\x08\x03\x12\x01c"
+    ]
+
+
 def test_arrow_types_of_every_bigquery_type() -> None:
     scalars = {
         "INT64": pa.int64(), "INTEGER": pa.int64(), "FLOAT64": pa.float64(), "FLOAT": pa.float64(),
