@@ -181,3 +181,42 @@ def test_a_schema_fingerprint_changes_with_any_column_change():
     assert known_tables.fingerprint(base) == known_tables.fingerprint(list(base))
     assert known_tables.fingerprint(base) != known_tables.fingerprint([*base, SchemaField("mood", "STRING")])
     assert known_tables.fingerprint(base) != known_tables.fingerprint([base[0], SchemaField("body", "INT64")])
+
+
+def sync_job_from_env():
+    """``sync_job`` with the resources as deployed (from the environment), for a reconstructable run."""
+    import dagster as dg
+
+    from glific_bq.defs.jobs import sync_job
+    from glific_bq.defs.resources import resources_from_env
+
+    return dg.Definitions(jobs=[sync_job], resources=resources_from_env()).resolve_job_def("sync_job")
+
+
+def test_the_tick_fans_out_into_shard_steps_that_the_multiprocess_executor_runs(
+    notes, database_url, bigquery_emulator, monkeypatch, tmp_path
+):
+    import dagster as dg
+
+    tenants = [add_tenant(notes) for _ in range(2)]  # their bot contacts are new rows
+    template = f"t{uuid.uuid4().hex[:8]}_{{organization_id}}"
+    for var, value in {**bigquery_emulator.environment(), "GLIFIC_DATABASE_URL": database_url,
+                       "GLIFIC_BQ_DATASET_TEMPLATE": template, tick.SHARDS_ENV: "2"}.items():
+        monkeypatch.setenv(var, value)
+
+    with dg.DagsterInstance.local_temp(str(tmp_path)) as instance:
+        result = dg.execute_job(dg.reconstructable(sync_job_from_env), instance=instance)
+        assert result.success
+        steps = {event.step_key for event in result.get_step_success_events()}
+        assert steps == {"sync_dirty_tenants", "sync_tick_shard[shard_0]", "sync_tick_shard[shard_1]"}
+        materialized = {
+            m.partition for m in (e.event_specific_data.materialization for e in result.get_asset_materialization_events())
+            if m.asset_key == dg.AssetKey(["bigquery", "contacts"])
+        }
+    assert materialized == {str(t.id) for t in tenants}
+    for tenant in tenants:
+        from glific_bq.warehouse import WarehouseConfig
+
+        warehouse = Warehouse(WarehouseConfig.from_env(), tenant)
+        rows = warehouse.query(f"SELECT organization_id FROM `{warehouse.dataset_ref}.contacts`")
+        assert rows and {r["organization_id"] for r in rows} == {tenant.id}
