@@ -15,6 +15,7 @@ are quoted.
 
 from __future__ import annotations
 
+import json
 import queue
 import threading
 from collections.abc import Iterator
@@ -50,6 +51,7 @@ class Pass(str, Enum):
     INSERT = "insert"
     UPDATE = "update"
     BY_ID = "by_id"  # given ids, to re-drive rows BigQuery refused
+    REFRESH = "refresh"  # rows already sent whose looked-up values changed (see glific_bq.lookups)
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,9 @@ def build_query(shape: Shape, pass_: Pass, schema: str = "public") -> str:
     It reads its values with ``current_setting``, set by ``bind``: ``organization_id``,
     ``id_bound`` (``ids``, comma-separated, for ``BY_ID``), ``limit``, ``timezone``, and for the
     update pass ``cursor_ts``/``cursor_id`` (the cursor) and ``horizon``: rows changed at or
-    after it are left for a later sync (see ``horizon``).
+    after it are left for a later sync (see ``horizon``). ``REFRESH`` reads the rows already
+    sent (``id <= id_bound``) that refer to one of ``ids`` (``refresh_ids``: a JSON object of id
+    lists by looked-up table), as ``shape.refresh`` says how, each row once.
     """
     cursor_expr = shape.cursor or sql.SQL("NULL::timestamp")
     select = sql.SQL(", ").join(
@@ -119,6 +123,14 @@ def build_query(shape: Shape, pass_: Pass, schema: str = "public") -> str:
     elif pass_ is Pass.BY_ID:
         conditions.append(sql.SQL("t.id = ANY(string_to_array({}, ',')::bigint[])").format(_IDS))
         order = sql.SQL("t.id")
+    elif pass_ is Pass.REFRESH:
+        matches = [
+            _refers(key, sql.SQL("ARRAY(SELECT jsonb_array_elements_text(({}::jsonb) -> {})::bigint)").format(
+                _IDS, sql.Literal(parent)))
+            for parent, keys in shape.refresh.items() for key in keys
+        ]
+        conditions.append(sql.SQL("t.id <= {} AND ({})").format(_ID, sql.SQL(" OR ").join(matches)))
+        order = sql.SQL("t.id")
     else:
         conditions.append(sql.SQL("t.id <= {} AND ({}, t.id) > ({}, {}) AND {} < {}").format(
             _ID, cursor_expr, _CURSOR_TS, _CURSOR_ID, cursor_expr, _HORIZON))
@@ -130,6 +142,15 @@ def build_query(shape: Shape, pass_: Pass, schema: str = "public") -> str:
     query = sql.SQL("SELECT {} FROM {} AS t WHERE {} ORDER BY {} LIMIT {}").format(
         select, table, sql.SQL(" AND ").join(conditions), order, _LIMIT)
     return query.as_string(None)
+
+
+def _refers(key: str, wanted: sql.Composable) -> sql.Composable:
+    """A row's reference to the wanted ids: a key column of ``t``, or an SQL condition (a
+    layout's constant) where ``{ids}`` stands for them."""
+    if "{ids}" not in key:
+        return sql.SQL("t.{} = ANY({})").format(sql.Identifier(key), wanted)
+    before, after = key.split("{ids}", 1)
+    return sql.Composed([sql.SQL(before), wanted, sql.SQL(after)])
 
 
 def cursor_expression(spec: TableSpec, columns: list[Column]) -> sql.Composable | None:
@@ -153,6 +174,7 @@ def pages(
     id_bound: int,
     cursor: tuple[datetime, int] | None = None,
     horizon: datetime | None = None,
+    refresh_ids: dict[str, list[int]] | None = None,
     page_rows: int,
     max_rows: int | None = None,
 ) -> Iterator[Page]:
@@ -168,7 +190,8 @@ def pages(
         raise ValueError("the update pass needs a cursor and a horizon")
     bind(reader, organization_id=organization_id, timezone=timezone, id_bound=id_bound,
          limit=max_rows if max_rows is not None else 2**62,
-         cursor_ts=cursor[0] if cursor else None, cursor_id=cursor[1] if cursor else None, horizon=horizon)
+         cursor_ts=cursor[0] if cursor else None, cursor_id=cursor[1] if cursor else None, horizon=horizon,
+         ids=json.dumps(refresh_ids) if refresh_ids is not None else None)
     with reader.cursor() as cur:
         cur.execute(query)
         for batch in _read_ahead(cur.fetch_record_batch()):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import psycopg
 from psycopg import sql
 
+from glific_bq import lookups
 from glific_bq.extract import HORIZON_SECONDS, cursor_expression
 from glific_bq.registry import TableSpec
 from glific_bq.schema import reflect_columns
@@ -24,6 +25,7 @@ WHERE COALESCE(o.is_active, true)
   AND NOT (COALESCE(w.failures, 0) > 0  -- back off after failures: 1, 2, 4 … 60 minutes
            AND w.last_failed_at > now() - make_interval(mins => least(power(2, w.failures - 1), 60)::int))
   AND (EXISTS (SELECT 1 FROM {table} t WHERE t.organization_id = o.id AND t.id > COALESCE(w.table_id, 0))
+       OR EXISTS (SELECT 1 FROM glific_bq_refresh r WHERE r.organization_id = o.id AND r."table" = {name})
        {updates})
 ORDER BY o.id
 """
@@ -41,10 +43,10 @@ def dirty_organizations(
 ) -> list[int]:
     """Ids of active organizations with rows of ``spec``'s table beyond their watermark (changes
     newer than the sync's horizon do not count yet)."""
-    columns = reflect_columns(conn, spec.name)
+    columns = reflect_columns(conn, spec.source)
     if not columns:
         return []
-    table = sql.Identifier(spec.name)
+    table = sql.Identifier(spec.source)
     cursor = cursor_expression(spec, columns)
     updates = sql.SQL(_UPDATES).format(table=table, cursor=cursor, margin=sql.Literal(horizon_seconds)) if cursor else sql.SQL("")
     query = sql.SQL(_DIRTY).format(name=sql.Literal(spec.name), table=table, updates=updates)
@@ -52,6 +54,8 @@ def dirty_organizations(
 
 
 def dirty(conn: psycopg.Connection, tables: tuple[TableSpec, ...]) -> dict[str, list[int]]:
-    """``{table: [organization ids]}`` for every table with work to do."""
+    """``{table: [organization ids]}`` for every table with work to do: rows beyond the
+    watermarks, or rows to send again because a value they copy changed (``glific_bq.lookups``)."""
+    lookups.ensure_tables(conn)
     plan = {spec.name: dirty_organizations(conn, spec) for spec in tables}
     return {name: ids for name, ids in plan.items() if ids}

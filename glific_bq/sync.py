@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from glific_bq import extract, layouts, watermarks
+from glific_bq import extract, layouts, lookups, watermarks
 from glific_bq.extract import HIDDEN_COLUMNS, ORGANIZATION_COLUMN, Pass
 from glific_bq.layouts import Shape, records
 from glific_bq.registry import TableSpec
@@ -54,6 +54,10 @@ class SyncOptions:
             the backlog (bench/bench_extract.py); larger pages buy no speed.
         round_rows: rows per snapshot; bounds how long a snapshot is held open.
         max_rows: stop after this many rows in one call (None: until caught up).
+        refresh_rows: rows sent again per call because a value they copy changed (a contact
+            renamed…, see ``glific_bq.lookups``); the rest goes at the next sync.
+        lookup_check_seconds: how often (per organization, per process) looked-up tables are
+            checked for changed values: the syncs of one tenant's tables in one tick share one check.
         horizon_seconds: changes stamped less than this long ago (database clock) wait for the
             next sync, so that the update cursor never passes a change still being committed
             in the same second (see ``extract.horizon``). Raise it if writers' clocks drift.
@@ -61,6 +65,8 @@ class SyncOptions:
 
     page_rows: int = 20_000
     round_rows: int = 1_000_000
+    refresh_rows: int = 100_000
+    lookup_check_seconds: float = 30.0
     max_rows: int | None = None
     horizon_seconds: float = extract.HORIZON_SECONDS
 
@@ -76,6 +82,7 @@ class TableSync:
     inserted: int = 0
     updated: int = 0
     set_aside: int = 0  # rows BigQuery refused, kept in the dead-letter table
+    refreshed: int = 0  # rows sent again because a value they copy changed
     before: Watermark | None = None
     after: Watermark | None = None
     caught_up: bool = False
@@ -93,6 +100,7 @@ class TableSync:
             "rows_inserted": self.inserted,
             "rows_updated": self.updated,
             "rows_set_aside": self.set_aside,
+            "rows_refreshed": self.refreshed,
             "caught_up": self.caught_up,
             "seconds": round(self.seconds, 3),
         }
@@ -152,6 +160,7 @@ def _sync_table(source, warehouse, organization, spec, options, on_step) -> Tabl
         if not acquired:
             result.status, result.message = "busy", "another run is syncing this table"
             return result
+        watermarks.create(control, organization.id, spec.name)
         watermark = result.before = watermarks.get(control, organization.id, spec.name)
 
         def write(pass_: Pass, page: extract.Page) -> Watermark:
@@ -166,6 +175,8 @@ def _sync_table(source, warehouse, organization, spec, options, on_step) -> Tabl
                           organization.id, spec.name, len(rejected), DEAD_LETTERS,
                           [r.row.get("id") for r in rejected[:10]])
             on_step("written")
+            if pass_ is Pass.REFRESH:  # rows sent before, sent again: no watermark moves
+                return watermark
             if pass_ is Pass.INSERT:
                 advanced = watermarks.advance(control, organization.id, spec.name, table_id=page.last_id)
             else:
@@ -213,6 +224,9 @@ def _sync_table(source, warehouse, organization, spec, options, on_step) -> Tabl
             if read < round_limit:
                 result.caught_up = True
                 break
+        if shape.refresh:
+            result.refreshed = _refresh(source, organization, spec, shape, watermark, timezone_name, options,
+                                        lambda page: write(Pass.REFRESH, page))
         result.after = watermark
         watermarks.record_success(control, organization.id, spec.name)
     result.lag_seconds = 0.0 if result.caught_up else _lag_seconds(watermark)
@@ -248,6 +262,40 @@ def redrive(source: Source, warehouse: Warehouse, organization: Organization, sp
     warehouse.forget_dead_letters(spec.name, [i for i in ids if i not in still_refused])
     result.updated, result.set_aside = rows.num_rows - len(rejected), len(still_refused)
     return result
+
+
+#: When each organization's looked-up values were last checked, in this process.
+_detected: dict[tuple[str, int], float] = {}
+
+
+def _refresh(source, organization, spec, shape, watermark, timezone_name, options, write) -> int:
+    """Send again the rows of ``spec`` whose looked-up values changed (``glific_bq.lookups``),
+    at most ``options.refresh_rows`` (whole groups of parents) per call."""
+    control, reader = source.control, source.reader
+    key = (source.url, organization.id)
+    last = _detected.get(key)
+    if last is None or time.monotonic() - last >= options.lookup_check_seconds:
+        looked_up, dependents = layouts.lookup_sources()
+        lookups.detect(control, organization.id, looked_up, dependents)
+        _detected[key] = time.monotonic()
+    pending = {p: ids for p, ids in lookups.queued(control, organization.id, spec.name).items()}
+    for parent in [p for p in pending if p not in shape.refresh]:  # nothing here refers to it
+        lookups.done(control, organization.id, spec.name, parent, pending.pop(parent))
+    query = extract.build_query(shape, Pass.REFRESH)
+    sent = 0
+    while pending and sent < options.refresh_rows:
+        batch = lookups.take(pending, 1_000)
+        reader.commit()
+        for page in extract.pages(
+            reader, query, Pass.REFRESH, organization_id=organization.id, timezone=timezone_name,
+            id_bound=watermark.table_id, refresh_ids=batch, page_rows=options.page_rows,
+        ):
+            write(page)
+            sent += page.rows.num_rows
+        reader.commit()
+        for parent, ids in batch.items():
+            lookups.done(control, organization.id, spec.name, parent, ids)
+    return sent
 
 
 def _shape(control, warehouse: Warehouse, spec: TableSpec) -> Shape | None:

@@ -56,7 +56,7 @@ ALTER TABLE bigquery_jobs ADD COLUMN IF NOT EXISTS deduped_at timestamptz;
 _MERGE_DUPLICATES = """
 WITH merged AS (
     SELECT organization_id, "table", min(id) AS keep_id, min(table_id) AS table_id,
-           min(last_updated_at) AS last_updated_at
+           min(COALESCE(last_updated_at, '1970-01-01')) AS last_updated_at
     FROM bigquery_jobs GROUP BY organization_id, "table" HAVING count(*) > 1
 ), kept AS (
     UPDATE bigquery_jobs j
@@ -73,8 +73,11 @@ CREATE UNIQUE INDEX IF NOT EXISTS bigquery_jobs_organization_id_table_uniq
 ON bigquery_jobs (organization_id, "table")
 """
 
+# Glific leaves some rows with NULL table_id or last_updated_at: read as "nothing sent yet" (the
+# most conservative reading: rows are sent again rather than skipped; dedup keeps one).
 _COLUMNS = (
-    'organization_id, "table", table_id, last_updated_at, last_updated_id, advanced_at, '
+    'organization_id, "table", COALESCE(table_id, 0) AS table_id, '
+    "COALESCE(last_updated_at, '1970-01-01') AS last_updated_at, last_updated_id, advanced_at, "
     "failures, last_error, last_failed_at, deduped_at"
 )
 
@@ -132,9 +135,17 @@ def ensure_table(conn: psycopg.Connection) -> None:
         if not unique:
             conn.execute(_MERGE_DUPLICATES)
             conn.execute(_UNIQUE)
+        # Glific's table_id is a 32-bit integer; ids past 2^31 need 64 bits (Ecto reads both).
+        conn.execute(
+            "DO $$ BEGIN IF (SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+            "WHERE attrelid = 'bigquery_jobs'::regclass AND attname = 'table_id') = 'integer' THEN "
+            "ALTER TABLE bigquery_jobs ALTER COLUMN table_id TYPE bigint; END IF; END $$"
+        )
 
 
-def _create(conn: psycopg.Connection, organization_id: int, table: str) -> None:
+def create(conn: psycopg.Connection, organization_id: int, table: str) -> None:
+    """Give (organization, table) a watermark row, at the beginning, unless it has one: where a
+    sync starts, and where a failure or a dedup pass must be recorded. Reads never create rows."""
     conn.execute(
         # Glific's own table has NOT NULL inserted_at/updated_at without a database default (Ecto
         # sets them in the application): set them here, as Glific would (naive UTC, seconds).
@@ -146,16 +157,15 @@ def _create(conn: psycopg.Connection, organization_id: int, table: str) -> None:
 
 
 def get(conn: psycopg.Connection, organization_id: int, table: str) -> Watermark:
-    """The watermark of one (organization, table), created at the beginning if there is none."""
-    _create(conn, organization_id, table)
+    """The watermark of one (organization, table); the beginning if it has none yet (not stored:
+    reading never writes; ``create`` does, where a sync starts)."""
     with conn.cursor(row_factory=class_row(Watermark)) as cur:
         cur.execute(
             f'SELECT {_COLUMNS} FROM bigquery_jobs WHERE organization_id = %s AND "table" = %s',
             (organization_id, table),
         )
         watermark = cur.fetchone()
-    assert watermark is not None
-    return watermark
+    return watermark or Watermark(organization_id, table, 0, BEGINNING, 0, None)
 
 
 def advance(
@@ -214,7 +224,7 @@ _MAX_ERROR = 2000
 
 def record_failure(conn: psycopg.Connection, organization_id: int, table: str, error: str) -> None:
     """Count one more consecutive failure of this (organization, table) and keep its error."""
-    _create(conn, organization_id, table)
+    create(conn, organization_id, table)
     conn.execute(
         'UPDATE bigquery_jobs SET failures = failures + 1, last_error = %s, last_failed_at = now() '
         'WHERE organization_id = %s AND "table" = %s',
@@ -233,7 +243,7 @@ def record_success(conn: psycopg.Connection, organization_id: int, table: str) -
 
 def record_dedup(conn: psycopg.Connection, organization_id: int, table: str, started_at: datetime) -> None:
     """Remember when the last successful dedup pass of this tenant-table started."""
-    _create(conn, organization_id, table)
+    create(conn, organization_id, table)
     conn.execute(
         'UPDATE bigquery_jobs SET deduped_at = %s WHERE organization_id = %s AND "table" = %s',
         (started_at, organization_id, table),

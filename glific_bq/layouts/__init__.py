@@ -69,6 +69,8 @@ class Shape:
         update_where: an extra condition for the update pass only.
         records: RECORD columns the extract produces as JSON text, decoded on the worker.
         warnings: what the layout could not map, for the run's metadata.
+        refresh: ``{looked-up table: how a row refers to it}`` for the values this table copies
+            from others (``glific_bq.lookups``); empty in the raw layout.
     """
 
     table: str
@@ -81,6 +83,7 @@ class Shape:
     update_where: sql.Composable | None = None
     records: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
+    refresh: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
 
     @property
     def column_names(self) -> list[str]:
@@ -99,3 +102,15 @@ def shape_for(layout: Layout, spec, columns: list) -> Shape:
         shaped = raw.shape(spec, syncable, cursor)
         return dataclasses.replace(shaped, warnings=tuple(warnings))
     return glific.shape(spec.name, columns, cursor)
+
+
+def lookup_sources() -> tuple[dict[str, tuple[str, ...]], dict[str, list[str]]]:
+    """For ``glific_bq.lookups.detect``: the looked-up tables with the columns others copy, and
+    the tables that copy from each."""
+    from glific_bq.layouts import glific
+
+    dependents: dict[str, list[str]] = {}
+    for table, references in glific.REFERENCES.items():
+        for parent in references:
+            dependents.setdefault(parent, []).append(table)
+    return dict(glific.LOOKED_UP), dependents

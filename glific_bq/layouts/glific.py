@@ -250,6 +250,36 @@ _TABLES: dict[str, GlificTable] = {
 }
 
 
+#: The columns of looked-up tables that Glific's rows copy: a change re-sends the rows that copy
+#: them (``glific_bq.lookups``).
+LOOKED_UP: dict[str, tuple[str, ...]] = {
+    "contacts": ("phone", "name"),
+    "users": ("phone", "name", "roles", "last_login_at", "last_login_from", "is_restricted"),
+    "flows": ("name", "uuid", "keywords", "tag_id"),
+    "groups": ("label", "description"),
+}
+
+#: How each table's rows refer to the looked-up tables: key columns of ``t``, or a condition
+#: where ``{ids}`` stands for the changed ids.
+REFERENCES: dict[str, dict[str, tuple[str, ...]]] = {
+    "messages": {"contacts": ("contact_id", "sender_id", "receiver_id"), "users": ("user_id",),
+                 "flows": ("flow_id",), "groups": ("group_id",)},
+    "contacts": {
+        "groups": ("t.id IN (SELECT cg.contact_id FROM public.contacts_groups cg WHERE cg.group_id = ANY({ids}))",),
+        "users": ("t.id IN (SELECT u.contact_id FROM public.users u WHERE u.id = ANY({ids}))",),
+    },
+    "flow_results": {"contacts": ("contact_id",), "flows": ("flow_id",)},
+    "flow_contexts": {"contacts": ("contact_id",), "flows": ("flow_id",)},
+    "flow_counts": {"flows": ("flow_id",)},
+    "tickets": {"contacts": ("contact_id",), "users": ("user_id",)},
+    "contact_histories": {"contacts": ("contact_id",)},
+    "profiles": {"contacts": ("contact_id",)},
+    "contacts_groups": {"contacts": ("contact_id",), "groups": ("group_id",)},
+    "message_broadcasts": {"flows": ("flow_id",), "groups": ("group_id",), "users": ("user_id",)},
+    "message_broadcast_contacts": {"contacts": ("contact_id",)},
+}
+
+
 @cache
 def reference_schema() -> dict[str, tuple[SchemaField, ...]]:
     """Glific's BigQuery tables: ``{table: columns}``, as Glific declares them."""
@@ -299,6 +329,11 @@ def shape(table: str, columns: list[Column], cursor: sql.Composable | None) -> S
         update_where=_sql(spec.update_where),
         records=tuple(records),
         warnings=tuple(warnings),
+        refresh={
+            parent: usable
+            for parent, keys in REFERENCES.get(table, {}).items()
+            if (usable := tuple(k for k in keys if "{ids}" in k or k in by_name))
+        },
     )
 
 

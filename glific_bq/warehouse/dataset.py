@@ -37,6 +37,12 @@ class Warehouse:
     def dataset_ref(self) -> str:
         return f"{self.project}.{self.dataset}"
 
+    def __enter__(self) -> Warehouse:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
         """Nothing to close: the organization's clients are kept for the process and shared by
         its warehouses (``clients.close_all`` closes them)."""
