@@ -35,7 +35,7 @@ def catch_up(conn, tables: tuple[TableSpec, ...] = TABLES) -> None:
     for spec in tables:
         has_cursor = any(c.name == spec.cursor_column for c in reflect_columns(conn, spec.name))
         for org in org_ids:
-            watermarks.get(conn, org, spec.name)
+            watermarks.create(conn, org, spec.name)
             (top,) = conn.execute(f"SELECT COALESCE(max(id), 0) FROM {spec.name} WHERE organization_id = %s", (org,)).fetchone()
             cursor = None
             if has_cursor:

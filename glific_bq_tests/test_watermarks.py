@@ -63,9 +63,29 @@ def test_a_new_watermark_starts_before_every_row(db):
     assert (fresh.table_id, fresh.cursor, fresh.failures) == (0, (watermarks.BEGINNING, 0), 0)
 
 
+def test_reading_a_watermark_never_writes(db):
+    org = add_organization(db)
+
+    fresh = watermarks.get(db, org.id, "messages")
+
+    assert (fresh.table_id, fresh.cursor) == (0, (watermarks.BEGINNING, 0))
+    assert db.execute("SELECT count(*) FROM bigquery_jobs").fetchone()[0] == 0
+
+
+def test_a_watermark_is_created_once_at_the_beginning(db):
+    org = add_organization(db)
+    watermarks.create(db, org.id, "messages")
+    watermarks.advance(db, org.id, "messages", table_id=5)
+
+    watermarks.create(db, org.id, "messages")
+
+    assert db.execute("SELECT count(*) FROM bigquery_jobs").fetchone()[0] == 1
+    assert watermarks.get(db, org.id, "messages").table_id == 5
+
+
 def test_watermarks_only_move_forward(db):
     org = add_organization(db)
-    watermarks.get(db, org.id, "messages")
+    watermarks.create(db, org.id, "messages")
     watermarks.advance(db, org.id, "messages", table_id=100, cursor=(datetime(2026, 5, 1), 7))
 
     after = watermarks.advance(db, org.id, "messages", table_id=50, cursor=(datetime(2026, 5, 1), 3))
