@@ -1,4 +1,4 @@
-"""The Glific-like schema, its sample data and the traffic simulator, on a real PostgreSQL."""
+"""Glific's schema and triggers, the sample data and the traffic simulator, on a real PostgreSQL."""
 
 from __future__ import annotations
 
@@ -17,7 +17,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from glific_bq import watermarks
+from glific_bq.local import glific_writes as gw
 from glific_bq.local import sample_data, traffic
+from glific_bq_tests.helpers import add_organization
 
 NOW = datetime(2025, 3, 1, 12, 0, 0)
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -107,12 +110,11 @@ def test_create_schema_is_idempotent(new_database: Callable[[], str]) -> None:
         sample_data.create_schema(conn)
         assert _catalog(conn) == first
         tables = {row[0] for row in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
-    assert tables == set(sample_data.TABLES)
-    assert "bigquery_jobs" not in tables
+    assert tables == {*sample_data.TABLES, "bigquery_jobs"}
 
 
 def test_every_tenant_table_has_a_cascading_not_null_organization_id(seeded_conn: psycopg.Connection) -> None:
-    for table in sample_data.TENANT_TABLES:
+    for table in set(sample_data.TENANT_TABLES) - {"interactive_templates"}:  # nullable in Glific
         nullable, data_type = seeded_conn.execute(
             "SELECT is_nullable, data_type FROM information_schema.columns "
             "WHERE table_name = %s AND column_name = 'organization_id'",
@@ -133,7 +135,8 @@ def test_every_tenant_table_is_indexed_for_id_and_updated_at_scans(seeded_conn: 
             row[0] for row in seeded_conn.execute("SELECT indexdef FROM pg_indexes WHERE tablename = %s", (table,))
         ]
         assert any(d.endswith("(organization_id, id)") for d in definitions), table
-        assert any(d.endswith("(organization_id, updated_at, id)") for d in definitions), table
+        if table not in ("messages_tags", "contacts_tags"):  # no timestamps in Glific
+            assert any(d.endswith("(organization_id, updated_at, id)") for d in definitions), table
 
 
 def test_schema_has_the_column_types_glific_has(seeded_conn: psycopg.Connection) -> None:
@@ -142,12 +145,20 @@ def test_schema_has_the_column_types_glific_has(seeded_conn: psycopg.Connection)
         ("messages", "status"): "message_status_enum",
         ("messages", "uuid"): "uuid",
         ("messages", "errors"): "jsonb",
-        ("messages", "inserted_at"): "timestamp(0) without time zone",
+        ("messages", "inserted_at"): "timestamp without time zone",
+        ("messages_media", "inserted_at"): "timestamp(0) without time zone",
         ("contacts", "updated_at"): "timestamp without time zone",
-        ("contacts", "group_ids"): "integer[]",
-        ("flows", "keywords"): "text[]",
+        ("organizations", "active_language_ids"): "integer[]",
+        ("organizations", "signature_phrase"): "bytea",
+        ("organizations", "status"): "organization_status_enum",
+        ("users", "roles"): "user_roles_enum[]",
+        ("flows", "keywords"): "character varying(255)[]",
+        ("flows", "flow_type"): "flow_type_enum",
+        ("tags", "ancestors"): "bigint[]",
         ("flow_counts", "recent_messages"): "jsonb[]",
         ("flow_results", "results"): "jsonb",
+        ("bigquery_jobs", "table_id"): "integer",
+        ("bigquery_jobs", "last_updated_at"): "timestamp without time zone",
     }
     actual = {key: _column_type(seeded_conn, *key) for key in expected}
     assert actual == expected
@@ -165,8 +176,8 @@ def test_seed_returns_the_row_counts_it_inserted(
     assert counts["organizations"] == 3
     assert counts["contacts"] == 3 * 300
     assert counts["messages"] == 3 * 3000
-    assert counts["flow_results"] == counts["flow_contexts"] == 3 * 300
-    assert all(counts[table] > 0 for table in sample_data.TABLES)
+    assert counts["flow_results"] == counts["flow_contexts"] == 3 * 297  # one run per end user
+    assert all(counts[table] > 0 for table in sample_data.TABLES), counts
     for table, count in counts.items():
         actual = seeded_conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()[0]
         assert actual == count, table
@@ -175,7 +186,8 @@ def test_seed_returns_the_row_counts_it_inserted(
 
 
 def test_seed_interleaves_ids_across_organizations(seeded_conn: psycopg.Connection) -> None:
-    for table in sample_data.TENANT_TABLES:
+    for table in ("messages", "messages_media", "flow_contexts", "flow_results", "flow_counts", "profiles",
+                  "tickets", "contact_histories", "stats"):
         owners = [row[0] for row in seeded_conn.execute(
             sql.SQL("SELECT organization_id FROM {} ORDER BY id LIMIT 9").format(sql.Identifier(table))
         )]
@@ -233,7 +245,7 @@ def test_seed_content_has_unicode_quotes_backslashes_nulls_and_long_bodies(seede
     assert count("length(body) BETWEEN 4500 AND 5500") >= 3
     assert count("interactive_content ? 'options'") > 0
     assert seeded_conn.execute("SELECT count(*) FROM contacts WHERE name IS NULL").fetchone()[0] > 0
-    assert seeded_conn.execute("SELECT count(*) FROM contacts WHERE group_ids IS NULL").fetchone()[0] > 0
+    assert seeded_conn.execute("SELECT count(*) FROM contacts_groups").fetchone()[0] > 0
     nested = seeded_conn.execute(
         "SELECT count(*) FROM flow_results WHERE results -> 'age' ->> 'input' IS NOT NULL"
     ).fetchone()[0]
@@ -241,7 +253,7 @@ def test_seed_content_has_unicode_quotes_backslashes_nulls_and_long_bodies(seede
 
 
 def test_seed_timestamps_are_naive_utc_in_the_last_30_days(seeded_conn: psycopg.Connection) -> None:
-    for table in sample_data.TABLES:
+    for table in set(sample_data.TABLES) - {"messages_tags", "contacts_tags"}:  # no timestamps in Glific
         low, high, backwards = seeded_conn.execute(
             sql.SQL(
                 "SELECT min(inserted_at), max(updated_at), "
@@ -281,6 +293,140 @@ def test_seed_does_nothing_when_organizations_exist(
     seeded: tuple[str, dict[str, int]], seeded_conn: psycopg.Connection
 ) -> None:
     assert sample_data.seed(seeded_conn, organizations=5) == seeded[1]
+
+
+def test_seed_triggers_ran_at_the_seeds_own_times(seeded_conn: psycopg.Connection) -> None:
+    """Message numbers, sessions and contacts' last messages come from Glific's triggers, at the
+    times the seed wrote, not at the time it ran."""
+    numbers_ok, sessions, last_at = seeded_conn.execute(
+        "SELECT bool_and(c.last_message_number = (SELECT count(*) FROM messages m WHERE m.contact_id = c.id)), "
+        "(SELECT count(*) FROM messages WHERE flow = 'inbound' AND session_uuid IS NULL), max(c.last_message_at) "
+        "FROM contacts c"
+    ).fetchone()
+    assert numbers_ok and sessions == 0
+    assert NOW - timedelta(days=1) < last_at <= NOW
+
+
+# ---------------------------------------------------------------------------------------------
+# Glific's triggers (on the conftest's ``db``: Glific's schema and bigquery_jobs)
+# ---------------------------------------------------------------------------------------------
+
+
+def _tenant(db: psycopg.Connection) -> tuple[int, int, int]:
+    """(organization, its bot contact, a contact)."""
+    organization = add_organization(db, "Asia/Kolkata")
+    (bot,) = db.execute("SELECT contact_id FROM organizations WHERE id = %s", (organization.id,)).fetchone()
+    return organization.id, bot, gw.contact(db, organization.id, "919811111111", name="Asha")
+
+
+def _row(db: psycopg.Connection, table: str, row_id: int, columns: str) -> tuple:
+    return db.execute(sql.SQL("SELECT {} FROM {} WHERE id = %s").format(sql.SQL(columns), sql.Identifier(table)),
+                      (row_id,)).fetchone()
+
+
+def test_tagging_a_message_moves_its_updated_at(db: psycopg.Connection) -> None:
+    org, bot, contact = _tenant(db)
+    message = gw.message(db, org, contact, bot, inbound=True, body="hi", at=datetime(2025, 1, 1, 10, 0))
+    tag = gw.insert_one(db, "tags", organization_id=org, label="Important", shortcode="important", language_id=gw.language(db))
+    gw.tag_message(db, org, message, tag)
+    tagged = _row(db, "messages", message, "updated_at")[0]
+    assert tagged > datetime(2025, 1, 2)
+    gw.untag_message(db, message, tag, at=datetime(2030, 1, 1))
+    assert _row(db, "messages", message, "updated_at")[0] == datetime(2030, 1, 1)
+
+
+def test_inbound_message_gets_a_session_and_a_number_without_moving_its_updated_at(db: psycopg.Connection) -> None:
+    org, bot, contact = _tenant(db)
+    at = datetime(2025, 1, 1, 10, 0, 0, 123456)
+    first = gw.message(db, org, contact, bot, inbound=True, body="hi", at=at)
+    second = gw.message(db, org, contact, bot, inbound=True, body="again", at=at + timedelta(minutes=5))
+    reply = gw.message(db, org, contact, bot, inbound=False, body="hello", at=at + timedelta(minutes=6))
+    rows = [_row(db, "messages", m, "session_uuid, message_number, updated_at") for m in (first, second, reply)]
+    assert rows[0][0] is not None and rows[1][0] == rows[0][0] and rows[2][0] is None  # one session, inbound only
+    assert [r[1] for r in rows] == [1, 2, 3]
+    assert rows[0][2] == at  # the trigger's UPDATE left the application's stamp alone
+    assert _row(db, "organizations", org, "last_communication_at")[0] == datetime(2025, 1, 1, 10, 6)
+
+
+def test_message_moves_its_contacts_last_message_at_and_updated_at(db: psycopg.Connection) -> None:
+    """Glific's trigger (structure.sql, message_before_insert_callback) sets the contact's
+    last_message_at/last_communication_at and also its updated_at, to the database clock."""
+    org, bot, contact = _tenant(db)
+    gw.update(db, "contacts", contact, at=datetime(2025, 1, 1), name="Asha K")
+    gw.message(db, org, contact, bot, inbound=True, body="hi", at=datetime(2025, 1, 2, 9, 30))
+    assert _row(db, "contacts", contact, "last_message_at, last_communication_at, updated_at, is_org_read") == (
+        datetime(2025, 1, 2, 9, 30), datetime(2025, 1, 2, 9, 30), datetime(2025, 1, 2, 9, 30), False)
+
+
+def test_collections_and_tags_move_the_contacts_updated_at(db: psycopg.Connection) -> None:
+    org, _, contact = _tenant(db)
+    group = gw.insert_one(db, "groups", organization_id=org, label="Beta")
+    tag = gw.insert_one(db, "tags", organization_id=org, label="VIP", shortcode="vip", language_id=gw.language(db))
+    for change, when in ((lambda at: gw.add_to_group(db, org, contact, group, at=at), datetime(2031, 1, 1)),
+                         (lambda at: gw.tag_contact(db, org, contact, tag, at=at), datetime(2032, 1, 1)),
+                         (lambda at: gw.remove_from_group(db, contact, group, at=at), datetime(2033, 1, 1))):
+        change(when)
+        assert _row(db, "contacts", contact, "updated_at")[0] == when
+
+
+def test_flow_runs_take_the_contacts_active_profile(db: psycopg.Connection) -> None:
+    org, _, contact = _tenant(db)
+    profile = gw.insert_one(db, "profiles", organization_id=org, contact_id=contact, name="Child", type="Student",
+                            language_id=gw.language(db))
+    gw.update(db, "contacts", contact, active_profile_id=profile)
+    flow = gw.flow(db, org, "Registration")
+    flow_uuid = _row(db, "flows", flow, "uuid")[0]
+    run = {"organization_id": org, "contact_id": contact, "flow_id": flow, "flow_uuid": flow_uuid}
+    context = gw.insert_one(db, "flow_contexts", **run)
+    result = gw.insert_one(db, "flow_results", flow_context_id=context, **run)
+    history = gw.insert_one(db, "contact_histories", organization_id=org, contact_id=contact, event_type="x")
+    assert {_row(db, t, i, "profile_id")[0] for t, i in
+            (("flow_contexts", context), ("flow_results", result), ("contact_histories", history))} == {profile}
+
+
+def test_contact_history_keeps_25_rows_per_contact(db: psycopg.Connection) -> None:
+    org, _, contact = _tenant(db)
+    gw.insert(db, "contact_histories", [{"organization_id": org, "contact_id": contact, "event_type": str(n),
+                                          "inserted_at": datetime(2025, 1, 1) + timedelta(minutes=n)} for n in range(30)])
+    assert db.execute("SELECT count(*) FROM contact_histories").fetchone()[0] == 25
+
+
+def test_publishing_numbers_and_archives_revisions(db: psycopg.Connection) -> None:
+    org, _, _ = _tenant(db)
+    flow = gw.flow(db, org, "Quiz")
+    gw.publish_revision(db, flow)
+    gw.revision(db, flow, {"name": "Quiz", "nodes": [1]})
+    newest = gw.publish_revision(db, flow)
+    rows = db.execute("SELECT id, revision_number, status, version FROM flow_revisions ORDER BY id").fetchall()
+    assert [r[1:] for r in rows] == [(1, "archived", 1), (0, "published", 2)] and rows[1][0] == newest
+
+
+def test_tags_keep_their_ancestors(db: psycopg.Connection) -> None:
+    org, _, _ = _tenant(db)
+    english = gw.language(db)
+    root = gw.insert_one(db, "tags", organization_id=org, label="Root", shortcode="root", language_id=english)
+    child = gw.insert_one(db, "tags", organization_id=org, label="Child", shortcode="child", language_id=english,
+                          parent_id=root)
+    leaf = gw.insert_one(db, "tags", organization_id=org, label="Leaf", shortcode="leaf", language_id=english,
+                         parent_id=child)
+    assert [_row(db, "tags", t, "ancestors")[0] for t in (root, child, leaf)] == [[], [root], [root, child]]
+
+
+def test_watermark_rows_satisfy_glifics_bigquery_jobs(db: psycopg.Connection) -> None:
+    org, _, _ = _tenant(db)
+    watermarks.create(db, org, "messages")
+    row = db.execute('SELECT "table", table_id, inserted_at, updated_at FROM bigquery_jobs').fetchone()
+    assert row[0] == "messages" and row[1] == 0 and row[2] is not None and row[3] is not None
+    assert _column_type(db, "bigquery_jobs", "inserted_at") == "timestamp(0) without time zone"
+
+
+def test_writes_truncate_timestamp0_columns_and_keep_microseconds_elsewhere(db: psycopg.Connection) -> None:
+    org, _, contact = _tenant(db)
+    at = datetime(2025, 1, 1, 10, 0, 0, 999999)
+    ticket = gw.insert_one(db, "tickets", organization_id=org, contact_id=contact, body="b", at=at)
+    gw.update(db, "contacts", contact, at=at, optin_time=at)
+    assert _row(db, "tickets", ticket, "inserted_at")[0] == datetime(2025, 1, 1, 10, 0, 0)  # truncated, not rounded
+    assert _row(db, "contacts", contact, "updated_at, optin_time") == (at, datetime(2025, 1, 1, 10, 0, 0))
 
 
 # ---------------------------------------------------------------------------------------------

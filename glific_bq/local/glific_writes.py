@@ -24,7 +24,7 @@ import uuid
 import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
@@ -46,7 +46,7 @@ _CATALOG: weakref.WeakKeyDictionary[psycopg.Connection, dict[str, dict[str, str]
 
 def utc_now() -> datetime:
     """The application's clock: naive UTC with microseconds (Elixir ``DateTime.utc_now``)."""
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def iso(at: datetime) -> str:
@@ -88,6 +88,8 @@ def _value(type_name: str, value: Any) -> Any:
 
 def _row(columns: Mapping[str, str], row: Mapping[str, Any], at: datetime, *, new: bool = True) -> dict[str, Any]:
     full = dict(row)
+    if new:
+        at = full.get("inserted_at", at)  # Ecto stamps both with one time
     for stamp in ("inserted_at", "updated_at") if new else ("updated_at",):
         if stamp in columns:
             full.setdefault(stamp, at)
@@ -151,14 +153,14 @@ def insert_one(conn: psycopg.Connection, table: str, *, at: datetime | None = No
 
 @contextmanager
 def _clock(conn: psycopg.Connection, at: datetime | None) -> Iterator[datetime]:
-    """The application's time for one statement; pins the triggers' clock to it if given."""
+    """The application's time for one statement; pins the triggers' clock to it if given (in a
+    transaction, or a savepoint of the caller's: the setting is transaction-local)."""
     if at is None:
         yield utc_now()
         return
-    conn.execute("SELECT set_config('glific_bq.clock', %s::text, true)", (at,))
-    try:
+    with conn.transaction():
+        conn.execute("SELECT set_config('glific_bq.clock', %s::text, true)", (at,))
         yield at
-    finally:
         conn.execute("SELECT set_config('glific_bq.clock', '', true)")
 
 

@@ -18,7 +18,7 @@ import random
 import uuid
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from itertools import chain, zip_longest
 from typing import Any
 
@@ -190,9 +190,9 @@ def seed(
     """
     if organizations < 1 or contacts_per_org < 3 or messages_per_org < 0:
         raise ValueError("need at least one organization and three contacts per organization")
-    now = (now or datetime.now(timezone.utc))
+    now = (now or datetime.now(UTC))
     if now.tzinfo is not None:
-        now = now.astimezone(timezone.utc).replace(tzinfo=None)
+        now = now.astimezone(UTC).replace(tzinfo=None)
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
         if not conn.execute("SELECT EXISTS (SELECT FROM organizations)").fetchone()[0]:
@@ -328,7 +328,7 @@ class _Seeder:
 
     def _contacts(self, org: dict[str, Any]) -> list[dict[str, Any]]:
         rng, lang, rows = self.rng, org["lang"], []
-        phones = {_SHARED_PHONE}
+        phones: set[str] = set()
         values = {"age_group": ("Below 10", "11 to 18", "19 or above", "१९ से ऊपर"), "district": _TEXT[lang]["places"],
                   "class": ("7", "८", "Form 2", "9º ano", "")}
         for j, created in enumerate(org["contact_times"][3:], start=3):
