@@ -71,25 +71,23 @@ def bigquery_emulator() -> Iterator[LocalBigQuery]:
 @pytest.fixture
 def warehouse_config(bigquery_emulator) -> WarehouseConfig:
     """Emulator settings with a dataset prefix of this test's own."""
-    return WarehouseConfig(
-        project=bigquery_emulator.project,
-        dataset_template=f"t{uuid.uuid4().hex[:8]}_{{organization_id}}",
-        emulator_host=bigquery_emulator.rest_url,
-        storage_emulator_host=bigquery_emulator.grpc_endpoint,
-        layout=Layout.RAW,
-    )
+    return _emulator_config(bigquery_emulator, "{organization_id}", Layout.RAW)
 
 
 @pytest.fixture
 def glific_warehouse_config(bigquery_emulator) -> WarehouseConfig:
     """Emulator settings in the Glific layout: datasets named after the bot's phone, as Glific
     names them, behind a prefix of this test's own."""
+    return _emulator_config(bigquery_emulator, "{phone}", Layout.GLIFIC)
+
+
+def _emulator_config(emulator: LocalBigQuery, dataset: str, layout: Layout) -> WarehouseConfig:
     return WarehouseConfig(
-        project=bigquery_emulator.project,
-        dataset_template=f"t{uuid.uuid4().hex[:8]}_{{phone}}",
-        emulator_host=bigquery_emulator.rest_url,
-        storage_emulator_host=bigquery_emulator.grpc_endpoint,
-        layout=Layout.GLIFIC,
+        project=emulator.project,
+        dataset_template=f"t{uuid.uuid4().hex[:8]}_{dataset}",
+        emulator_host=emulator.rest_url,
+        storage_emulator_host=emulator.grpc_endpoint,
+        layout=layout,
     )
 
 
