@@ -103,7 +103,7 @@ from google.cloud import bigquery
 
 from glific_bq.registry import TABLES, TableSpec
 from glific_bq.schema import BQ_INSERTED_AT, BQ_UUID
-from glific_bq.warehouse import Warehouse
+from glific_bq.warehouse import Warehouse, queries
 
 log = logging.getLogger(__name__)
 
@@ -247,7 +247,7 @@ def dedup_table(
     result = _Counter(warehouse.organization.id, name, started)
 
     try:
-        schema = {f.name: f.field_type for f in warehouse.client.get_table(table_id).schema}
+        schema = {f.name: f.field_type for f in warehouse.client.get_table(table_id, **warehouse.calls.calls).schema}
     except NotFound:
         return result.done(skipped_reason=f"{table_id} does not exist in BigQuery yet")
     missing = [c for c in ("id", BQ_INSERTED_AT, BQ_UUID) if c not in schema]
@@ -336,19 +336,17 @@ class _Counter:
         self.deleted = self.candidates = 0
         self.bytes_processed: int | None = None
 
-    def _job(self, warehouse: Warehouse, statement: str, params: list) -> bigquery.QueryJob:
-        job = warehouse.client.query(statement, job_config=bigquery.QueryJobConfig(query_parameters=params))
-        job.result()
-        if job.total_bytes_processed is not None:
-            self.bytes_processed = (self.bytes_processed or 0) + job.total_bytes_processed
-        return job
+    def _job(self, warehouse: Warehouse, statement: str, params: list) -> queries.Completed:
+        completed = queries.run(warehouse, statement, params)
+        if completed.job.total_bytes_processed is not None:
+            self.bytes_processed = (self.bytes_processed or 0) + completed.job.total_bytes_processed
+        return completed
 
     def run(self, warehouse: Warehouse, statement: str, params: list) -> list[dict]:
-        job = self._job(warehouse, statement, params)
-        return [dict(row.items()) for row in job.result()]
+        return [dict(row.items()) for row in self._job(warehouse, statement, params).rows]
 
     def run_dml(self, warehouse: Warehouse, statement: str, params: list) -> int:
-        return int(self._job(warehouse, statement, params).num_dml_affected_rows or 0)
+        return int(self._job(warehouse, statement, params).job.num_dml_affected_rows or 0)
 
     def done(self, skipped_reason: str | None = None) -> DedupResult:
         return DedupResult(

@@ -17,7 +17,7 @@ from glific_bq.reconcile import compare_ids
 from glific_bq.registry import DeletePolicy, TableSpec
 from glific_bq.source import Source
 from glific_bq.tenants import Organization
-from glific_bq.warehouse import Warehouse
+from glific_bq.warehouse import Warehouse, queries
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +33,8 @@ def propagate_deletes(source: Source, warehouse: Warehouse, organization: Organi
     table_id = f"{warehouse.dataset_ref}.{spec.name}"
     gone_ids = compare_ids(source, warehouse, organization.id, spec.name).gone
     for start in range(0, len(gone_ids), _CHUNK):
-        config = bigquery.QueryJobConfig(
-            query_parameters=[bigquery.ArrayQueryParameter("ids", "INT64", gone_ids[start:start + _CHUNK])]
-        )
-        warehouse.client.query(f"DELETE FROM `{table_id}` WHERE id IN UNNEST(@ids)", job_config=config).result()
+        queries.dml(warehouse, f"DELETE FROM `{table_id}` WHERE id IN UNNEST(@ids)",
+                    [bigquery.ArrayQueryParameter("ids", "INT64", gone_ids[start:start + _CHUNK])])
     if gone_ids:
         log.info("organization %s, %s: %s row(s) deleted at the source removed from BigQuery",
                  organization.id, spec.name, len(gone_ids))

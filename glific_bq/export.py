@@ -82,7 +82,7 @@ from google.cloud import bigquery
 from glific_bq.registry import TABLES, TableSpec
 from glific_bq.dedup import NEWEST_FIRST
 from glific_bq.schema import BQ_INSERTED_AT, BQ_UUID
-from glific_bq.warehouse import Warehouse
+from glific_bq.warehouse import Warehouse, queries
 
 log = logging.getLogger(__name__)
 
@@ -259,7 +259,7 @@ def _export_table(warehouse: Warehouse, name: str, reading: _Reading, location: 
     """Write one table to every format requested; returns its files (the workbook's without a URI yet)."""
     table_id = f"{warehouse.dataset_ref}.{name}"
     try:
-        schema = warehouse.client.get_table(table_id).schema
+        schema = warehouse.client.get_table(table_id, **warehouse.calls.calls).schema
     except NotFound:
         result.skipped[name] = "not in BigQuery yet"
         return []
@@ -321,7 +321,7 @@ def _latest_rows(warehouse: Warehouse, table_id: str, columns: list[str], filter
     wait for the next export, and each id is in exactly one window."""
     query_rows = reading.query_rows
     where = " AND ".join(filters) or "TRUE"
-    (stats,) = _query(warehouse, STATS.format(table=table_id, where=where), params).result()
+    (stats,) = _query(warehouse, STATS.format(table=table_id, where=where), params)
     windows: list[tuple[int, int] | None] = [None]
     if stats["versions"] > query_rows:
         count = math.ceil(stats["versions"] / query_rows)
@@ -339,15 +339,14 @@ def _latest_rows(warehouse: Warehouse, table_id: str, columns: list[str], filter
                              bigquery.ScalarQueryParameter("end_id", "INT64", window[1])]
         statement = LATEST.format(columns=select, table=table_id, where=" AND ".join(window_filters) or "TRUE",
                                   latest=LATEST_VERSION)
-        pages = _query(warehouse, statement, window_params).result(page_size=reading.page_rows)
+        pages = _query(warehouse, statement, window_params, page_size=reading.page_rows)
         # REST pages, not the Storage Read API: no read-session permission or cost, and the
         # emulator cannot read a query's anonymous result table over the Storage Read API.
         yield from pages.to_arrow_iterable(bqstorage_client=None)
 
 
-def _query(warehouse: Warehouse, statement: str, params: list) -> bigquery.QueryJob:
-    config = bigquery.QueryJobConfig(query_parameters=params, labels={"glific_bq": "export"})
-    return warehouse.client.query(statement, job_config=config)
+def _query(warehouse: Warehouse, statement: str, params: list, page_size: int | None = None) -> bigquery.table.RowIterator:
+    return queries.run(warehouse, statement, params, labels={"glific_bq": "export"}, page_size=page_size).rows
 
 
 def _check_tenant(batch: pa.RecordBatch, organization_id: int, table_id: str) -> None:

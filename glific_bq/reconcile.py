@@ -15,7 +15,7 @@ from google.cloud import bigquery
 from psycopg import sql
 
 from glific_bq.source import Source
-from glific_bq.warehouse import Warehouse
+from glific_bq.warehouse import Warehouse, queries
 
 
 @dataclass(frozen=True)
@@ -32,10 +32,10 @@ def compare_ids(source: Source, warehouse: Warehouse, organization_id: int, tabl
     """Compare the ids of ``table`` for one organization (only ids ``<= upto_id`` if given: the
     range the watermark says was sent)."""
     upto = upto_id if upto_id is not None else 2**63 - 1
-    config = bigquery.QueryJobConfig(query_parameters=[bigquery.ScalarQueryParameter("upto", "INT64", upto)])
-    in_warehouse = warehouse.client.query(
-        f"SELECT DISTINCT id FROM `{warehouse.dataset_ref}.{table}` WHERE id <= @upto", job_config=config
-    ).to_arrow(create_bqstorage_client=False).column("id").combine_chunks().cast(pa.int64())
+    in_warehouse = queries.run(
+        warehouse, f"SELECT DISTINCT id FROM `{warehouse.dataset_ref}.{table}` WHERE id <= @upto",
+        [bigquery.ScalarQueryParameter("upto", "INT64", upto)],
+    ).rows.to_arrow(create_bqstorage_client=False).column("id").combine_chunks().cast(pa.int64())
     query = sql.SQL("SELECT id FROM {} WHERE organization_id = $1 AND id <= $2").format(sql.Identifier(table))
     with source.reader.cursor() as cur:
         cur.execute(query.as_string(None), parameters=(organization_id, upto))

@@ -51,7 +51,7 @@ from google.cloud import bigquery
 from glific_bq import dedup
 from glific_bq.registry import TABLES, TableSpec
 from glific_bq.schema import BQ_INSERTED_AT, BQ_UUID
-from glific_bq.warehouse import Warehouse
+from glific_bq.warehouse import Warehouse, queries
 
 log = logging.getLogger(__name__)
 
@@ -424,8 +424,8 @@ def create_views(
             log.info("%s.%s: skipped: %s", warehouse.dataset_ref, view.name, reason)
             continue
         view_id = f"{_dataset_ref(warehouse.dataset_ref)}.{_table_name(view.name)}"
-        warehouse.client.query(view_ddl(view_id, view.select(warehouse.dataset_ref), view.description, view.columns)).result()
-        _ensure_descriptions(warehouse.client, view_id, view.description, view.columns)
+        queries.run(warehouse, view_ddl(view_id, view.select(warehouse.dataset_ref), view.description, view.columns))
+        _ensure_descriptions(warehouse, view_id, view.description, view.columns)
         created.append(view.name)
     return created
 
@@ -434,7 +434,7 @@ def _latest_view(warehouse: Warehouse, table: str) -> str | None:
     """Create ``<table>_latest``; the reason it cannot be, if so."""
     table_id = f"{_dataset_ref(warehouse.dataset_ref)}.{_table_name(table)}"
     try:
-        columns = {f.name for f in warehouse.client.get_table(table_id).schema}
+        columns = {f.name for f in warehouse.client.get_table(table_id, **warehouse.calls.calls).schema}
     except NotFound:
         return f"{table} does not exist in BigQuery yet"
     missing = [c for c in ("id", BQ_INSERTED_AT, BQ_UUID) if c not in columns]
@@ -442,15 +442,16 @@ def _latest_view(warehouse: Warehouse, table: str) -> str | None:
         return f"{table} has no {', '.join(missing)} column"
     view_id = f"{_dataset_ref(warehouse.dataset_ref)}.{latest_view_name(table)}"
     description = latest_description(table)
-    warehouse.client.query(view_ddl(view_id, latest_sql(warehouse.dataset_ref, table), description)).result()
-    _ensure_descriptions(warehouse.client, view_id, description)
+    queries.run(warehouse, view_ddl(view_id, latest_sql(warehouse.dataset_ref, table), description))
+    _ensure_descriptions(warehouse, view_id, description)
     return None
 
 
-def _ensure_descriptions(client: bigquery.Client, view_id: str, description: str, columns: Sequence[Column] = ()) -> None:
+def _ensure_descriptions(warehouse: Warehouse, view_id: str, description: str, columns: Sequence[Column] = ()) -> None:
     """Set the view's descriptions through the API if the DDL's OPTIONS did not (BigQuery applies
     them; the local emulator ignores them). A no-op when they are already right."""
-    view = client.get_table(view_id)
+    client = warehouse.client
+    view = client.get_table(view_id, **warehouse.calls.calls)
     docs = {c.name: c.description for c in columns}
     if view.description == description and all(f.description == docs[f.name] for f in view.schema if f.name in docs):
         return
@@ -460,7 +461,7 @@ def _ensure_descriptions(client: bigquery.Client, view_id: str, description: str
                              fields=f.fields)
         for f in view.schema
     ]
-    client.update_table(view, ["description", "schema"])
+    client.update_table(view, ["description", "schema"], **warehouse.calls.calls)
 
 
 def _string_literal(text: str) -> str:

@@ -1,0 +1,107 @@
+"""Every BigQuery call gives up within its deadline: a BigQuery that accepts connections and never
+answers (an outage, a black-holed network) fails the call instead of hanging the run.
+
+The warehouse points at a local TCP port that accepts and never replies, with a two-second
+deadline, and each path (the warehouse's own calls, dedup, deletes, reconcile, views, exports,
+checks) must raise within a few multiples of it."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from google.cloud.bigquery import SchemaField
+
+from glific_bq import checks, dedup, deletes, export, reconcile, views
+from glific_bq.layouts import Layout
+from glific_bq.registry import DeletePolicy, TableSpec
+from glific_bq.tenants import Organization
+from glific_bq.warehouse import Warehouse, WarehouseConfig
+
+DEADLINE = 2.0
+#: Slack for the last request's own timeout and retry back-off past the deadline.
+GIVE_UP_WITHIN = 3 * DEADLINE
+ORGANIZATION = Organization(id=1, shortcode="silent", timezone="UTC", is_active=True)
+NOTES = TableSpec("notes", deletes=DeletePolicy.PROPAGATE)
+
+
+@pytest.fixture(scope="module")
+def silent_port() -> Iterator[int]:
+    """A port that accepts connections and never answers."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(server.accept()[0])
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    stop.set()
+    thread.join()
+    for conn in accepted:
+        conn.close()
+    server.close()
+
+
+@pytest.fixture
+def silent_warehouse(silent_port) -> Warehouse:
+    config = WarehouseConfig(
+        project="silent-project", dataset_template="glific_{organization_id}", layout=Layout.RAW,
+        emulator_host=f"http://127.0.0.1:{silent_port}", deadline_seconds=DEADLINE,
+    )
+    return Warehouse(config, ORGANIZATION)
+
+
+CALLS = {
+    "query": lambda w, source: w.query("SELECT 1"),
+    "table_exists": lambda w, source: w.table_exists("notes"),
+    "ensure_table": lambda w, source: w.ensure_table(NOTES, [SchemaField("id", "INT64")]),
+    "dead_letter_ids": lambda w, source: w.dead_letter_ids("notes"),
+    "forget_dead_letters": lambda w, source: w.forget_dead_letters("notes", [1]),
+    "dedup": lambda w, source: dedup.dedup_table(w, "notes", since=None),
+    "deletes": lambda w, source: deletes.propagate_deletes(source, w, ORGANIZATION, NOTES),
+    "reconcile": lambda w, source: reconcile.compare_ids(source, w, ORGANIZATION.id, "notes"),
+    "views": lambda w, source: views.create_views(w, ["notes"], []),
+    "export": lambda w, source: export.export_tenant(w, ["notes"], ["csv"], source.exports_dir),
+    "checks": lambda w, source: checks.duplicate_ids(w, ORGANIZATION.id, "notes"),
+}
+
+
+@pytest.mark.parametrize("call", CALLS)
+def test_a_silent_bigquery_fails_the_call_within_the_deadline(call, silent_warehouse, source, tmp_path):
+    source.exports_dir = tmp_path
+    outcome: list[BaseException | None] = []
+
+    def attempt() -> None:
+        try:
+            CALLS[call](silent_warehouse, source)
+            outcome.append(None)
+        except BaseException as error:  # what the call raised is the outcome
+            outcome.append(error)
+
+    started = time.monotonic()
+    worker = threading.Thread(target=attempt, daemon=True)  # a hanging call must fail the test, not hang it
+    worker.start()
+    worker.join(GIVE_UP_WITHIN)
+    elapsed = time.monotonic() - started
+    assert not worker.is_alive(), f"{call} still waiting for BigQuery after {elapsed:.1f} s"
+    (error,) = outcome
+    assert error is not None, f"{call} succeeded against a BigQuery that never answers"
+    assert "imeout" in str(error) or "timed out" in str(error), repr(error)
+
+
+def test_a_deadline_that_is_not_positive_is_refused():
+    with pytest.raises(ValueError, match="deadline"):
+        WarehouseConfig(project="p", deadline_seconds=0)
