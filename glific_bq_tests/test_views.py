@@ -74,9 +74,10 @@ class World:
 
     def contact(self, label, org, name, phone, inserted, optin=None, optout=None):
         return self.add(label, "INSERT INTO contacts (name, phone, optin_time, optin_status, optout_time, "
-                        "fields, organization_id, inserted_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                        "fields, organization_id, inserted_at, updated_at, language_id) VALUES (%s, %s, %s, %s, %s, %s, "
+                        "%s, %s, %s, (SELECT default_language_id FROM organizations WHERE id = %s))",
                         (name, phone, optin, optin is not None, optout, Jsonb({"district": {"value": "Pune"}}),
-                         self.orgs[org].id, inserted, inserted))
+                         self.orgs[org].id, inserted, inserted, self.orgs[org].id))
 
     def message(self, label, org, contact, direction, type_, status, inserted, errors=None):
         c = self.ids[contact]
@@ -245,7 +246,8 @@ def test_equal_send_times_resolve_by_bq_uuid_exactly_as_the_dedup_keeps(db, sour
 
 
 def test_the_latest_views_and_the_dedup_rank_versions_by_one_order():
-    delete = dedup.DELETE.format(table="t", scope="TRUE", settled="TRUE", sent=dedup._SENT, newest_first=dedup.NEWEST_FIRST)
+    delete = dedup.DELETE.format(table="t", scope="TRUE", settled="TRUE", sent=dedup._SENT["TIMESTAMP"], key="id",
+                                 newest_first=dedup.NEWEST_FIRST)
     assert f"ORDER BY {views.NEWEST_FIRST})" in delete
     assert f"ORDER BY {views.NEWEST_FIRST})" in views.latest_sql("p.d", "t")
 

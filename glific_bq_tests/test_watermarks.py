@@ -33,6 +33,7 @@ def glific_db(database_url):
 
     with psycopg.connect(database_url, autocommit=True) as conn:
         create_schema(conn)
+        conn.execute("DROP TABLE bigquery_jobs")  # Glific's schema has it: this test's version of it
         conn.execute(GLIFIC_BIGQUERY_JOBS)
         yield conn
 
