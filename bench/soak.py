@@ -10,8 +10,9 @@ and ``bigquery_jobs``. For ``--minutes`` minutes, concurrently:
   and tickets; bulk-update hundreds of rows with one ``updated_at``; create and delete contacts
   (``contacts`` propagates deletes; the deleted contacts are made for it and nothing references
   them, so no ``keep`` table loses a row); hold transactions open 3-12 s before committing, while
-  the others commit higher ids (late commits); stamp some rows 10-40 s in the future. Every stamp
-  is the database clock, naive UTC (``now() AT TIME ZONE 'UTC'``), as Glific writes them.
+  the others commit higher ids (late commits); stamp some rows 10-40 s in the future. Every write
+  goes through ``glific_bq.local.glific_writes`` (the application's clock, naive UTC, as Glific's
+  Ecto writes) on Glific's real schema, whose triggers do the rest.
 * the syncer (a thread of the main process) runs ``sync_tenant`` for every tenant every 1-3 s with
   random page and round sizes; about one tenant sync in ``1/--crash-rate`` dies on purpose
   (``Crash``, which no error handler catches, like a killed process): after a random step of
@@ -68,21 +69,22 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 import warnings
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
-from psycopg.types.json import Jsonb
 
 from glific_bq import watermarks
 from glific_bq.dedup import dedup_tenant
 from glific_bq.deletes import propagate_deletes
+from glific_bq.local import glific_writes as gw
 from glific_bq.registry import TABLES, DeletePolicy, TableSpec
 from glific_bq.schema import BQ_INSERTED_AT, BQ_UUID, reflect_columns, syncable_columns
 from glific_bq.source import Source
@@ -93,8 +95,6 @@ from glific_bq.warehouse import Warehouse, WarehouseConfig
 WRITER_APP = "glific_bq_soak_writer"
 #: ``optin_method`` of the contacts writers create in order to delete them; nothing references them.
 DISPOSABLE = "soak:disposable"
-NOW_USEC = "(now() AT TIME ZONE 'UTC')"  # timestamp columns (Ecto :utc_datetime_usec)
-NOW_SEC = "date_trunc('second', now() AT TIME ZONE 'UTC')"  # timestamp(0) columns (:utc_datetime)
 LATE_COMMIT_SECONDS = (3.0, 12.0)
 FUTURE_SECONDS = (10, 40)
 DEDUP_EVERY_SECONDS = (20.0, 30.0)
@@ -133,138 +133,102 @@ def load_tenants(conn: psycopg.Connection) -> list[Tenant]:
     return tenants
 
 
-def insert_message(conn, t: Tenant, rng: random.Random, counts: Counter, stamp: str = NOW_SEC) -> None:
-    """A message as Glific stores one: the contact's counters move, then the message row."""
+def insert_message(conn, t: Tenant, rng: random.Random, counts: Counter, ahead: float = 0) -> None:
+    """A message as Glific stores one (its trigger moves the contact's counters), ``ahead`` seconds
+    in the future if asked."""
     contact = rng.choice(t.contacts)
-    inbound = rng.random() < 0.5
-    (number,) = conn.execute(
-        f"UPDATE contacts SET last_message_number = last_message_number + 1, last_message_at = {NOW_SEC}, "
-        f"is_org_read = NOT %s, updated_at = {NOW_USEC} WHERE id = %s RETURNING last_message_number",
-        (inbound, contact),
-    ).fetchone()
-    conn.execute(
-        f"INSERT INTO messages (uuid, body, type, flow, status, bsp_status, message_number, sender_id, "
-        f"receiver_id, contact_id, organization_id, inserted_at, updated_at) VALUES (gen_random_uuid(), %s, "
-        f"'text', %s, %s, %s, %s, %s, %s, %s, %s, {NOW_SEC}, {stamp})",
-        (rng.choice(("Hi", "नमस्ते 🙏", "Habari? 😀", "Olá", 'He said "ok" \\ fine', "")),
-         "inbound" if inbound else "outbound", "received" if inbound else "enqueued",
-         "delivered" if inbound else "enqueued", number,
-         contact if inbound else t.bot, t.bot if inbound else contact, contact, t.id),
-    )
+    future = {"updated_at": gw.utc_now() + timedelta(seconds=ahead)} if ahead else {}
+    gw.message(conn, t.id, contact, t.bot, inbound=rng.random() < 0.5,
+               body=rng.choice(("Hi", "नमस्ते 🙏", "Habari? 😀", "Olá", 'He said "ok" \\ fine', "")), **future)
     counts["inserts"] += 1
     counts["updates"] += 1
 
 
 def flow_run(conn, t: Tenant, rng: random.Random, counts: Counter) -> None:
     flow_id, flow_uuid = rng.choice(t.flows)
-    contact = rng.choice(t.contacts)
-    results = Jsonb({"age": {"input": str(rng.randint(8, 60)), "category": "Has Number"}})
-    (context_id,) = conn.execute(
-        f"INSERT INTO flow_contexts (node_uuid, flow_uuid, flow_id, contact_id, results, organization_id, "
-        f"inserted_at, updated_at) VALUES (gen_random_uuid(), %s, %s, %s, %s, %s, {NOW_SEC}, {NOW_SEC}) RETURNING id",
-        (flow_uuid, flow_id, contact, results, t.id),
-    ).fetchone()
-    conn.execute(
-        f"INSERT INTO flow_results (results, flow_uuid, flow_version, flow_context_id, contact_id, flow_id, "
-        f"organization_id, inserted_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, {NOW_USEC}, {NOW_USEC})",
-        (results, flow_uuid, rng.randint(1, 12), context_id, contact, flow_id, t.id),
-    )
+    run = {"flow_uuid": flow_uuid, "flow_id": flow_id, "contact_id": rng.choice(t.contacts), "organization_id": t.id,
+           "results": {"age": {"input": str(rng.randint(8, 60)), "category": "Has Number"}}}
+    context_id = gw.insert_one(conn, "flow_contexts", node_uuid=uuid.uuid4(), **run)
+    gw.insert_one(conn, "flow_results", flow_version=rng.randint(1, 12), flow_context_id=context_id, **run)
     counts["inserts"] += 2
 
 
 def contact_history(conn, t: Tenant, rng: random.Random, counts: Counter) -> None:
-    conn.execute(
-        f"INSERT INTO contact_histories (event_type, event_label, event_meta, event_datetime, contact_id, "
-        f"organization_id, inserted_at, updated_at) VALUES ('contact_fields_updated', %s, %s, {NOW_SEC}, %s, %s, "
-        f"{NOW_USEC}, {NOW_USEC})",
-        (rng.choice(("district", "जिला", "São")), Jsonb({"step": rng.randint(1, 9)}), rng.choice(t.contacts),
-         t.id),
-    )
+    gw.insert_one(conn, "contact_histories", event_type="contact_fields_updated",
+                  event_label=rng.choice(("district", "जिला", "São")), event_meta={"step": rng.randint(1, 9)},
+                  event_datetime=gw.utc_now(), contact_id=rng.choice(t.contacts), organization_id=t.id)
     counts["inserts"] += 1
 
 
+def merge_json(conn, table: str, column: str, row_id: int, value: dict) -> None:
+    """Read-modify-write of a jsonb map, as the application changes one."""
+    (current,) = conn.execute(f"SELECT {column} FROM {table} WHERE id = %s FOR UPDATE", (row_id,)).fetchone()
+    gw.update(conn, table, row_id, **{column: {**(current or {}), **value}})
+
+
 def edit_contact(conn, t: Tenant, rng: random.Random, counts: Counter) -> None:
-    value = {"district": {"type": "string", "value": rng.choice(("Pune", "पुणे", "Mombasa", "São Paulo"))}}
-    conn.execute(f"UPDATE contacts SET fields = fields || %s, updated_at = {NOW_USEC} WHERE id = %s",
-                 (Jsonb(value), rng.choice(t.contacts)))
+    merge_json(conn, "contacts", "fields", rng.choice(t.contacts),
+               gw.contact_fields({"district": rng.choice(("Pune", "पुणे", "Mombasa", "São Paulo"))}))
     counts["updates"] += 1
 
 
+def random_ids(conn, table: str, t: Tenant, n: int, where: str = "true", order: str = "random()") -> list[int]:
+    return [r[0] for r in conn.execute(
+        f"SELECT id FROM {table} WHERE organization_id = %s AND {where} ORDER BY {order} LIMIT %s", (t.id, n))]
+
+
 def edit_flow_result(conn, t: Tenant, rng: random.Random, counts: Counter) -> None:
-    cur = conn.execute(
-        f"UPDATE flow_results SET results = results || %s, updated_at = {NOW_USEC} WHERE id = "
-        f"(SELECT id FROM flow_results WHERE organization_id = %s ORDER BY id DESC OFFSET %s LIMIT 1)",
-        (Jsonb({"feedback": {"input": rng.choice(("Muito bom 😀", "Nzuri", "अच्छा"))}}), t.id,
-         rng.randint(0, 50)),
-    )
-    counts["updates"] += cur.rowcount
+    for row_id in random_ids(conn, "flow_results", t, 1, order=f"id DESC OFFSET {rng.randint(0, 50)}"):
+        merge_json(conn, "flow_results", "results", row_id,
+                   {"feedback": {"input": rng.choice(("Muito bom 😀", "Nzuri", "अच्छा"))}})
+        counts["updates"] += 1
 
 
 def advance_statuses(conn, t: Tenant, rng: random.Random, counts: Counter) -> None:
     """The newest pending outbound messages move one status on, as delivery callbacks do."""
-    status = ("(CASE status::text WHEN 'enqueued' THEN 'sent' WHEN 'sent' THEN 'delivered' "
-              "ELSE 'read' END)::message_status_enum")
-    cur = conn.execute(
-        f"UPDATE messages SET status = {status}, bsp_status = {status}, sent_at = COALESCE(sent_at, {NOW_SEC}), "
-        f"updated_at = {NOW_SEC} WHERE id IN (SELECT id FROM messages WHERE organization_id = %s "
-        f"AND flow = 'outbound' AND status IN ('enqueued', 'sent', 'delivered') ORDER BY id DESC LIMIT %s)",
-        (t.id, rng.randint(1, 10)),
-    )
-    counts["updates"] += cur.rowcount
+    pending = conn.execute(
+        "SELECT id, status::text FROM messages WHERE organization_id = %s AND flow = 'outbound' "
+        "AND status IN ('enqueued', 'sent', 'delivered') ORDER BY id DESC LIMIT %s", (t.id, rng.randint(1, 10))).fetchall()
+    for message_id, status in pending:
+        new = {"enqueued": "sent", "sent": "delivered"}.get(status, "read")
+        counts["updates"] += gw.update(conn, "messages", message_id, status=new, bsp_status=new,
+                                       **({"sent_at": gw.utc_now()} if status == "enqueued" else {}))
 
 
 def ticket(conn, t: Tenant, rng: random.Random, counts: Counter) -> None:
     if rng.random() < 0.5:
-        conn.execute(
-            f"INSERT INTO tickets (body, topic, status, contact_id, organization_id, inserted_at, updated_at) "
-            f"VALUES (%s, %s, 'open', %s, %s, {NOW_SEC}, {NOW_SEC})",
-            (rng.choice(("Help", "मदद", "Ajuda")), "Certificate", rng.choice(t.contacts), t.id),
-        )
+        gw.insert_one(conn, "tickets", body=rng.choice(("Help", "मदद", "Ajuda")), topic="Certificate", status="open",
+                      contact_id=rng.choice(t.contacts), organization_id=t.id)
         counts["inserts"] += 1
     else:
-        cur = conn.execute(
-            f"UPDATE tickets SET status = 'closed', remarks = %s, updated_at = {NOW_SEC} WHERE id = "
-            f"(SELECT id FROM tickets WHERE organization_id = %s AND status = 'open' ORDER BY random() LIMIT 1)",
-            (rng.choice(("done ✅", "resolvido")), t.id),
-        )
-        counts["updates"] += cur.rowcount
+        counts["updates"] += gw.update(conn, "tickets", random_ids(conn, "tickets", t, 1, "status = 'open'"),
+                                       status="closed", remarks=rng.choice(("done ✅", "resolvido")))
 
 
 def bulk_update(conn, t: Tenant, rng: random.Random, counts: Counter) -> None:
     """Hundreds of rows of one table get one ``updated_at`` in one statement."""
-    table, change, stamp = rng.choice((
-        ("messages", "is_read = NOT is_read", NOW_SEC),
-        ("contacts", "settings = settings || jsonb_build_object('campaign', %(tag)s::text)", NOW_USEC),
-        ("flow_results", "results = results || jsonb_build_object('batch', %(tag)s::text)", NOW_USEC),
+    tag = f"b{rng.getrandbits(32):x}"
+    table, change = rng.choice((
+        ("messages", {"flow_label": tag}),
+        ("contacts", {"settings": {"campaign": tag}}),
+        ("flow_results", {"results": {"batch": tag}}),
     ))
-    cur = conn.execute(
-        f"UPDATE {table} SET {change}, updated_at = {stamp} WHERE id IN "
-        f"(SELECT id FROM {table} WHERE organization_id = %(org)s ORDER BY random() LIMIT %(n)s)",
-        {"tag": f"b{rng.getrandbits(32):x}", "org": t.id, "n": rng.randint(200, 2000)},
-    )
     counts["bulk_updates"] += 1
-    counts["updates"] += cur.rowcount
+    counts["updates"] += gw.update(conn, table, random_ids(conn, table, t, rng.randint(200, 2000)), **change)
 
 
 def disposable_contact(conn, t: Tenant, rng: random.Random, counts: Counter) -> None:
     """Create a contact to delete later, edit one, or delete one (maybe before it was ever synced)."""
     choice = rng.random()
     if choice < 0.4 or not t.disposable:
-        (contact,) = conn.execute(
-            f"INSERT INTO contacts (name, phone, optin_method, fields, organization_id, inserted_at, updated_at) "
-            f"VALUES (%s, %s, %s, '{{}}', %s, {NOW_USEC}, {NOW_USEC}) RETURNING id",
-            (rng.choice(("Asha", "Juma", "João 😀", None)), f"soak{rng.getrandbits(60)}", DISPOSABLE, t.id),
-        ).fetchone()
-        t.disposable.append(contact)
+        t.disposable.append(gw.contact(conn, t.id, f"soak{rng.getrandbits(60)}", optin_method=DISPOSABLE,
+                                       name=rng.choice(("Asha", "Juma", "João 😀", None))))
         counts["inserts"] += 1
     elif choice < 0.6:
-        conn.execute(f"UPDATE contacts SET name = %s, updated_at = {NOW_USEC} WHERE id = %s",
-                     (f"renamed {rng.randint(1, 99)}", rng.choice(t.disposable)))
-        counts["updates"] += 1
+        counts["updates"] += gw.update(conn, "contacts", rng.choice(t.disposable), name=f"renamed {rng.randint(1, 99)}")
     else:
         contact = t.disposable.pop(rng.randrange(len(t.disposable)))
-        cur = conn.execute("DELETE FROM contacts WHERE id = %s AND optin_method = %s", (contact, DISPOSABLE))
-        counts["deletes"] += cur.rowcount
+        counts["deletes"] += gw.delete(conn, "contacts", id=contact, optin_method=DISPOSABLE)
 
 
 def late_commit(conn, t: Tenant, rng: random.Random, counts: Counter, stop: threading.Event) -> None:
@@ -280,16 +244,13 @@ def late_commit(conn, t: Tenant, rng: random.Random, counts: Counter, stop: thre
 
 def future_stamp(conn, t: Tenant, rng: random.Random, counts: Counter) -> None:
     """A row stamped 10-40 s ahead (a writer with a skewed clock): the sync must wait for it."""
-    ahead = f"make_interval(secs => {rng.randint(*FUTURE_SECONDS)})"
+    ahead = rng.randint(*FUTURE_SECONDS)
     table = rng.choice(("messages", "contacts", "flow_results"))
     if table == "messages" and rng.random() < 0.5:
-        insert_message(conn, t, rng, counts, stamp=f"date_trunc('second', {NOW_USEC} + {ahead})")
+        insert_message(conn, t, rng, counts, ahead=ahead)
     else:
-        stamp = f"date_trunc('second', {NOW_USEC} + {ahead})" if table == "messages" else f"{NOW_USEC} + {ahead}"
-        cur = conn.execute(
-            f"UPDATE {table} SET updated_at = {stamp} WHERE id = "
-            f"(SELECT id FROM {table} WHERE organization_id = %s ORDER BY random() LIMIT 1)", (t.id,))
-        counts["updates"] += cur.rowcount
+        counts["updates"] += gw.update(conn, table, random_ids(conn, table, t, 1),
+                                       updated_at=gw.utc_now() + timedelta(seconds=ahead))
     counts["future_stamps"] += 1
 
 
