@@ -45,63 +45,53 @@ DIRTY_TABLES = ("contacts", "messages", "flow_results")
 
 
 # ---------------------------------------------------------------------------------------------
-# Data: the only part that knows the source schema (raw SQL against glific_bq.local's schema).
+# Data: the only part that knows the source schema (through glific_bq.local.glific_writes).
 # ---------------------------------------------------------------------------------------------
 
 
 def build_organizations(conn, organizations: int) -> None:
-    """``organizations`` tenants in three timezones, each with one flow and a few contacts."""
+    """``organizations`` tenants in three timezones (Glific's schema, written as Glific writes),
+    each with one flow, then a first round of dirty rows."""
     from glific_bq import watermarks
-    from glific_bq.local.sample_data import create_schema
+    from glific_bq.local import glific_writes
+    from glific_bq.local.glific_schema import create_glific_schema
 
-    create_schema(conn)
+    create_glific_schema(conn)
     watermarks.ensure_table(conn)
-    conn.execute(
-        "INSERT INTO organizations (name, shortcode, email, timezone, inserted_at, updated_at) "
-        "SELECT 'bench org ' || g, 'bench' || g, 'org' || g || '@example.org', (%s::text[])[1 + g %% 3], "
-        "now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC' FROM generate_series(1, %s) g",
-        (list(TIMEZONES), organizations),
-    )
-    conn.execute(
-        "INSERT INTO flows (name, uuid, organization_id, inserted_at, updated_at) "
-        "SELECT 'registration', gen_random_uuid(), id, now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC' "
-        "FROM organizations"
-    )
+    for n in range(1, organizations + 1):
+        organization_id = glific_writes.organization(conn, f"bench org {n}", f"bench{n}", f"9100{n:08d}",
+                                                     timezone=TIMEZONES[n % 3])
+        glific_writes.flow(conn, organization_id, "registration")
     make_dirty(conn, rows=5)
 
 
 def make_dirty(conn, rows: int) -> None:
-    """New and changed rows in contacts, messages and flow_results for every organization."""
-    stamp = "now() AT TIME ZONE 'UTC' - interval '1 minute'"  # older than the sync's 5 s horizon
-    conn.execute(
-        "INSERT INTO contacts (name, phone, organization_id, inserted_at, updated_at) "
-        f"SELECT 'contact ' || g, gen_random_uuid()::text, o.id, {stamp}, {stamp} "
-        "FROM organizations o, generate_series(1, %s) g",
-        (rows,),
-    )
-    first_contact = "(SELECT organization_id, min(id) AS id FROM contacts GROUP BY organization_id)"
-    conn.execute(
-        "INSERT INTO messages (body, type, flow, sender_id, receiver_id, contact_id, organization_id, "
-        "inserted_at, updated_at) "
-        f"SELECT 'message ' || g || ' ✓ नमस्ते', 'text', 'inbound', c.id, c.id, c.id, c.organization_id, "
-        f"{stamp}, {stamp} FROM {first_contact} c, generate_series(1, %s) g",
-        (rows,),
-    )
-    conn.execute(
-        "INSERT INTO flow_results (results, flow_uuid, flow_version, contact_id, flow_id, organization_id, "
-        "inserted_at, updated_at) "
-        f"SELECT jsonb_build_object('age', g), f.uuid, 1, c.id, f.id, c.organization_id, {stamp}, {stamp} "
-        f"FROM {first_contact} c JOIN flows f USING (organization_id), generate_series(1, %s) g",
-        (rows,),
-    )
-    for table, change in (("contacts", "name = name || '!'"), ("messages", "is_read = NOT is_read"),
-                          ("flow_results", "flow_version = flow_version + 1")):
-        conn.execute(
-            f"UPDATE {table} SET {change}, updated_at = {stamp} WHERE id IN ("
-            "SELECT id FROM (SELECT id, row_number() OVER (PARTITION BY organization_id ORDER BY id) AS n "
-            f"FROM {table}) ranked WHERE n <= %s)",
-            (rows,),
-        )
+    """``rows`` new and ``rows`` changed rows in contacts, messages and flow_results of every
+    organization, stamped a minute ago (past the sync's 5 s horizon)."""
+    from datetime import timedelta
+
+    from glific_bq.local import glific_writes
+
+    at = glific_writes.utc_now() - timedelta(minutes=1)
+    tenants = conn.execute(
+        "SELECT o.id, o.contact_id, f.id, f.uuid FROM organizations o JOIN flows f ON f.organization_id = o.id "
+        "ORDER BY o.id"
+    ).fetchall()
+    with conn.transaction():
+        for organization_id, bot, flow_id, flow_uuid in tenants:
+            contacts = [glific_writes.contact(conn, organization_id, f"{organization_id}{uuid.uuid4().int % 10**9:09d}",
+                                              name=f"contact {k}", at=at) for k in range(rows)]
+            glific_writes.insert(conn, "messages", [
+                glific_writes.message_row(organization_id, contacts[k], bot, inbound=True, body=f"message {k} ✓ नमस्ते")
+                for k in range(rows)], at=at)
+            glific_writes.insert(conn, "flow_results", [
+                {"results": {"age": k}, "contact_id": contacts[k], "flow_id": flow_id, "flow_uuid": flow_uuid,
+                 "organization_id": organization_id} for k in range(rows)], at=at)
+            for table, change in (("contacts", {"name": "changed"}), ("messages", {"is_hsm": True}),
+                                  ("flow_results", {"flow_version": 2})):
+                ids = [r[0] for r in conn.execute(
+                    f"SELECT id FROM {table} WHERE organization_id = %s ORDER BY id LIMIT %s", (organization_id, rows))]
+                glific_writes.update(conn, table, ids, at=at, **change)
 
 
 # ---------------------------------------------------------------------------------------------
