@@ -28,7 +28,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import re
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -38,7 +37,7 @@ from datetime import datetime, timedelta, timezone
 
 import psycopg
 
-from glific_bq import plan
+from glific_bq import plan, redact
 from glific_bq.registry import TableSpec
 
 # -- configuration: every default in one place ------------------------------------------------------
@@ -225,28 +224,10 @@ def find_problems(
                        waiting_since=waiting_since)
 
 
-# Defence in depth: stored errors are scrubbed already, but an alert leaves the system.
-_SECRETS = (
-    (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(?:-----END [A-Z ]*PRIVATE KEY-----|\Z)", re.S), "[private key]"),
-    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]*@"), r"\1***@"),  # user:password@ in URLs
-    (re.compile(r"(?i)\b(bearer|basic)\s+[a-z0-9._~+/=-]{8,}"), r"\1 ***"),
-    (re.compile(
-        r"(?i)([\"']?\b(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key(?:[_-]?id)?"
-        r"|client[_-]?secret|authorization|sig|signature)[\"']?\s*[:=]\s*)(\"[^\"]*\"|'[^']*'|[^\s,;&)]+)"
-    ), r"\1***"),
-    # long opaque strings with letters and digits: keys, tokens, signatures
-    (re.compile(r"(?<![\w/.-])(?=[A-Za-z0-9+/_-]*\d)(?=[A-Za-z0-9+/_-]*[A-Za-z])[A-Za-z0-9+/_-]{40,}={0,2}"), "***"),
-)
-
-
 def safe_error(error: str | None, limit: int = MAX_ERROR_CHARS) -> str:
-    """An error fit for an alert: anything shaped like a credential masked, cut to ``limit``."""
-    if not error:
-        return "(no error recorded)"
-    for pattern, replacement in _SECRETS:
-        error = pattern.sub(replacement, error)
-    error = " ".join(error.split())
-    return error if len(error) <= limit else error[: limit - 1].rstrip() + "…"
+    """An error fit for an alert (``redact.safe_error``, shorter). Defence in depth: stored errors
+    are masked already, but an alert leaves the system."""
+    return redact.safe_error(error, limit)
 
 
 def _when(moment: datetime | None) -> str:

@@ -10,6 +10,7 @@ these): each says which tenant, which table, and by how much.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -17,6 +18,8 @@ from glific_bq import plan, watermarks
 from glific_bq.reconcile import compare_ids
 from glific_bq.registry import DeletePolicy, TableSpec
 from glific_bq.source import Source
+from glific_bq.tenancy import each_tenant
+from glific_bq.tenants import Organization, list_organizations
 from glific_bq.views import latest_sql, latest_view_name
 from glific_bq.warehouse import Warehouse
 
@@ -76,3 +79,39 @@ def lag(source: Source, organization_id: int, spec: TableSpec, max_lag_seconds: 
     summary = (f"changes waiting for {seconds:.0f} s (limit {max_lag_seconds:.0f} s)" if waiting
                else "nothing waiting")
     return Finding(organization_id, spec.name, passed, summary, {"lag_seconds": round(seconds, 1)})
+
+
+@dataclass(frozen=True)
+class TableFindings:
+    """One table's checks across tenants: one finding per tenant and check."""
+
+    unique: list[Finding]
+    reconciled: list[Finding]
+    fresh: list[Finding]
+
+
+def check_table(source: Source, open_warehouse: Callable[[Organization], Warehouse], spec: TableSpec,
+                max_lag_seconds: float) -> TableFindings:
+    """Every active tenant's checks of ``spec``. A tenant whose warehouse cannot be opened or
+    queried (invalid credentials, say) fails its own ``latest_ids_unique`` and ``reconciled``
+    findings with the reason; every other tenant is still checked (``tenancy.each_tenant``)."""
+    waiting = waiting_organizations(source, spec)
+    organizations = [o for o in list_organizations(source.control) if o.is_active]
+
+    def in_bigquery(organization: Organization, warehouse: Warehouse) -> tuple[Finding, Finding] | None:
+        if not warehouse.table_exists(spec.name):
+            return None
+        return (duplicate_ids(warehouse, organization.id, spec.name),
+                reconcile(source, warehouse, organization.id, spec))
+
+    findings = TableFindings([], [], [])
+    for outcome in each_tenant(organizations, open_warehouse, in_bigquery, what=f"checks of {spec.name}"):
+        if outcome.failed:
+            summary = f"could not be checked: {outcome.error}"
+            findings.unique.append(Finding(outcome.organization.id, spec.name, False, summary))
+            findings.reconciled.append(Finding(outcome.organization.id, spec.name, False, summary))
+        elif outcome.result is not None:
+            findings.unique.append(outcome.result[0])
+            findings.reconciled.append(outcome.result[1])
+    findings.fresh.extend(lag(source, o.id, spec, max_lag_seconds, waiting) for o in organizations)
+    return findings

@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from glific_bq import extract, layouts, lookups, watermarks
+from glific_bq import extract, layouts, lookups, redact, watermarks
 from glific_bq.extract import HIDDEN_COLUMNS, ORGANIZATION_COLUMN, Pass
 from glific_bq.layouts import Shape, records
 from glific_bq.registry import TableSpec
@@ -384,9 +384,7 @@ def sync_tenant(
 
 def _describe(error: Exception) -> str:
     """The error as stored and shown: anything shaped like a credential masked."""
-    from glific_bq.alerts import safe_error
-
-    return safe_error(f"{type(error).__name__}: {error}", limit=2000)
+    return redact.describe(error)
 
 
 __all__ = ["STEPS", "SyncOptions", "TableSync", "WarehouseError", "redrive", "sync_table", "sync_tenant"]

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import dagster as dg
 import pytest
 
 from glific_bq import checks
 from glific_bq.registry import DeletePolicy, TableSpec
 from glific_bq.sync import sync_table
+from glific_bq.warehouse import Warehouse
 
 from .helpers import NOTES_DDL, add_notes, add_organization
 
@@ -92,3 +95,18 @@ def test_the_dagster_checks_name_the_failing_tenant(db, source, warehouse_for, d
     assert not failed.passed and "organization 2: 1 of 20 source row(s)" in failed.metadata["details"].value
     assert evaluations[("contacts", "reconciled")].passed
     assert evaluations[("messages", "latest_ids_unique")].passed
+
+
+def test_a_tenant_with_bad_credentials_fails_its_own_checks_and_no_one_elses(synced, source, db, warehouse_config, tmp_path):
+    org, ids, warehouse = synced
+    broken = add_organization(db)
+    (tmp_path / f"{broken.id}.json").write_text("not a key")  # what a bad upload leaves
+    config = dataclasses.replace(warehouse_config, credentials_dir=str(tmp_path))
+
+    findings = checks.check_table(source, lambda organization: Warehouse(config, organization), NOTES, 600)
+
+    for found in (findings.unique, findings.reconciled):
+        by_tenant = {f.organization_id: f for f in found}
+        assert by_tenant[org.id].passed
+        assert not by_tenant[broken.id].passed and "not valid JSON" in by_tenant[broken.id].summary
+    assert {f.organization_id for f in findings.fresh} >= {org.id, broken.id}

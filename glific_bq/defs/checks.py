@@ -5,7 +5,6 @@ import dagster as dg
 
 from glific_bq import checks
 from glific_bq.registry import TABLES, TableSpec
-from glific_bq.tenants import list_organizations
 
 from .assets import table_key
 from .resources import GlificBigQuery, GlificPostgres
@@ -36,21 +35,11 @@ def table_checks(spec: TableSpec) -> dg.AssetChecksDefinition:
         ],
     )
     def _checks(postgres: GlificPostgres, bigquery: GlificBigQuery):
-        unique, reconciled, fresh = [], [], []
         with postgres.source() as source:
-            waiting = checks.waiting_organizations(source, spec)
-            for organization in [o for o in list_organizations(source.control) if o.is_active]:
-                warehouse = bigquery.open_warehouse(organization)
-                try:
-                    if warehouse.table_exists(spec.name):
-                        unique.append(checks.duplicate_ids(warehouse, organization.id, spec.name))
-                        reconciled.append(checks.reconcile(source, warehouse, organization.id, spec))
-                    fresh.append(checks.lag(source, organization.id, spec, MAX_LAG_SECONDS, waiting))
-                finally:
-                    warehouse.close()
-        yield _result(key, "latest_ids_unique", unique, dg.AssetCheckSeverity.ERROR)
-        yield _result(key, "reconciled", reconciled, dg.AssetCheckSeverity.ERROR)
-        yield _result(key, "fresh", fresh, dg.AssetCheckSeverity.WARN)
+            findings = checks.check_table(source, bigquery.open_warehouse, spec, MAX_LAG_SECONDS)
+        yield _result(key, "latest_ids_unique", findings.unique, dg.AssetCheckSeverity.ERROR)
+        yield _result(key, "reconciled", findings.reconciled, dg.AssetCheckSeverity.ERROR)
+        yield _result(key, "fresh", findings.fresh, dg.AssetCheckSeverity.WARN)
 
     return _checks
 
