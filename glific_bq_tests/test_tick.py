@@ -133,6 +133,22 @@ def test_a_table_set_up_once_is_not_checked_again_until_bigquery_refuses_an_appe
     assert [r["body"] for r in warehouse_rows(warehouse, "notes")] == ["third"]
 
 
+def test_a_table_set_up_by_an_earlier_process_is_recognised_with_one_lookup(notes, database_url, warehouse_config):
+    tenant = add_tenant(notes)
+    open_warehouse = lambda o: Warehouse(warehouse_config, o)  # noqa: E731
+    tick.sync_tenants(database_url, open_warehouse, {tenant.id: [NOTES]}, TickOptions(workers=1))
+    warehouse = open_warehouse(tenant)
+    known_tables.forget(f"{warehouse.dataset_ref}.notes")  # as in a new process
+    calls = []
+    warehouse.client.create_table = lambda *a, **k: calls.append(a) or pytest.fail("table set up again")
+    notes.execute("INSERT INTO notes (organization_id, body) VALUES (%s, 'second')", (tenant.id,))
+
+    [result] = tick.sync_tenants(database_url, open_warehouse, {tenant.id: [NOTES]}, TickOptions(workers=1))
+
+    del warehouse.client.create_table
+    assert (result.status, result.inserted, calls) == ("synced", 1, [])
+
+
 def test_a_schema_change_is_applied_although_the_table_is_known(notes, database_url, warehouse_config):
     tenant = add_tenant(notes)
     open_warehouse = lambda o: Warehouse(warehouse_config, o)  # noqa: E731

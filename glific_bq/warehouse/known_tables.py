@@ -5,7 +5,9 @@ source schema changed.
 insert-or-get, an update when columns were added): 4 round trips per (tenant, table) on every
 sync, 400 ms at 100 ms a round trip. This cache remembers, per table id, the fingerprint of the
 schema last applied in this process; while the source schema keeps that fingerprint, the table
-is taken as set up, with no call at all.
+is taken as set up, with no call at all. The first time in a process (every Dagster run is a
+new one), one ``tables.get`` shows whether ``ensure_table`` would have anything to do; only
+then is it called.
 
 Verification is lazy: an append that BigQuery refuses as a whole (a missing table or dataset, a
 field BigQuery does not know) forgets the entry, sets the table up again and is retried once
@@ -62,15 +64,33 @@ def ensure_table(warehouse: Warehouse, spec: TableSpec, schema: list[SchemaField
 
 
 def _verify(warehouse: Warehouse, spec: TableSpec, schema: list[SchemaField], table_id: str, digest: str) -> Target:
-    limits.table_update(table_id)
-    for method in ("datasets.insert", "tables.insert"):
-        limits.api_call(method)
-    target = tables.ensure_table(warehouse, spec, schema)
+    """One ``tables.get`` (1 round trip) when the table is already set up for ``schema``;
+    ``tables.ensure_table`` (4 or more) when it is missing or lacks something."""
+    limits.api_call("tables.get")
+    try:
+        existing = warehouse.client.get_table(table_id, **warehouse.calls.calls)
+    except NotFound:
+        existing = None
+    if existing is not None and already_set_up(existing.schema, schema):
+        target = Target(table_id, tuple(schema))
+    else:
+        limits.table_update(table_id)
+        for method in ("datasets.insert", "tables.insert"):
+            limits.api_call(method)
+        target = tables.ensure_table(warehouse, spec, schema)
     with _lock:
         if len(_known) >= MAX_ENTRIES:
             _known.clear()
         _known[table_id] = _Known(digest, spec, target)
     return target
+
+
+def already_set_up(existing: list[SchemaField], schema: list[SchemaField]) -> bool:
+    """Whether ``tables.ensure_table`` would find nothing to do on a table with ``existing``
+    columns: every column of ``schema`` is there, of the same kind (``tables._kind``: no drift,
+    nothing to add)."""
+    by_name = {f.name: f for f in existing}
+    return all(f.name in by_name and tables._kind(by_name[f.name]) == tables._kind(f) for f in schema)
 
 
 def forget(table_id: str) -> None:
