@@ -19,13 +19,26 @@ expression that turns each column into the value BigQuery receives:
 | bytea | BYTES | as is |
 | one-dimensional arrays of the above | REPEATED | NULL elements dropped (BigQuery arrays cannot hold NULL) |
 | anything else | STRING | its text form, with a warning |
+
+**Column names.** A source column keeps its name in BigQuery when BigQuery can take it as it is
+(letters, digits and underscores, not starting with a digit, at most 300 characters) and it
+differs, ignoring case, from the metadata columns and from every other source column. Any other
+name (a contact field column like ``Opt-in Source (web)``, say) is mapped by
+``bigquery_column_name``: each run of other characters becomes ``_``, a leading digit or an
+empty result gets ``col_`` in front, and ``_`` plus the first 8 hex digits of the SHA-1 of the
+source name is appended: ``Opt-in Source (web)`` → ``Opt_in_Source_web_89c81eed``. The mapping
+depends on the name alone, so it is stable (a column added later never renames another) and two
+source names map to the same BigQuery name only by a SHA-1 prefix collision, which
+``syncable_columns`` refuses with a clear error rather than merging two columns. The data is
+synced; each mapping is logged (INFO) at every sync.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import psycopg
 from google.cloud.bigquery import SchemaField
@@ -72,6 +85,13 @@ class Column:
     is_array: bool = False
     typmod: int = -1
     declared: str = ""
+    #: The column's name in BigQuery when it differs from ``name`` (see ``bigquery_column_name``).
+    bigquery_name: str = ""
+
+    @property
+    def target_name(self) -> str:
+        """The column's name in BigQuery."""
+        return self.bigquery_name or self.name
 
     @property
     def bigquery_type(self) -> str:
@@ -83,7 +103,7 @@ class Column:
         return _scalar_type(self) is not None
 
     def schema_field(self) -> SchemaField:
-        return SchemaField(self.name, self.bigquery_type, mode="REPEATED" if self.is_array else "NULLABLE")
+        return SchemaField(self.target_name, self.bigquery_type, mode="REPEATED" if self.is_array else "NULLABLE")
 
     def select_expression(self, timezone: sql.Composable) -> sql.Composable:
         """The SELECT expression that yields this column's BigQuery value.
@@ -105,7 +125,7 @@ class Column:
             expr = col
         else:
             expr = sql.SQL("{}::text[]" if self.is_array else "{}::text").format(col)
-        return sql.SQL("{} AS {}").format(expr, sql.Identifier(self.name))
+        return sql.SQL("{} AS {}").format(expr, sql.Identifier(self.target_name))
 
 
 def _scalar_type(column: Column) -> str | None:
@@ -162,23 +182,42 @@ def reflect_columns(conn: psycopg.Connection, table: str, schema: str = "public"
 
 
 def syncable_columns(columns: list[Column], table: str) -> tuple[list[Column], list[str]]:
-    """Split columns into those that can be synced and warnings about the rest.
+    """The columns to sync, each with its BigQuery name, and warnings (unknown types).
 
-    A column whose name BigQuery cannot take, or that collides with the metadata columns, is left
-    out with a warning rather than failing the table; an unknown type is sent as text.
+    Every column is synced: a name BigQuery cannot take, or that collides (ignoring case) with the
+    metadata columns or another source column, gets a BigQuery name of its own
+    (``bigquery_column_name``; see the module's docstring). An unknown type is sent as text.
     """
     keep, warnings = [], []
-    reserved = {f.name for f in METADATA_FIELDS}
+    reserved = {f.name.lower() for f in METADATA_FIELDS}
+    lowered = [c.name.lower() for c in columns]
     for column in columns:
-        if not _BQ_COLUMN.match(column.name) or column.name.lower() in reserved:
-            warnings.append(f"{table}.{column.name}: column name not usable in BigQuery; not synced")
-            continue
+        ambiguous = lowered.count(column.name.lower()) > 1 and column.name != column.name.lower()
+        if not _BQ_COLUMN.match(column.name) or column.name.lower() in reserved or ambiguous:
+            column = replace(column, bigquery_name=bigquery_column_name(column.name))
+            log.info("%s.%s is named %s in BigQuery", table, column.name, column.bigquery_name)
         if not column.is_known_type:
             warnings.append(f"{table}.{column.name}: unknown type {column.declared}; sent as STRING")
         keep.append(column)
+    names: dict[str, str] = {}
+    for column in keep:
+        other = names.setdefault(column.target_name.lower(), column.name)
+        if other != column.name:
+            raise UnsupportedColumn(f"{table}: columns {other!r} and {column.name!r} would both be "
+                                    f"{column.target_name!r} in BigQuery; rename one at the source")
     for warning in warnings:
         log.warning(warning)
     return keep, warnings
+
+
+def bigquery_column_name(name: str) -> str:
+    """A legal, stable BigQuery column name for a source column name BigQuery cannot take as it is
+    (see the module's docstring): ``Opt-in Source (web)`` → ``Opt_in_Source_web_89c81eed``."""
+    suffix = "_" + hashlib.sha1(name.encode()).hexdigest()[:8]
+    base = re.sub(r"[^A-Za-z0-9_]+", "_", name).strip("_")
+    if not base or base[0].isdigit():
+        base = "col_" + base
+    return base[: 300 - len(suffix)] + suffix
 
 
 def bigquery_schema(columns: list[Column]) -> list[SchemaField]:

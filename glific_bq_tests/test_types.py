@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 from glific_bq.registry import TableSpec
-from glific_bq.schema import reflect_columns, syncable_columns
+from glific_bq.schema import Column, bigquery_column_name, reflect_columns, syncable_columns
 from glific_bq.sync import sync_table
 
 from .helpers import add_organization, warehouse_rows
@@ -125,3 +125,30 @@ def test_values_round_trip_exactly(everything, source, warehouse_for):
     assert all(third[c] == [] for c in synced if EXPECTED_TYPES[c][1] == "REPEATED")
 
     assert [r["t"] for r in rows.values() if r["t"] and len(r["t"]) > 1000] == [LONG]
+
+
+def test_a_column_bigquery_cannot_name_as_it_is_is_synced_under_a_stable_legal_name(db, source, warehouse_for):
+    db.execute('CREATE TABLE fields (id bigserial PRIMARY KEY, organization_id bigint NOT NULL, '
+               '"Opt-in Source (web)" text, "bq_uuid" text, "2nd choice" text, '
+               'inserted_at timestamp(0) NOT NULL DEFAULT now(), updated_at timestamp NOT NULL DEFAULT now())')
+    org = add_organization(db)
+    db.execute('INSERT INTO fields (organization_id, "Opt-in Source (web)", bq_uuid, "2nd choice") '
+               "VALUES (%s, 'whatsapp link', 'theirs', 'b')", (org.id,))
+    warehouse = warehouse_for(org)
+
+    result = sync_table(source, warehouse, org, TableSpec("fields"))
+
+    assert (result.status, result.inserted) == ("synced", 1)
+    (row,) = warehouse_rows(warehouse, "fields")
+    assert row["Opt_in_Source_web_89c81eed"] == "whatsapp link"
+    assert row[bigquery_column_name("2nd choice")] == "b" and bigquery_column_name("2nd choice").startswith("col_2nd_choice_")
+    assert row[bigquery_column_name("bq_uuid")] == "theirs" and row["bq_uuid"] != "theirs"
+
+
+def test_mapped_column_names_depend_on_the_name_alone():
+    columns = [Column("id", "int8"), Column("Opt-in Source (web)", "text")]
+    mapped, _ = syncable_columns(columns, "fields")
+    again, _ = syncable_columns([Column("opt_in_source_web", "text"), *columns], "fields")
+
+    assert mapped[1].target_name == again[2].target_name == "Opt_in_Source_web_89c81eed"
+    assert [c.target_name for c in again[:2]] == ["opt_in_source_web", "id"]
