@@ -4,7 +4,9 @@ The sync appends every changed row as a new version. This pass deletes the older
 organization's copy of a table, so that ``SELECT * FROM table`` shows each row once.
 
 **Which version is the newest.** The one with the greatest ``(bq_inserted_at, bq_uuid)``: the
-send time in UTC, ties broken by the UUID. Syncs of one tenant-table are serialized and each reads
+send time (a UTC ``TIMESTAMP`` in the raw layout; in the Glific layout the organization's local
+``DATETIME``, which ``glific_bq.stamping`` keeps strictly increasing across re-sends, daylight
+saving included), ties broken by the UUID. Syncs of one tenant-table are serialized and each reads
 a later snapshot, so a later send always carries the same or a newer state of the row; this order
 is total and monotonic. ``updated_at`` is not used: it is a local-time DATETIME that repeats an hour
 when daylight saving ends, and it has ties (glific#1750, #2093). A row without ``bq_inserted_at``
@@ -85,6 +87,17 @@ meanwhile. Each DML statement ranks within its own snapshot, so a version append
 pass is never deleted by it. Insert-only tables are deduplicated too: at-least-once delivery
 resends a page after a failure.
 
+**The Glific layout.** Tables are found with ``registry.tables_for(warehouse.config.layout)``;
+nothing reads ``organization_id`` (Glific's tables have none: a dataset is one organization).
+Send times and the bounds compared with them are local ``DATETIME`` values there (the bounds are
+converted with the same ``local_send_time`` that stamps rows). Tables Glific writes without
+``bq_uuid``/``bq_inserted_at`` (tags, flow_labels, stats, trackers) are skipped with a reason:
+their versions cannot be ordered, and Glific never deduplicated them either (they are its
+insert-only tables). ``flows`` holds one row per published revision, all with the flow's ``id``:
+its versions are told apart by ``(id, inserted_at)`` (``version_key``), the revision's own
+creation time (microseconds), so dedup removes the re-sends of a revision and never a revision.
+Rows Glific wrote before the take-over (no ``bq_uuid``) get one and take part like any other.
+
 Values are query parameters. Identifiers are validated (the dataset by ``WarehouseConfig``, the
 table here) and quoted; the only other text spliced into the SQL is fixed text from this module.
 """
@@ -101,8 +114,10 @@ from datetime import datetime, timedelta, timezone
 from google.api_core.exceptions import NotFound
 from google.cloud import bigquery
 
-from glific_bq.registry import TABLES, TableSpec
+from glific_bq.layouts import Layout
+from glific_bq.registry import TableSpec, tables_for
 from glific_bq.schema import BQ_INSERTED_AT, BQ_UUID
+from glific_bq.stamping import local_send_time
 from glific_bq.warehouse import Warehouse, queries
 
 log = logging.getLogger(__name__)
@@ -114,25 +129,32 @@ MAX_LISTED_IDS = 20_000
 
 _TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,1023}$")
 
-#: The send time of a version; a row without one (another tool's) sorts as the oldest.
-_SENT = "IFNULL(bq_inserted_at, TIMESTAMP '0001-01-01 00:00:00+00')"
+#: The send time of a version, by the type of ``bq_inserted_at`` (raw layout: TIMESTAMP; Glific
+#: layout: local DATETIME); a row without one (another tool's) sorts as the oldest.
+_SENT = {
+    "TIMESTAMP": "IFNULL(bq_inserted_at, TIMESTAMP '0001-01-01 00:00:00+00')",
+    "DATETIME": "IFNULL(bq_inserted_at, DATETIME '0001-01-01 00:00:00')",
+}
 #: The total order of an id's versions, newest first: what this pass keeps, what the ``_latest``
-#: views (glific_bq.views) and exports show.
-NEWEST_FIRST = f"{_SENT} DESC, bq_uuid DESC"
+#: views (glific_bq.views) and exports show. A row without a send time is the oldest (as
+#: ``_SENT``), whatever the column's type.
+NEWEST_FIRST = "bq_inserted_at DESC NULLS LAST, bq_uuid DESC"
+#: Glific's tables without send columns (tags, flow_labels, stats, trackers): its own order.
+GLIFIC_UNSTAMPED_NEWEST_FIRST = "updated_at DESC"
 #: Rows DML may touch: sent at or before the cutoff. With a window, an unknown send time counts
 #: as inside it (the row may be in the streaming buffer); without one, as the oldest.
 _SETTLED_IN_WINDOW = "bq_inserted_at <= @cutoff"
-_SETTLED_NO_WINDOW = f"{_SENT} <= @cutoff"
+_SETTLED_NO_WINDOW = "{sent} <= @cutoff"
 
 SURVEY = """
 WITH versions AS (
   SELECT id, COUNT(*) AS versions, COUNTIF({settled}) AS settled
   FROM `{table}`
-  GROUP BY id
+  GROUP BY {key}
   {changed}
 ),
 flagged AS (
-  SELECT versions > 1 AND settled > 0 AS has_older, IF(versions > 1 AND settled > 0, id, 0) AS listed_id,
+  SELECT versions > 1 AND settled > 0 AS has_older, IF(versions > 1 AND settled > 0, CAST(id AS STRING), '') AS listed_id,
          COUNT(*) AS ids
   FROM versions
   GROUP BY has_older, listed_id
@@ -146,7 +168,7 @@ CHANGED_SINCE = "HAVING MAX(bq_inserted_at) >= @since"
 
 KEY_CHECK = """
 SELECT COUNT(*) AS rows_without_key FROM (
-  SELECT bq_uuid, COUNT(*) OVER (PARTITION BY id, {sent}, bq_uuid) AS copies
+  SELECT bq_uuid, COUNT(*) OVER (PARTITION BY {key}, {sent}, bq_uuid) AS copies
   FROM `{table}`
   WHERE {scope} AND {settled}
 )
@@ -156,25 +178,44 @@ WHERE bq_uuid IS NULL OR copies > 1
 GIVE_KEYS = """
 UPDATE `{table}` SET bq_uuid = GENERATE_UUID()
 WHERE {scope} AND {settled}
-  AND (bq_uuid IS NULL OR STRUCT(id, {sent}, bq_uuid) IN (
-    SELECT STRUCT(id, {sent}, bq_uuid) FROM `{table}`
+  AND (bq_uuid IS NULL OR STRUCT({key}, {sent}, bq_uuid) IN (
+    SELECT STRUCT({key}, {sent}, bq_uuid) FROM `{table}`
     WHERE {scope} AND {settled} AND bq_uuid IS NOT NULL
-    QUALIFY COUNT(*) OVER (PARTITION BY id, {sent}, bq_uuid) > 1))
+    QUALIFY COUNT(*) OVER (PARTITION BY {key}, {sent}, bq_uuid) > 1))
 """
 
 DELETE = """
 DELETE FROM `{table}`
 WHERE {scope} AND {settled}
-  AND STRUCT(id, {sent}, bq_uuid) IN (
-    SELECT STRUCT(id, {sent}, bq_uuid) FROM `{table}`
+  AND STRUCT({key}, {sent}, bq_uuid) IN (
+    SELECT STRUCT({key}, {sent}, bq_uuid) FROM `{table}`
     WHERE {scope}
-    QUALIFY RANK() OVER (PARTITION BY id ORDER BY {newest_first}) > 1)
+    QUALIFY RANK() OVER (PARTITION BY {key} ORDER BY {newest_first}) > 1)
 """
 
 #: ``{scope}`` of statements 2-4: the listed ids; or, when too many to list, the candidates.
 SCOPE_LISTED = "id IN UNNEST(@ids)"
 SCOPE_CHANGED = "id IN (SELECT id FROM `{table}` WHERE bq_inserted_at >= @since)"
 SCOPE_ALL = "TRUE"
+
+
+def version_key(layout: Layout, table: str) -> tuple[str, ...]:
+    """The columns that identify one row of ``table`` in BigQuery: its versions share them.
+
+    ``id`` everywhere but Glific's ``flows``, whose rows are flow revisions carrying the flow's
+    id: there a revision is ``(id, inserted_at)`` (see the module docstring)."""
+    return ("id", "inserted_at") if layout is Layout.GLIFIC and table == "flows" else ("id",)
+
+
+def newest_first(layout: Layout, columns: set[str] | frozenset[str]) -> str | None:
+    """The order of a table's versions, newest first, from its BigQuery ``columns``: the send
+    order (``NEWEST_FIRST``) when it has the send columns; Glific's unstamped tables by
+    ``updated_at``; None when the versions cannot be ordered."""
+    if {BQ_INSERTED_AT, BQ_UUID} <= columns:
+        return NEWEST_FIRST
+    if layout is Layout.GLIFIC and "updated_at" in columns:
+        return GLIFIC_UNSTAMPED_NEWEST_FIRST
+    return None
 
 
 class DedupError(RuntimeError):
@@ -250,24 +291,31 @@ def dedup_table(
         schema = {f.name: f.field_type for f in warehouse.client.get_table(table_id, **warehouse.calls.calls).schema}
     except NotFound:
         return result.done(skipped_reason=f"{table_id} does not exist in BigQuery yet")
-    missing = [c for c in ("id", BQ_INSERTED_AT, BQ_UUID) if c not in schema]
+    layout = warehouse.config.layout
+    key = version_key(layout, name)
+    missing = [c for c in (*key, BQ_INSERTED_AT, BQ_UUID) if c not in schema]
     if missing:
-        return result.done(skipped_reason=f"{table_id} has no {', '.join(missing)} column")
-    expected = {BQ_INSERTED_AT: "TIMESTAMP", BQ_UUID: "STRING"}
-    wrong = [f"{c} is {schema[c]}, expected {t}" for c, t in expected.items() if schema[c] != t]
+        reason = f"{table_id} has no {', '.join(missing)} column"
+        if layout is Layout.GLIFIC and {BQ_INSERTED_AT, BQ_UUID} <= set(missing):
+            reason += " (Glific writes none for this table and never deduplicated it either)"
+        return result.done(skipped_reason=reason)
+    wrong = [f"{c} is {schema[c]}, expected {' or '.join(t)}"
+             for c, t in {BQ_INSERTED_AT: tuple(_SENT), BQ_UUID: ("STRING",), "id": ("INTEGER", "INT64", "STRING")}.items()
+             if schema[c] not in t]
     if wrong:
         raise DedupError(f"{table_id}: " + "; ".join(wrong))
+    sent_type = schema[BQ_INSERTED_AT]
 
     cutoff = now - buffer_window
     lower = None if since is None else _utc(since) - buffer_window - SINCE_MARGIN
-    settled = _SETTLED_IN_WINDOW if buffer_window > timedelta(0) else _SETTLED_NO_WINDOW
-    time_params = [bigquery.ScalarQueryParameter("cutoff", "TIMESTAMP", cutoff)]
+    settled = _SETTLED_IN_WINDOW if buffer_window > timedelta(0) else _SETTLED_NO_WINDOW.format(sent=_SENT[sent_type])
+    time_params = [_send_time("cutoff", cutoff, sent_type, warehouse)]
     if lower is not None:
-        time_params.append(bigquery.ScalarQueryParameter("since", "TIMESTAMP", lower))
+        time_params.append(_send_time("since", lower, sent_type, warehouse))
 
     # 1. Which candidates have older versions that may be deleted (narrow columns only).
     survey = SURVEY.format(
-        table=table_id, settled=settled, changed=CHANGED_SINCE if lower is not None else "",
+        table=table_id, settled=settled, key=", ".join(key), changed=CHANGED_SINCE if lower is not None else "",
         limit=int(MAX_LISTED_IDS) + 1,
     )
     groups = {row["has_older"]: row for row in result.run(warehouse, survey, time_params)}
@@ -279,11 +327,14 @@ def dedup_table(
 
     if with_older["ids"] <= MAX_LISTED_IDS:
         scope = SCOPE_LISTED
-        params = [*time_params, bigquery.ArrayQueryParameter("ids", "INT64", list(with_older["listed"]))]
+        listed = [i for i in with_older["listed"] if i != ""]
+        id_type = "STRING" if schema["id"] == "STRING" else "INT64"
+        params = [*time_params, bigquery.ArrayQueryParameter("ids", id_type, listed if id_type == "STRING" else [int(i) for i in listed])]
     else:
         scope = SCOPE_CHANGED.format(table=table_id) if lower is not None else SCOPE_ALL
         params = time_params
-    parts = {"table": table_id, "scope": scope, "settled": settled, "sent": _SENT, "newest_first": NEWEST_FIRST}
+    parts = {"table": table_id, "scope": scope, "settled": settled, "sent": _SENT[sent_type], "key": ", ".join(key),
+             "newest_first": NEWEST_FIRST}
 
     # 2-3. Give a key to rows that lack one (NULL bq_uuid, or an exact copy of another row).
     (check,) = result.run(warehouse, KEY_CHECK.format(**parts), params)
@@ -300,7 +351,7 @@ def dedup_table(
 
 def dedup_tenant(
     warehouse: Warehouse,
-    tables: Sequence[str | TableSpec] = TABLES,
+    tables: Sequence[str | TableSpec] | None = None,
     since: datetime | None | Mapping[str, datetime | None] = None,
     buffer_window: timedelta = timedelta(0),
     *,
@@ -311,10 +362,11 @@ def dedup_tenant(
     ``since`` is one time for all tables or a mapping per table name (a table missing from the
     mapping gets a full pass): keep it per table, since a table whose pass failed must reach back
     to its own last success. A table that fails comes back with ``error`` set; the others go on.
-    Tables that do not exist yet in BigQuery come back with ``skipped_reason``.
+    Tables that do not exist yet in BigQuery come back with ``skipped_reason``. ``tables``
+    defaults to every table of the warehouse's layout.
     """
     results = []
-    for table in tables:
+    for table in tables_for(warehouse.config.layout) if tables is None else tables:
         name = table.name if isinstance(table, TableSpec) else str(table)
         table_since = since.get(name) if isinstance(since, Mapping) else since
         started = time.monotonic()
@@ -356,8 +408,20 @@ class _Counter:
         )
 
 
+def _send_time(name: str, value: datetime, sent_type: str, warehouse: Warehouse) -> bigquery.ScalarQueryParameter:
+    """A bound compared with ``bq_inserted_at``: UTC, or the organization's local send time (as
+    ``glific_bq.stamping`` stamps it, so that the comparison keeps its meaning)."""
+    if sent_type == "DATETIME":
+        local = local_send_time(value, warehouse.organization.checked_timezone())
+        return bigquery.ScalarQueryParameter(name, "DATETIME", local)
+    return bigquery.ScalarQueryParameter(name, "TIMESTAMP", value)
+
+
 def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
-__all__ = ["DedupError", "DedupResult", "MAX_LISTED_IDS", "NEWEST_FIRST", "SINCE_MARGIN", "dedup_table", "dedup_tenant"]
+__all__ = [
+    "DedupError", "DedupResult", "MAX_LISTED_IDS", "NEWEST_FIRST", "SINCE_MARGIN", "dedup_table", "dedup_tenant",
+    "newest_first", "version_key",
+]
