@@ -9,9 +9,21 @@ The BigQuery dialect of views lives here, and only here. Two kinds:
   chosen by the dedup's own total order (``NEWEST_FIRST``: send time, then ``bq_uuid``), so the
   view and the dedup always agree on which version survives — including on ties of
   ``updated_at``, which Glific's ``ORDER BY updated_at DESC`` left ambiguous (glific#1750, #2093).
-- Report views (``REPORTS``), which read only ``_latest`` views: ``contacts_messages``,
+- Report views, which read only ``_latest`` views: ``contacts_messages``,
   ``daily_message_counts``, ``flow_results_answers``, ``contact_growth``,
-  ``message_delivery_failures``.
+  ``message_delivery_failures``, over each layout's own columns (``RAW_REPORTS``,
+  ``GLIFIC_REPORTS``; ``reports_for(layout)``; ``REPORTS`` is the configured layout's).
+
+**The Glific layout.** The ``_latest`` views cover Glific's tables: ``flows_latest`` holds the
+latest row per ``(id, inserted_at)``, i.e. every published revision of every flow once (the
+dedup's ``version_key``; the current revision of a flow is its latest ``inserted_at``); tags,
+flow_labels, stats and trackers, which Glific writes without send columns, take their newest
+``updated_at`` per id. ``contacts_messages`` is Glific's own view (its SQL, its columns) over the
+latest versions, so one row per message, where Glific's view repeats a message once per stored
+version of the message and of its contact. Glific's ``flat_fields`` procedure is created as
+Glific creates it, over ``contacts_latest``, with its labels quoted, and called once so that the
+``flat_fields`` view exists (``CALL `<dataset>.flat_fields`()`` rebuilds it with new labels).
+No timezone conversion anywhere: every DATETIME is already the organization's local time.
 
 **Single source.** Each report's SQL, description and column docs are one ``ReportView`` value:
 the description and column docs become the view's BigQuery description and column descriptions,
@@ -49,15 +61,17 @@ from google.api_core.exceptions import NotFound
 from google.cloud import bigquery
 
 from glific_bq import dedup
-from glific_bq.registry import TABLES, TableSpec
+from glific_bq.layouts import Layout
+from glific_bq.registry import GLIFIC_TABLES, RAW_TABLES, TableSpec, tables_for
 from glific_bq.schema import BQ_INSERTED_AT, BQ_UUID
 from glific_bq.warehouse import Warehouse, queries
 
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "LATEST_SUFFIX", "NEWEST_FIRST", "REPORTS", "Column", "CreatedViews", "ReportView",
-    "create_views", "latest_sql", "latest_view_name", "reference_markdown", "view_ddl",
+    "FLAT_FIELDS", "GLIFIC_REPORTS", "LATEST_SUFFIX", "NEWEST_FIRST", "RAW_REPORTS", "REPORTS", "Column",
+    "CreatedViews", "ReportView", "create_views", "latest_sql", "latest_view_name", "reference_markdown",
+    "reports_for", "view_ddl",
 ]
 
 #: ``<table>_latest``: the newest version of each row of ``<table>``.
@@ -68,7 +82,7 @@ LATEST_SUFFIX = "_latest"
 NEWEST_FIRST = dedup.NEWEST_FIRST
 
 LATEST = """SELECT * FROM `{table}`
-QUALIFY ROW_NUMBER() OVER (PARTITION BY id ORDER BY {newest_first}) = 1"""
+QUALIFY ROW_NUMBER() OVER (PARTITION BY {key} ORDER BY {newest_first}) = 1"""
 
 _TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,1000}$")
 #: Project ids (with an optional ``domain:`` prefix) and dataset ids: nothing that can end a quote.
@@ -285,6 +299,15 @@ GROUP BY event.day
 """,
 )
 
+#: Messages that failed, with their errors JSON parsed: status or provider status error, or a
+#: non-empty errors JSON (anything but NULL, '', {}, [] or null, whitespace allowed).
+_FAILED_MESSAGES = r"""WITH parsed AS (
+  SELECT *, SAFE.PARSE_JSON(errors, wide_number_mode => 'round') AS error_json
+  FROM {messages}
+  WHERE status = 'error' OR bsp_status = 'error'
+    OR NOT REGEXP_CONTAINS(IFNULL(errors, ''), r'^\s*(\{\s*\}|\[\s*\]|null)?\s*$')
+)"""
+
 _MESSAGE_DELIVERY_FAILURES = ReportView(
     name="message_delivery_failures",
     description="Messages that failed: status or provider status error, or a non-empty errors JSON, with the "
@@ -310,14 +333,8 @@ _MESSAGE_DELIVERY_FAILURES = ReportView(
         ("error_message", "STRING", "Most specific error text: the provider's reason or details, else Glific's message"),
         ("errors", "STRING", "The whole errors JSON text"),
     ),
-    # A non-empty errors JSON: anything but NULL, '', {}, [] or null (whitespace allowed).
     sql=f"""
-WITH parsed AS (
-  SELECT *, SAFE.PARSE_JSON(errors, wide_number_mode => 'round') AS error_json
-  FROM {{messages}}
-  WHERE status = 'error' OR bsp_status = 'error'
-    OR NOT REGEXP_CONTAINS(IFNULL(errors, ''), r'^\\s*(\\{{\\s*\\}}|\\[\\s*\\]|null)?\\s*$')
-)
+{_FAILED_MESSAGES}
 SELECT
   m.id, m.inserted_at, m.updated_at, m.sent_at, m.flow AS direction, m.type, m.status, m.bsp_status,
   m.bsp_message_id, m.flow_id, m.contact_id, c.name AS contact_name, c.phone AS contact_phone, m.body,
@@ -329,10 +346,173 @@ LEFT JOIN {{contacts}} AS c ON c.id = m.contact_id
 """,
 )
 
-#: The report views, in creation order.
-REPORTS: tuple[ReportView, ...] = (
+# -- the Glific layout's reports: over Glific's columns ----------------------------------------
+
+_GLIFIC_CONTACTS_MESSAGES = ReportView(
+    name="contacts_messages",
+    description="Glific's contacts_messages view, with Glific's SQL and columns, over the latest version of each "
+    "message and contact: one row per message (Glific's own view repeats a message once per stored version of "
+    "the message and of its contact). Messages of contacts not exported (simulator contacts) are absent, as in "
+    "Glific's view.",
+    reads=("messages", "contacts"),
+    columns=_columns(
+        ("id", "INT64", "Message id"),
+        ("uuid", "STRING", "Message UUID"),
+        ("contact_phone", "STRING", "Contact's WhatsApp number (from the message)"),
+        ("phone", "STRING", "Contact's WhatsApp number (from the contact)"),
+        ("name", "STRING", "Contact's name"),
+        ("optin_time", "DATETIME", f"When the contact opted in, {_LOCAL}"),
+        ("language", "STRING", "Contact's language (label)"),
+        ("flow_label", "STRING", "Label given by the flow to an inbound answer"),
+        ("tags_label", "STRING", "Labels of the message's tags, joined with a comma and a space (empty when none)"),
+        ("inserted_at", "DATETIME", f"When the message was created, {_LOCAL}"),
+        ("media_url", "STRING", "URL of the attached media, if any"),
+    ),
+    # Glific's SELECT list and join, unchanged, over _latest views; a phone reused by a newer
+    # contact (the old one deleted, not yet removed by the dedup run) counts once.
+    sql="""
+SELECT messages.id, uuid, contact_phone, phone, name, optin_time, language, flow_label, messages.tags_label,
+  messages.inserted_at, media_url
+FROM {messages} AS messages
+JOIN (
+  SELECT * FROM {contacts}
+  QUALIFY ROW_NUMBER() OVER (PARTITION BY phone ORDER BY id DESC) = 1
+) AS contacts ON messages.contact_phone = contacts.phone
+""",
+)
+
+_GLIFIC_FLOW_RESULTS_ANSWERS = ReportView(
+    name="flow_results_answers",
+    description="Flow results flattened: one row per answer (flow result x result key), with the answer's "
+    "input and category, the flow's name and the contact, from Glific's flow_results columns.",
+    reads=("flow_results",),
+    columns=_columns(
+        ("flow_result_id", "INT64", "Flow result id (one flow run of one contact)"),
+        ("flow_name", "STRING", "Flow name (flow_results.name)"),
+        ("flow_uuid", "STRING", "Flow UUID (flow_results.uuid)"),
+        ("flow_version", "INT64", "Version of the flow that ran"),
+        ("flow_context_id", "INT64", "Flow context (run) id"),
+        ("contact_name", "STRING", "Contact's name"),
+        ("contact_phone", "STRING", "Contact's WhatsApp number"),
+        ("answer_key", "STRING", "Result name in the flow (e.g. age, district)"),
+        ("answer_input", "STRING", "What the contact answered (text; NULL if the answer is not a single value)"),
+        ("answer_category", "STRING", "Category the flow put the answer in (e.g. Has Number, Other)"),
+        ("answer_json", "STRING", "The whole answer as JSON text (input, category, interactive, …)"),
+        ("inserted_at", "DATETIME", f"When the flow result was created, {_LOCAL}"),
+        ("updated_at", "DATETIME", f"When it last changed (last answer), {_LOCAL}"),
+    ),
+    sql="""
+WITH parsed AS (
+  SELECT id, name, uuid, flow_version, flow_context_id, contact_name, contact_phone, inserted_at, updated_at,
+    SAFE.PARSE_JSON(results, wide_number_mode => 'round') AS results
+  FROM {flow_results}
+),
+answers AS (
+  SELECT parsed.*,
+    IF(STARTS_WITH(listed_key, '"'), JSON_VALUE(SAFE.PARSE_JSON(listed_key)), listed_key) AS answer_key
+  FROM parsed, UNNEST(JSON_KEYS(parsed.results, 1)) AS listed_key
+),
+answer AS (
+  SELECT answers.* EXCEPT (results), answers.results[answers.answer_key] AS answer
+  FROM answers
+)
+SELECT
+  a.id AS flow_result_id, a.name AS flow_name, a.uuid AS flow_uuid, SAFE_CAST(a.flow_version AS INT64) AS flow_version,
+  a.flow_context_id, a.contact_name, a.contact_phone, a.answer_key,
+  JSON_VALUE(a.answer, '$.input') AS answer_input,
+  JSON_VALUE(a.answer, '$.category') AS answer_category,
+  TO_JSON_STRING(a.answer) AS answer_json,
+  a.inserted_at, a.updated_at
+FROM answer AS a
+""",
+)
+
+_GLIFIC_MESSAGE_DELIVERY_FAILURES = ReportView(
+    name="message_delivery_failures",
+    description="Messages that failed: status or provider status (bsp_status) error, or a non-empty errors JSON, "
+    "with the error code and message parsed from it (what Glific's HSM delivery dashboard reads), from Glific's "
+    "messages columns.",
+    reads=("messages",),
+    columns=_columns(
+        ("id", "INT64", "Message id"),
+        ("inserted_at", "DATETIME", f"When the message was created, {_LOCAL}"),
+        ("updated_at", "DATETIME", f"When it last changed (usually: when it failed), {_LOCAL}"),
+        ("sent_at", "DATETIME", f"When it was sent, {_LOCAL}"),
+        ("direction", "STRING", "inbound or outbound (Glific's messages.flow)"),
+        ("type", "STRING", "Message type"),
+        ("status", "STRING", "Glific status (error for failed sends)"),
+        ("bsp_status", "STRING", "Status reported by the WhatsApp provider"),
+        ("is_hsm", "BOOL", "Sent from an approved template (HSM)"),
+        ("template_uuid", "STRING", "Template used, if any"),
+        ("flow_name", "STRING", "Flow that sent it, if any"),
+        ("contact_name", "STRING", "Contact's name"),
+        ("contact_phone", "STRING", "Contact's WhatsApp number"),
+        ("body", "STRING", "Text of the message"),
+        ("error_code", "STRING", "Provider's error code, e.g. 1002 (Gupshup: number not on WhatsApp) or 131026 "
+         "(WhatsApp: undeliverable); NULL if the errors JSON has none"),
+        ("error_message", "STRING", "Most specific error text: the provider's reason or details, else Glific's message"),
+        ("errors", "STRING", "The whole errors JSON text"),
+    ),
+    sql=f"""
+{_FAILED_MESSAGES}
+SELECT
+  m.id, m.inserted_at, m.updated_at, m.sent_at, m.flow AS direction, m.type, m.status, m.bsp_status,
+  m.is_hsm, m.template_uuid, m.flow_name, m.contact_name, m.contact_phone, m.body,
+  {_first_of("m.error_json", _ERROR_CODE_PATHS)} AS error_code,
+  {_first_of("m.error_json", _ERROR_MESSAGE_PATHS)} AS error_message,
+  m.errors
+FROM parsed AS m
+""",
+)
+
+#: The report views of each layout, in creation order (daily_message_counts and contact_growth
+#: read columns both layouts share).
+RAW_REPORTS: tuple[ReportView, ...] = (
     _CONTACTS_MESSAGES, _DAILY_MESSAGE_COUNTS, _FLOW_RESULTS_ANSWERS, _CONTACT_GROWTH, _MESSAGE_DELIVERY_FAILURES,
 )
+GLIFIC_REPORTS: tuple[ReportView, ...] = (
+    _GLIFIC_CONTACTS_MESSAGES, _DAILY_MESSAGE_COUNTS, _GLIFIC_FLOW_RESULTS_ANSWERS, _CONTACT_GROWTH,
+    _GLIFIC_MESSAGE_DELIVERY_FAILURES,
+)
+
+
+def reports_for(layout: Layout) -> tuple[ReportView, ...]:
+    """The report views of ``layout``."""
+    return GLIFIC_REPORTS if layout is Layout.GLIFIC else RAW_REPORTS
+
+
+#: The report views of the layout configured by ``GLIFIC_BQ_LAYOUT`` (what the Dagster definitions show).
+REPORTS: tuple[ReportView, ...] = reports_for(Layout.from_env())
+
+#: Glific's ``flat_fields`` procedure (Glific layout): its ``CALL`` (re)builds the view
+#: ``flat_fields``, one row per contact and one column per contact-field label. Glific's SQL,
+#: corrected: its rows are ``contacts_latest``'s (one row per contact, where Glific's view has one per
+#: stored version; the labels are read from the table, as Glific reads them), quotes each label as a string literal (Glific splices it in: a label with a quote
+#: breaks the view), makes a column name by replacing anything but ASCII letters, digits and ``_``
+#: with ``_`` (Glific replaces spaces only: ``Age (years)`` broke its view), keeps one label per
+#: column name (BigQuery's names ignore case) and works while no contact has fields.
+FLAT_FIELDS = "flat_fields"
+FLAT_FIELDS_PROCEDURE = """CREATE OR REPLACE PROCEDURE `{routine}`()
+BEGIN
+  EXECUTE IMMEDIATE
+  '''CREATE OR REPLACE VIEW `{view}` AS SELECT id, (SELECT STRING_AGG(DISTINCT g.label) FROM UNNEST(`groups`) AS g) AS group_category, '''
+  || IFNULL((
+    SELECT STRING_AGG('(SELECT f.value FROM UNNEST(fields) AS f WHERE f.label = ' || TO_JSON_STRING(label) || ') AS `' || name || '`', ', ')
+    FROM (
+      SELECT label, name FROM (
+        SELECT DISTINCT f.label AS label,
+          REGEXP_REPLACE(IF(REGEXP_CONTAINS(f.label, r'^[0-9]'), CONCAT('_', f.label), f.label), r'[^A-Za-z0-9_]', '_') AS name
+        FROM `{contacts}`, UNNEST(fields) AS f
+        WHERE f.label IS NOT NULL AND f.label != ''
+      )
+      WHERE LOWER(name) NOT IN ('id', 'group_category', 'inserted_at', 'last_updated_at')
+      QUALIFY ROW_NUMBER() OVER (PARTITION BY LOWER(name) ORDER BY label) = 1
+    )
+  ) || ', ', '')
+  || '''(SELECT MIN(f.inserted_at) FROM UNNEST(fields) AS f) AS inserted_at,
+  (SELECT MAX(f.inserted_at) FROM UNNEST(fields) AS f) AS last_updated_at
+  FROM `{contacts_latest}`''';
+END"""
 
 
 # -- SQL ---------------------------------------------------------------------------------------
@@ -347,9 +527,30 @@ def latest_description(table: str) -> str:
             "the dedup decides), even between dedup runs. Use it for exports and reports.")
 
 
-def latest_sql(dataset_ref: str, table: str) -> str:
-    """The SELECT of ``<table>_latest``."""
-    return LATEST.format(table=f"{_dataset_ref(dataset_ref)}.{_table_name(table)}", newest_first=NEWEST_FIRST)
+def latest_sql(dataset_ref: str, table: str, *, key: Sequence[str] = ("id",), newest_first: str = NEWEST_FIRST) -> str:
+    """The SELECT of ``<table>_latest``: one row per ``key``, the first by ``newest_first``
+    (the dedup's ``version_key`` and ``newest_first`` of the table)."""
+    return LATEST.format(table=f"{_dataset_ref(dataset_ref)}.{_table_name(table)}",
+                         key=", ".join(_table_name(c) for c in key), newest_first=newest_first)
+
+
+def latest_sql_for(warehouse: Warehouse, table: str) -> tuple[str | None, str | None]:
+    """``(select, reason)``: the SELECT of ``<table>_latest`` in this warehouse's layout, from the
+    table's columns in BigQuery; or None and the reason it cannot be built."""
+    table_id = f"{_dataset_ref(warehouse.dataset_ref)}.{_table_name(table)}"
+    try:
+        columns = {f.name for f in warehouse.client.get_table(table_id, **warehouse.calls.calls).schema}
+    except NotFound:
+        return None, f"{table} does not exist in BigQuery yet"
+    layout = warehouse.config.layout
+    key = dedup.version_key(layout, table)
+    order = dedup.newest_first(layout, columns)
+    missing = [c for c in key if c not in columns]
+    if order is None:
+        missing += [c for c in (BQ_INSERTED_AT, BQ_UUID) if c not in columns]
+    if missing:
+        return None, f"{table} has no {', '.join(missing)} column"
+    return latest_sql(warehouse.dataset_ref, table, key=key, newest_first=order), None
 
 
 def view_ddl(view_id: str, select: str, description: str, columns: Sequence[Column] = ()) -> str:
@@ -390,8 +591,8 @@ class CreatedViews(list[str]):
 
 def create_views(
     warehouse: Warehouse,
-    tables: Iterable[str | TableSpec] = TABLES,
-    reports: Iterable[ReportView] = REPORTS,
+    tables: Iterable[str | TableSpec] | None = None,
+    reports: Iterable[ReportView] | None = None,
 ) -> CreatedViews:
     """Create or replace, in the organization's dataset, ``<table>_latest`` for each of ``tables``
     that exists in BigQuery, then each of ``reports`` whose inputs exist (their ``_latest`` views
@@ -400,10 +601,14 @@ def create_views(
     Idempotent (``CREATE OR REPLACE VIEW``): run it again after a schema change so that the views'
     schemas show new columns. A table that does not exist yet (never synced for this
     organization), or lacks ``id``/``bq_inserted_at``/``bq_uuid``, is skipped with a reason, and so
-    is every report reading it. Other failures raise.
+    is every report reading it. Other failures raise. ``tables`` and ``reports`` default to every
+    table and report of the warehouse's layout. In the Glific layout, once ``contacts_latest`` is
+    created, Glific's ``flat_fields`` procedure is created and called (``FLAT_FIELDS``).
     """
     created = CreatedViews()
-    reports = list(reports)
+    layout = warehouse.config.layout
+    tables = tables_for(layout) if tables is None else tables
+    reports = list(reports_for(layout) if reports is None else reports)
     wanted = list(dict.fromkeys(
         [t.name if isinstance(t, TableSpec) else str(t) for t in tables] + [t for r in reports for t in r.reads]
     ))
@@ -427,22 +632,32 @@ def create_views(
         queries.run(warehouse, view_ddl(view_id, view.select(warehouse.dataset_ref), view.description, view.columns))
         _ensure_descriptions(warehouse, view_id, view.description, view.columns)
         created.append(view.name)
+    if layout is Layout.GLIFIC and "contacts" in available:
+        _flat_fields(warehouse)
+        created.append(FLAT_FIELDS)
     return created
+
+
+def _flat_fields(warehouse: Warehouse) -> None:
+    """Create Glific's ``flat_fields`` procedure over ``contacts_latest`` and call it once, so that
+    the ``flat_fields`` view exists with the labels known now (as Glific, a ``CALL`` rebuilds it)."""
+    dataset = _dataset_ref(warehouse.dataset_ref)
+    routine = f"{dataset}.{FLAT_FIELDS}"
+    queries.run(warehouse, FLAT_FIELDS_PROCEDURE.format(
+        routine=routine, view=f"{dataset}.{FLAT_FIELDS}", contacts=f"{dataset}.contacts",
+        contacts_latest=f"{dataset}.{latest_view_name('contacts')}",
+    ))
+    queries.run(warehouse, f"CALL `{routine}`()")
 
 
 def _latest_view(warehouse: Warehouse, table: str) -> str | None:
     """Create ``<table>_latest``; the reason it cannot be, if so."""
-    table_id = f"{_dataset_ref(warehouse.dataset_ref)}.{_table_name(table)}"
-    try:
-        columns = {f.name for f in warehouse.client.get_table(table_id, **warehouse.calls.calls).schema}
-    except NotFound:
-        return f"{table} does not exist in BigQuery yet"
-    missing = [c for c in ("id", BQ_INSERTED_AT, BQ_UUID) if c not in columns]
-    if missing:
-        return f"{table} has no {', '.join(missing)} column"
+    select, reason = latest_sql_for(warehouse, table)
+    if select is None:
+        return reason
     view_id = f"{_dataset_ref(warehouse.dataset_ref)}.{latest_view_name(table)}"
     description = latest_description(table)
-    queries.run(warehouse, view_ddl(view_id, latest_sql(warehouse.dataset_ref, table), description))
+    queries.run(warehouse, view_ddl(view_id, select, description))
     _ensure_descriptions(warehouse, view_id, description)
     return None
 
@@ -488,16 +703,42 @@ DOCS_BEGIN = "<!-- BEGIN GENERATED: view reference (python -m glific_bq.views do
 DOCS_END = "<!-- END GENERATED: view reference -->"
 
 
+#: What the generated docs say of each layout, before its views.
+_LAYOUT_DOCS = {
+    Layout.GLIFIC: (
+        "## Glific layout (`GLIFIC_BQ_LAYOUT=glific`, the default)",
+        "The tables keep Glific's names, columns and types; these views are added beside them. "
+        "`flows_latest` holds every published revision once (the latest row per `(id, inserted_at)`); "
+        "tags, flow_labels, stats and trackers, which Glific writes without `bq_uuid`/`bq_inserted_at`, "
+        "take their newest `updated_at` per id.",
+    ),
+    Layout.RAW: (
+        "## Raw layout (`GLIFIC_BQ_LAYOUT=raw`)",
+        "Exact copies of the source tables: the reports join on ids.",
+    ),
+}
+
+
 def reference_markdown() -> str:
-    """The reference section of ``docs/looker-studio.md``: every view, its description and columns."""
+    """The reference section of ``docs/looker-studio.md``: every view of both layouts, its
+    description and columns (the same whatever layout is configured)."""
+    lines: list[str] = []
+    for layout, tables in ((Layout.GLIFIC, GLIFIC_TABLES), (Layout.RAW, RAW_TABLES)):
+        title, intro = _LAYOUT_DOCS[layout]
+        lines += [title, "", intro, ""]
+        lines += _layout_reference(layout, tables)
+    return "\n".join(lines).rstrip("\n")
+
+
+def _layout_reference(layout: Layout, tables: Sequence[TableSpec]) -> list[str]:
     lines = [
         "### `<table>_latest` (one per synced table)",
         "",
         latest_description("<table>").replace("<table>", "the table") + " Same columns as the table:",
-        ", ".join(f"`{latest_view_name(t.name)}`" for t in TABLES) + ".",
+        ", ".join(f"`{latest_view_name(t.name)}`" for t in tables) + ".",
         "",
     ]
-    for view in REPORTS:
+    for view in reports_for(layout):
         lines += [
             f"### `{view.name}`",
             "",
@@ -510,7 +751,18 @@ def reference_markdown() -> str:
             *(f"| `{c.name}` | {c.type} | {c.description.replace('|', '/')} |" for c in view.columns),
             "",
         ]
-    return "\n".join(lines).rstrip("\n")
+    if layout is Layout.GLIFIC:
+        lines += [
+            f"### `{FLAT_FIELDS}` (procedure and view)",
+            "",
+            "Glific's procedure, created as Glific creates it: `CALL` it to (re)build the view `flat_fields`, one "
+            "row per contact: `id`, `group_category` (the contact's group labels), one column per contact-field "
+            "label (spaces and other signs become `_`), `inserted_at` and `last_updated_at` (first and last field "
+            "change). Corrected: one row per contact (it reads `contacts_latest`), labels with quotes or signs no "
+            "longer break it. Called once when the views are created; call it again after adding a field label.",
+            "",
+        ]
+    return lines
 
 
 def write_reference(path: Path) -> bool:
