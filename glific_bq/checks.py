@@ -20,7 +20,8 @@ from glific_bq.registry import DeletePolicy, TableSpec
 from glific_bq.source import Source
 from glific_bq.tenancy import each_tenant
 from glific_bq.tenants import Organization, list_organizations
-from glific_bq.views import latest_sql, latest_view_name
+from glific_bq.dedup import version_key
+from glific_bq.views import latest_sql_for, latest_view_name
 from glific_bq.warehouse import Warehouse
 
 
@@ -36,9 +37,14 @@ class Finding:
 
 
 def duplicate_ids(warehouse: Warehouse, organization_id: int, table: str) -> Finding:
-    """Runs the ``_latest`` view's own SELECT, so it checks the logic whether the view exists yet or not."""
+    """Runs the ``_latest`` view's own SELECT, so it checks the logic whether the view exists yet or not.
+    An "id" is the table's ``version_key`` (Glific's flows: one row per ``(id, inserted_at)``)."""
+    select, reason = latest_sql_for(warehouse, table)
+    if select is None:
+        return Finding(organization_id, table, False, f"{latest_view_name(table)} cannot be built: {reason}")
+    key = ", ".join(version_key(warehouse.config.layout, table))
     (row,) = warehouse.query(
-        f"SELECT COUNT(*) AS n, COUNT(DISTINCT id) AS ids FROM ({latest_sql(warehouse.dataset_ref, table)})"
+        f"SELECT IFNULL(SUM(n), 0) AS n, COUNT(*) AS ids FROM (SELECT COUNT(*) AS n FROM ({select}) GROUP BY {key})"
     )
     extra = row["n"] - row["ids"]
     return Finding(organization_id, table, extra == 0,

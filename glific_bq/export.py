@@ -79,8 +79,8 @@ import pyarrow.parquet as pq
 from google.api_core.exceptions import NotFound
 from google.cloud import bigquery
 
-from glific_bq.registry import TABLES, TableSpec
-from glific_bq.dedup import NEWEST_FIRST
+from glific_bq.registry import TableSpec, tables_for
+from glific_bq.dedup import NEWEST_FIRST, newest_first, version_key
 from glific_bq.schema import BQ_INSERTED_AT, BQ_UUID
 from glific_bq.warehouse import Warehouse, queries
 
@@ -100,6 +100,9 @@ EXCLUDED_COLUMNS = (BQ_UUID, BQ_INSERTED_AT)
 #: ``bq_uuid``; a row without a send time is the oldest). glific_bq.dedup spells the same order
 #: inline; it belongs there as a public constant.
 LATEST_VERSION = f"ROW_NUMBER() OVER (PARTITION BY id ORDER BY {NEWEST_FIRST}) = 1"
+#: The same for any layout: the table's ``version_key`` and order (Glific's flows: one row per
+#: revision, ``(id, inserted_at)``; its tables without send columns: newest ``updated_at``).
+LATEST_VERSION_OF = "ROW_NUMBER() OVER (PARTITION BY {key} ORDER BY {newest_first}) = 1"
 
 STATS = "SELECT COUNT(*) AS versions, MIN(id) AS first_id, MAX(id) AS last_id FROM `{table}` WHERE {where}"
 LATEST = "SELECT {columns} FROM `{table}` WHERE {where} QUALIFY {latest} ORDER BY id"
@@ -173,7 +176,7 @@ class ExportResult:
 
 def export_tenant(
     warehouse: Warehouse,
-    tables: Sequence[str | TableSpec] = TABLES,
+    tables: Sequence[str | TableSpec] | None = None,
     formats: Sequence[str] = FORMATS,
     destination: str | os.PathLike = "exports",
     date_from: date | None = None,
@@ -210,6 +213,7 @@ def export_tenant(
         raise ValueError(f"date_from {date_from} is after date_to {date_to}")
     if xlsx_max_rows < 2:
         raise ValueError("xlsx_max_rows must leave room for the header and one row")
+    tables = tables_for(warehouse.config.layout) if tables is None else tables
     names = [t.name if isinstance(t, TableSpec) else t for t in tables]
     for name in names:
         if not isinstance(name, str) or not _IDENTIFIER.match(name):
@@ -264,7 +268,9 @@ def _export_table(warehouse: Warehouse, name: str, reading: _Reading, location: 
         result.skipped[name] = "not in BigQuery yet"
         return []
     columns = [f.name for f in schema if f.name not in EXCLUDED_COLUMNS]
-    missing = [c for c in ("id", BQ_INSERTED_AT, BQ_UUID) if c not in {f.name for f in schema}]
+    layout, present = warehouse.config.layout, {f.name for f in schema}
+    key, order = version_key(layout, name), newest_first(layout, present)
+    missing = [c for c in key if c not in present] + ([] if order else [c for c in (BQ_INSERTED_AT, BQ_UUID) if c not in present])
     if missing:
         raise ExportError(f"{table_id} has no {', '.join(missing)} column: its latest versions cannot be chosen")
     odd = [c for c in columns if not _IDENTIFIER.match(c)]
@@ -294,7 +300,8 @@ def _export_table(warehouse: Warehouse, name: str, reading: _Reading, location: 
         writers.append(workbook.table(name))
     rows = 0
     try:
-        for batch in _latest_rows(warehouse, table_id, columns, filters, params, reading):
+        latest = LATEST_VERSION_OF.format(key=", ".join(key), newest_first=order)
+        for batch in _latest_rows(warehouse, table_id, columns, filters, params, reading, latest):
             _check_tenant(batch, warehouse.organization.id, table_id)
             for writer in writers:
                 writer.write(batch)
@@ -314,7 +321,7 @@ def _export_table(warehouse: Warehouse, name: str, reading: _Reading, location: 
 
 
 def _latest_rows(warehouse: Warehouse, table_id: str, columns: list[str], filters: list[str], params: list,
-                 reading: _Reading) -> Iterator[pa.RecordBatch]:
+                 reading: _Reading, latest: str = LATEST_VERSION) -> Iterator[pa.RecordBatch]:
     """The newest version of each id, by id, page by page (at least one batch: the schema).
 
     Ids are bounded by the largest one counted first: rows inserted while the table is read
@@ -323,7 +330,9 @@ def _latest_rows(warehouse: Warehouse, table_id: str, columns: list[str], filter
     where = " AND ".join(filters) or "TRUE"
     (stats,) = _query(warehouse, STATS.format(table=table_id, where=where), params)
     windows: list[tuple[int, int] | None] = [None]
-    if stats["versions"] > query_rows:
+    if not isinstance(stats["first_id"], int):  # STRING ids (Glific's whatsapp_forms): one query
+        pass
+    elif stats["versions"] > query_rows:
         count = math.ceil(stats["versions"] / query_rows)
         width = math.ceil((stats["last_id"] - stats["first_id"] + 1) / count)
         windows = [(start, min(start + width, stats["last_id"] + 1))
@@ -338,7 +347,7 @@ def _latest_rows(warehouse: Warehouse, table_id: str, columns: list[str], filter
             window_params = [*params, bigquery.ScalarQueryParameter("first_id", "INT64", window[0]),
                              bigquery.ScalarQueryParameter("end_id", "INT64", window[1])]
         statement = LATEST.format(columns=select, table=table_id, where=" AND ".join(window_filters) or "TRUE",
-                                  latest=LATEST_VERSION)
+                                  latest=latest)
         pages = _query(warehouse, statement, window_params, page_size=reading.page_rows)
         # REST pages, not the Storage Read API: no read-session permission or cost, and the
         # emulator cannot read a query's anonymous result table over the Storage Read API.

@@ -3,6 +3,12 @@
 Used to propagate deletes (ids gone from the source) and by the reconciliation checks (ids
 missing from BigQuery). BigQuery's ids are read first and the source's after, so that a row
 inserted in between is never mistaken for a deleted one.
+
+In the Glific layout the ids compared are those of Glific's BigQuery table and of the source rows
+it exports (``glific.exported_ids``): for ``flows`` the flow ids of published and archived
+``flow_revisions`` (a flow is present once any of its revisions is; the watermark bounds revision
+ids, so BigQuery's flow ids are not bounded), for ``contacts`` and ``flow_results`` those of
+non-simulator contacts. Nothing reads ``organization_id`` from BigQuery.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import pyarrow.compute as pc
 from google.cloud import bigquery
 from psycopg import sql
 
+from glific_bq.layouts import Layout, glific
 from glific_bq.source import Source
 from glific_bq.warehouse import Warehouse, queries
 
@@ -32,11 +39,19 @@ def compare_ids(source: Source, warehouse: Warehouse, organization_id: int, tabl
     """Compare the ids of ``table`` for one organization (only ids ``<= upto_id`` if given: the
     range the watermark says was sent)."""
     upto = upto_id if upto_id is not None else 2**63 - 1
-    in_warehouse = queries.run(
-        warehouse, f"SELECT DISTINCT id FROM `{warehouse.dataset_ref}.{table}` WHERE id <= @upto",
-        [bigquery.ScalarQueryParameter("upto", "INT64", upto)],
-    ).rows.to_arrow(create_bqstorage_client=False).column("id").combine_chunks().cast(pa.int64())
+    warehouse_ids = f"SELECT DISTINCT id FROM `{warehouse.dataset_ref}.{table}` WHERE id <= @upto"
     query = sql.SQL("SELECT id FROM {} WHERE organization_id = $1 AND id <= $2").format(sql.Identifier(table))
+    if warehouse.config.layout is Layout.GLIFIC:
+        id_sql, where, own = glific.exported_ids(table)
+        bounded = "SAFE_CAST(id AS INT64) <= @upto" if own else "TRUE"
+        warehouse_ids = f"SELECT DISTINCT SAFE_CAST(id AS INT64) AS id FROM `{warehouse.dataset_ref}.{table}` WHERE {bounded}"
+        query = sql.SQL("SELECT DISTINCT {} AS id FROM {} t WHERE t.organization_id = $1 AND t.id <= $2{}").format(
+            sql.SQL(id_sql), sql.Identifier(glific.source_table(table)),
+            sql.SQL(f" AND ({where})") if where else sql.SQL(""),
+        )
+    in_warehouse = queries.run(
+        warehouse, warehouse_ids, [bigquery.ScalarQueryParameter("upto", "INT64", upto)],
+    ).rows.to_arrow(create_bqstorage_client=False).column("id").combine_chunks().cast(pa.int64())
     with source.reader.cursor() as cur:
         cur.execute(query.as_string(None), parameters=(organization_id, upto))
         at_source = cur.fetch_arrow_table().column("id").combine_chunks()

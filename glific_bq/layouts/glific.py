@@ -301,6 +301,17 @@ def source_table(table: str) -> str:
     return (spec.source if spec else "") or table
 
 
+def exported_ids(table: str) -> tuple[str, str | None, bool]:
+    """``(id, where, own)`` for comparing ids: the SQL of Glific's BigQuery ``id`` over the source
+    row ``t`` of ``source_table(table)`` (``t.flow_id`` for flows), as a bigint; the filter of the
+    source rows it exports (None: all of the organization's rows); whether that id is the source
+    row's own ``t.id`` (so that a watermark on source ids bounds it too)."""
+    spec = _TABLES.get(table, GlificTable({}))
+    expr = spec.columns.get("id")
+    own = expr is None or expr.needs == () and expr.sql.startswith("t.id")
+    return (f"({expr.sql})::bigint" if expr else "t.id"), spec.where, own
+
+
 def shape(table: str, columns: list[Column], cursor: sql.Composable | None) -> Shape:
     """Glific's ``table``, filled from the source table's reflected ``columns``."""
     schema = reference_schema()[table]
