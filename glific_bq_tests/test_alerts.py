@@ -16,7 +16,7 @@ import dagster as dg
 import pytest
 
 from glific_bq import alerts, plan, watermarks
-from glific_bq.defs.alerting import sensors, stalled_watermarks
+from glific_bq.defs.alerting import stalled_watermarks
 from glific_bq.defs.partitions import tenants
 from glific_bq.defs.resources import GlificPostgres
 from glific_bq.local.sample_data import seed
@@ -398,6 +398,13 @@ def test_settings_from_the_environment():
         alerts.AlertSettings.from_env({alerts.FAILURES_ENV: "three"})
 
 
-def test_sensors_helper_lists_the_sensor():
-    assert sensors == [stalled_watermarks]
-    dg.Definitions.validate_loadable(dg.Definitions(sensors=sensors, resources={"postgres": GlificPostgres(database_url="postgresql://x/y")}))
+def test_caught_up_tenants_raise_no_alert_however_long_they_idle(seeded, database_url, webhook, alert_env):
+    alert_env.setenv(alerts.WEBHOOK_URL_ENV, webhook.url)
+    with dg.instance_for_test() as instance:
+        sensor = Sensor(instance, database_url)
+
+        assert isinstance(sensor.tick(), dg.SkipReason)
+        sensor.time_passes(timedelta(hours=6))
+        assert isinstance(sensor.tick(), dg.SkipReason)
+
+    assert webhook.posts == [] and observations(instance, "messages") == []

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 
 import pytest
 
 from glific_bq.registry import TableSpec
+from glific_bq.schema import bigquery_column_name
 from glific_bq.sync import sync_tenant
 from glific_bq.tenants import Organization
 from glific_bq.warehouse import Warehouse, WarehouseConfig
@@ -47,17 +49,22 @@ def test_a_hostile_timezone_is_an_error_for_that_tenant_only(notes, source, ware
     assert notes.execute("SELECT count(*) FROM notes").fetchone()[0] == 2
 
 
-def test_columns_whose_names_bigquery_cannot_take_are_left_out_and_the_rest_syncs(notes, source, warehouse_for):
+def test_hostile_column_names_are_synced_under_legal_names_never_spliced(notes, source, warehouse_for):
     notes.execute('ALTER TABLE notes ADD COLUMN "drop`table;--" text, ADD COLUMN "bq_uuid" text')
     org = add_organization(notes)
-    add_notes(notes, org, ["kept"])
+    (note,) = add_notes(notes, org, ["kept"])
+    notes.execute('UPDATE notes SET "drop`table;--" = %s, bq_uuid = %s WHERE id = %s', ("hostile", "forged", note))
     warehouse = warehouse_for(org)
 
     (result,) = sync_tenant(source, warehouse_for, org.id, [NOTES])
 
-    assert result.status == "synced" and len(result.warnings) == 2
+    assert result.status == "synced"
     (row,) = warehouse_rows(warehouse, "notes")
-    assert row["body"] == "kept" and "drop`table;--" not in row and row["bq_uuid"] != ""
+    assert row["body"] == "kept" and "drop`table;--" not in row
+    assert row[bigquery_column_name("drop`table;--")] == "hostile"
+    # the source's own bq_uuid column cannot pose as the version's key
+    assert row[bigquery_column_name("bq_uuid")] == "forged"
+    assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", row["bq_uuid"])
 
 
 def test_service_account_keys_never_reach_logs_or_results(notes, source, warehouse_config, tmp_path, caplog):

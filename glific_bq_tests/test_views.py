@@ -245,11 +245,25 @@ def test_equal_send_times_resolve_by_bq_uuid_exactly_as_the_dedup_keeps(db, sour
     assert viewed == kept
 
 
-def test_the_latest_views_and_the_dedup_rank_versions_by_one_order():
-    delete = dedup.DELETE.format(table="t", scope="TRUE", settled="TRUE", sent=dedup._SENT["TIMESTAMP"], key="id",
-                                 newest_first=dedup.NEWEST_FIRST)
-    assert f"ORDER BY {views.NEWEST_FIRST})" in delete
-    assert f"ORDER BY {views.NEWEST_FIRST})" in views.latest_sql("p.d", "t")
+def test_a_version_without_send_time_is_the_oldest_for_the_views_and_the_dedup_alike(db, source, warehouse_for):
+    db.execute(NOTES_DDL)
+    org = add_organization(db)
+    warehouse = warehouse_for(org)
+    (first,) = add_notes(db, org, ["synced"])
+    sync_table(source, warehouse, org, TableSpec("notes"))
+    notes = f"{warehouse.dataset_ref}.notes"
+    warehouse.client.query(  # another tool's copy: no send time, a key that sorts last
+        f"INSERT INTO `{notes}` (id, organization_id, body, payload, inserted_at, updated_at, bq_uuid, bq_inserted_at) "
+        f"SELECT id, organization_id, 'unsent', payload, inserted_at, updated_at, 'ffffffff', NULL "
+        f"FROM `{notes}` WHERE id = {first}"
+    ).result()
+    views.create_views(warehouse, ["notes"], reports=())
+
+    viewed = {r["id"]: r["body"] for r in warehouse.query(f"SELECT id, body FROM `{notes}_latest`")}
+    dedup_table(warehouse, "notes", since=None)
+    kept = {r["id"]: r["body"] for r in warehouse_rows(warehouse, "notes")}
+
+    assert viewed == kept == {first: "synced"}
 
 
 # -- reports ----------------------------------------------------------------------------------
