@@ -97,8 +97,8 @@ TRUNCATION_MARKER = "…[truncated]"
 EXCLUDED_COLUMNS = (BQ_UUID, BQ_INSERTED_AT)
 
 #: One row per id: its newest version, as dedup keeps it (latest ``bq_inserted_at``, ties by
-#: ``bq_uuid``; a row without a send time is the oldest). glific_bq.dedup spells the same order
-#: inline; it belongs there as a public constant.
+#: ``bq_uuid``; a row without a send time is the oldest): ``dedup.NEWEST_FIRST``, the one home of
+#: that order, shared with the ``_latest`` views.
 LATEST_VERSION = f"ROW_NUMBER() OVER (PARTITION BY id ORDER BY {NEWEST_FIRST}) = 1"
 #: The same for any layout: the table's ``version_key`` and order (Glific's flows: one row per
 #: revision, ``(id, inserted_at)``; its tables without send columns: newest ``updated_at``).

@@ -2,7 +2,7 @@
 
 bqemulator speaks BigQuery's REST and gRPC (Storage Write/Read) wire protocols over DuckDB.
 Four patches, each checked so that an upgrade which removes the patched attribute fails loudly
-instead of silently changing behaviour (see shared/reference/stack.md):
+instead of silently changing behaviour (the README's *Local emulator caveats* says what they hide):
 
 1. ``DuckDBEngine._load_spatial`` downloads DuckDB's spatial extension, impossible offline.
    We use no GEOGRAPHY columns, so it becomes a no-op.
