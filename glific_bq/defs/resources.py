@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-
-from contextlib import contextmanager
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import dagster as dg
-from dagster_gcp import BigQueryResource
 from pydantic import Field
 
 from glific_bq import watermarks
@@ -24,15 +23,29 @@ class GlificPostgres(dg.ConfigurableResource):
 
     @contextmanager
     def source(self) -> Iterator[Source]:
-        """Connections to the source, with the watermark table created or upgraded if needed."""
+        """Connections to the source. The watermark table is created or upgraded at the first
+        open in this process (not at every sensor tick and run)."""
         with Source(self.database_url) as source:
-            watermarks.ensure_table(source.control)
+            with _prepared_lock:
+                if self.database_url not in _prepared:
+                    watermarks.ensure_table(source.control)
+                    _prepared.add(self.database_url)
             yield source
 
 
-class GlificBigQuery(BigQueryResource):
-    """dagster-gcp's ``BigQueryResource`` plus one dataset per organization, the write method,
-    per-organization credentials and an optional local emulator. Fields mirror ``WarehouseConfig``."""
+#: Databases whose watermark table this process has set up already.
+_prepared: set[str] = set()
+_prepared_lock = threading.Lock()
+
+
+class GlificBigQuery(dg.ConfigurableResource):
+    """BigQuery: one dataset per organization, the layout, the write method, per-organization
+    credentials and an optional local emulator. Fields mirror ``WarehouseConfig``; the one way to
+    a BigQuery client is ``open_warehouse`` (``Warehouse.client``), which honours every one of them."""
+
+    project: str = Field(description="BigQuery project of the datasets")
+    location: str | None = Field(default=None, description="Dataset location, e.g. US, EU, asia-south1")
+    gcp_credentials: str | None = Field(default=None, description="Base64 service-account JSON (a secret: set by EnvVar)")
 
     layout: str = Field(default="glific", description="glific (Glific's own tables, the default) or raw (exact copies)")
     dataset_template: str = Field(

@@ -1,0 +1,41 @@
+"""The Dagster resources hold configuration and do no work per tick."""
+
+from __future__ import annotations
+
+import pytest
+
+from glific_bq.defs.resources import GlificBigQuery, GlificPostgres
+from glific_bq.warehouse import CredentialsError
+
+from .helpers import add_organization
+
+
+def test_the_watermark_table_is_set_up_once_per_process_not_at_every_open(db, database_url):
+    postgres = GlificPostgres(database_url=database_url)
+    with postgres.source():
+        pass
+    db.execute("ALTER TABLE bigquery_jobs DROP COLUMN deduped_at")  # would come back with a new set-up
+
+    with postgres.source() as source:
+        columns = {r[0] for r in source.control.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'bigquery_jobs'")}
+
+    assert "deduped_at" not in columns
+
+
+def test_a_bigquery_client_comes_only_with_the_organizations_own_settings(db, warehouse_config, tmp_path):
+    org = add_organization(db)
+    (tmp_path / f"{org.id}.json").write_text("{}")
+    bigquery = GlificBigQuery(project=warehouse_config.project, layout="raw",
+                              dataset_template=warehouse_config.dataset_template,
+                              emulator_host=warehouse_config.emulator_host,
+                              storage_emulator_host=warehouse_config.storage_emulator_host)
+
+    warehouse = bigquery.open_warehouse(org)
+    try:
+        assert warehouse.query("SELECT 1 AS one") == [{"one": 1}]  # the emulator, not Google
+    finally:
+        warehouse.close()
+    with pytest.raises(CredentialsError, match=f"organization {org.id}"):
+        GlificBigQuery(**{**bigquery.model_dump(), "credentials_dir": str(tmp_path)}).open_warehouse(org)
+    assert not hasattr(bigquery, "get_client")  # no second way around those settings
