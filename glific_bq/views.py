@@ -706,14 +706,14 @@ DOCS_END = "<!-- END GENERATED: view reference -->"
 #: What the generated docs say of each layout, before its views.
 _LAYOUT_DOCS = {
     Layout.GLIFIC: (
-        "## Glific layout (`GLIFIC_BQ_LAYOUT=glific`, the default)",
+        "### Glific layout (`GLIFIC_BQ_LAYOUT=glific`, the default)",
         "The tables keep Glific's names, columns and types; these views are added beside them. "
         "`flows_latest` holds every published revision once (the latest row per `(id, inserted_at)`); "
         "tags, flow_labels, stats and trackers, which Glific writes without `bq_uuid`/`bq_inserted_at`, "
         "take their newest `updated_at` per id.",
     ),
     Layout.RAW: (
-        "## Raw layout (`GLIFIC_BQ_LAYOUT=raw`)",
+        "### Raw layout (`GLIFIC_BQ_LAYOUT=raw`)",
         "Exact copies of the source tables: the reports join on ids.",
     ),
 }
@@ -732,7 +732,7 @@ def reference_markdown() -> str:
 
 def _layout_reference(layout: Layout, tables: Sequence[TableSpec]) -> list[str]:
     lines = [
-        "### `<table>_latest` (one per synced table)",
+        "#### `<table>_latest` (one per synced table)",
         "",
         latest_description("<table>").replace("<table>", "the table") + " Same columns as the table:",
         ", ".join(f"`{latest_view_name(t.name)}`" for t in tables) + ".",
@@ -740,7 +740,7 @@ def _layout_reference(layout: Layout, tables: Sequence[TableSpec]) -> list[str]:
     ]
     for view in reports_for(layout):
         lines += [
-            f"### `{view.name}`",
+            f"#### `{view.name}`",
             "",
             view.description,
             "",
@@ -753,7 +753,7 @@ def _layout_reference(layout: Layout, tables: Sequence[TableSpec]) -> list[str]:
         ]
     if layout is Layout.GLIFIC:
         lines += [
-            f"### `{FLAT_FIELDS}` (procedure and view)",
+            f"#### `{FLAT_FIELDS}` (procedure and view)",
             "",
             "Glific's procedure, created as Glific creates it: `CALL` it to (re)build the view `flat_fields`, one "
             "row per contact: `id`, `group_category` (the contact's group labels), one column per contact-field "

@@ -6,6 +6,9 @@ replaces the view(s) in that tenant's dataset through ``glific_bq.views`` (a rep
 the ``_latest`` views it reads). A view is evaluated by BigQuery when it is queried, so it shows
 new rows without being materialized again: it needs creating once per tenant, and again only when
 its SQL changes or a source table gains columns (so that the view's schema lists them).
+The views are those of the configured layout (``views.REPORTS``, ``registry.TABLES``); in the
+Glific layout, materializing ``reports/contacts_latest`` also creates Glific's ``flat_fields``
+procedure and calls it (``views.FLAT_FIELDS``), listed in the run's ``views_created``.
 
 **Automation.** ``VIEW_AUTOMATION``: a tenant's view is requested once its input tables exist for
 that tenant (the view's partition is missing and none of the same tenant's ``bigquery/<table>``
