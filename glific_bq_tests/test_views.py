@@ -481,8 +481,9 @@ def requested(result) -> set[tuple[str, str]]:
 
 def test_materializing_a_report_creates_its_views_in_that_tenants_dataset(db, source, warehouse_for, resources):
     org = add_organization(db, KOLKATA)
-    (contact,) = db.execute("INSERT INTO contacts (phone, organization_id, inserted_at, updated_at) "
-                            "VALUES ('911', %s, '2024-03-01 20:00', '2024-03-01 20:00') RETURNING id", (org.id,)).fetchone()
+    (contact,) = db.execute("INSERT INTO contacts (phone, organization_id, inserted_at, updated_at, language_id) "
+                            "VALUES ('911', %s, '2024-03-01 20:00', '2024-03-01 20:00', 1) RETURNING id",
+                            (org.id,)).fetchone()
     db.execute("INSERT INTO messages (type, flow, status, sender_id, receiver_id, contact_id, organization_id, inserted_at, "
                "updated_at) VALUES ('text', 'inbound', 'received', %s, %s, %s, %s, '2024-03-01 20:10', '2024-03-01 20:10')",
                (contact, contact, contact, org.id))
