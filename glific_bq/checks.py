@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from glific_bq import plan, watermarks
+from glific_bq.dedup import version_key
 from glific_bq.reconcile import compare_ids
 from glific_bq.registry import DeletePolicy, TableSpec
 from glific_bq.source import Source
 from glific_bq.tenancy import each_tenant
 from glific_bq.tenants import Organization, list_organizations
-from glific_bq.dedup import version_key
 from glific_bq.views import latest_sql_for, latest_view_name
 from glific_bq.warehouse import Warehouse
 

@@ -17,8 +17,8 @@ import sys
 from datetime import date
 
 from glific_bq import registry, watermarks
-from glific_bq.sync import SyncOptions
 from glific_bq.source import Source, database_url
+from glific_bq.sync import SyncOptions
 
 
 def _tables(args: argparse.Namespace) -> list:

@@ -79,8 +79,8 @@ import pyarrow.parquet as pq
 from google.api_core.exceptions import NotFound
 from google.cloud import bigquery
 
-from glific_bq.registry import TableSpec, tables_for
 from glific_bq.dedup import NEWEST_FIRST, newest_first, version_key
+from glific_bq.registry import TableSpec, tables_for
 from glific_bq.schema import BQ_INSERTED_AT, BQ_UUID
 from glific_bq.warehouse import Warehouse, queries
 

@@ -103,3 +103,19 @@ def warehouse_for(warehouse_config) -> Iterator:
     yield open_warehouse
     for warehouse in opened:
         warehouse.close()
+
+
+#: Fixtures that start a service; a test using none of them (directly or through other fixtures)
+#: is a fast ``unit`` test: ``pytest -m unit`` runs only those, in seconds.
+SERVICE_FIXTURES = {"pg_server", "bigquery_emulator", "_pg_uri", "emulator"}
+
+
+#: Tests that start services (or subprocesses) by other means.
+SERVICE_MODULES = {"test_soak", "test_ui"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        uses_service = SERVICE_FIXTURES & set(getattr(item, "fixturenames", ()))
+        if not uses_service and item.module.__name__.rsplit(".", 1)[-1] not in SERVICE_MODULES:
+            item.add_marker(pytest.mark.unit)

@@ -69,9 +69,9 @@ def test_changes_waiting_too_long_fail_the_lag_check(synced, source, db):
 def test_the_dagster_checks_name_the_failing_tenant(db, source, warehouse_for, database_url, warehouse_config):
     from glific_bq.defs.assets import table_assets
     from glific_bq.defs.checks import asset_checks, checks_job
+    from glific_bq.defs.jobs import sync_job
     from glific_bq.defs.resources import GlificBigQuery, GlificPostgres
     from glific_bq.local.sample_data import seed
-    from glific_bq.defs.jobs import sync_job
 
     seed(db, organizations=2, messages_per_org=20, contacts_per_org=5)
     resources = {

@@ -18,8 +18,8 @@ from glific_bq.defs.schedules import sync_every_minute
 from glific_bq.defs.sensors import tenant_discovery
 from glific_bq.local.sample_data import seed
 from glific_bq.registry import TABLES
-from glific_bq.warehouse import Warehouse
 from glific_bq.tenants import get_organization
+from glific_bq.warehouse import Warehouse
 
 from .helpers import warehouse_rows
 

@@ -20,7 +20,11 @@ from psycopg.rows import dict_row
 from glific_bq.defs.exports import export_job
 from glific_bq.defs.resources import GlificBigQuery, GlificPostgres
 from glific_bq.export import (
-    EXCEL_MAX_CHARS, TRUNCATION_MARKER, Destination, ExportError, export_tenant,
+    EXCEL_MAX_CHARS,
+    TRUNCATION_MARKER,
+    Destination,
+    ExportError,
+    export_tenant,
 )
 from glific_bq.local.sample_data import seed
 from glific_bq.registry import TableSpec, table

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import re
 
@@ -72,7 +73,7 @@ def test_service_account_keys_never_reach_logs_or_results(notes, source, warehou
     add_notes(notes, org, ["x"])
     secret = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7-SECRET"
     (tmp_path / f"{org.id}.json").write_text(
-        '{"type": "service_account", "project_id": "p", "client_email": "a@b", "%s": "%s"}' % ("private" + "_key", secret)
+        json.dumps({"type": "service_account", "project_id": "p", "client_email": "a@b", "private" + "_key": secret})
     )
     config = dataclasses.replace(warehouse_config, credentials_dir=str(tmp_path), emulator_host=None)
 

@@ -275,7 +275,7 @@ def test_a_tenant_with_invalid_credentials_fails_alone_and_its_key_never_shows(
     add_notes(notes, bad, ["stuck"])
     secret = "-----BEGIN " + "PRIVATE KEY-----SECRET-MATERIAL"  # a fake key, assembled for secret scanners
     key_field = "private" + "_key"
-    (tmp_path / f"{bad.id}.json").write_text('{"type": "service_account", "%s": "%s"' % (key_field, secret))
+    (tmp_path / f"{bad.id}.json").write_text(f'{{"type": "service_account", "{key_field}": "{secret}"')  # truncated JSON
     config = dataclasses.replace(warehouse_config, credentials_dir=str(tmp_path))
 
     results = [

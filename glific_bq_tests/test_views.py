@@ -22,7 +22,7 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from glific_bq import dedup, views, watermarks
+from glific_bq import views, watermarks
 from glific_bq.dedup import dedup_table
 from glific_bq.defs.assets import source_assets, table_assets
 from glific_bq.defs.reports import report_assets, report_sensors

@@ -11,11 +11,11 @@ from datetime import datetime, timedelta, timezone
 import dagster as dg
 
 from glific_bq import tick, watermarks
-from glific_bq.tick import TickOptions
 from glific_bq.dedup import dedup_tenant
 from glific_bq.deletes import propagate_deletes
-from glific_bq.tenants import list_organizations
 from glific_bq.registry import TABLES, table
+from glific_bq.tenants import list_organizations
+from glific_bq.tick import TickOptions
 
 from .assets import sync_partitions
 from .partitions import tenants

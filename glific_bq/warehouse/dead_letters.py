@@ -11,8 +11,8 @@ import pyarrow as pa
 from google.cloud import bigquery
 from google.cloud.bigquery import SchemaField
 
-from glific_bq.warehouse.errors import WarehouseError
 from glific_bq.warehouse import queries
+from glific_bq.warehouse.errors import WarehouseError
 from glific_bq.warehouse.tables import Target, table_exists
 from glific_bq.warehouse.writes import Rejected, RowsRefused, write
 

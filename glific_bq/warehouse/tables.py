@@ -13,8 +13,8 @@ from google.cloud.bigquery import SchemaField
 
 from glific_bq.registry import TableSpec
 from glific_bq.schema import BQ_INSERTED_AT
-from glific_bq.warehouse.errors import SchemaDriftError
 from glific_bq.warehouse import queries
+from glific_bq.warehouse.errors import SchemaDriftError
 
 if TYPE_CHECKING:
     from glific_bq.warehouse.dataset import Warehouse
