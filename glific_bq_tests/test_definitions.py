@@ -61,6 +61,38 @@ def test_definitions_load(monkeypatch):
     assert {s.name for s in defs.sensors} == {"tenant_discovery", "stalled_watermarks", "report_views_automation"}
 
 
+def test_definitions_wire_every_table_to_its_jobs_checks_schedules_and_sensors(monkeypatch):
+    monkeypatch.setenv("GLIFIC_DATABASE_URL", "postgresql://nowhere/none")
+    monkeypatch.setenv("GLIFIC_BQ_PROJECT", "some-project")
+    from glific_bq.definitions import defs
+    from glific_bq.views import REPORTS
+
+    graph = defs.resolve_asset_graph()
+    tables = {dg.AssetKey(["bigquery", spec.name]) for spec in TABLES}
+    # every synced table: partitioned by tenant, three checks, a _latest view downstream
+    for key in tables:
+        assert graph.get(key).partitions_def == tenants
+        assert {c.name for c in graph.asset_check_keys if c.asset_key == key} == {"latest_ids_unique", "reconciled", "fresh"}
+        assert dg.AssetKey(["reports", f"{key.path[-1]}_latest"]) in graph.get(key).child_keys
+    # every report reads only synced tables
+    for report in REPORTS:
+        assert graph.get(dg.AssetKey(["reports", report.name])).parent_keys <= tables
+    jobs = {job.name for job in defs.resolve_all_job_defs()}
+    assert {"sync_job", "dedup_job", "checks_job", "resync_job", "export_job"} <= jobs
+    schedules = {s.name: s for s in defs.schedules}
+    assert {name: s.job_name for name, s in schedules.items()} == {
+        "sync_every_minute": "sync_job", "dedup_every_90_minutes": "dedup_job", "checks_every_90_minutes": "checks_job",
+    }
+    assert schedules["sync_every_minute"].cron_schedule == "* * * * *"
+    assert all(s.default_status == dg.DefaultScheduleStatus.RUNNING for s in schedules.values())
+    sensors = {s.name: s for s in defs.sensors}
+    assert all(s.default_status == dg.DefaultSensorStatus.RUNNING for s in sensors.values())
+    assert all(s.minimum_interval_seconds <= 60 for s in sensors.values())
+    # the checks job runs exactly the asset checks, every table's
+    checks_job = defs.resolve_job_def("checks_job")
+    assert {c.asset_key for c in checks_job.asset_layer.asset_graph.asset_check_keys} >= tables
+
+
 def test_materializing_one_tenant_syncs_it_and_reports_numbers(seeded, resources, warehouse_config):
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions(tenants.name, ["1", "2"])
