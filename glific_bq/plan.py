@@ -46,6 +46,7 @@ def dirty_organizations(
     columns = reflect_columns(conn, spec.source)
     if not columns:
         return []
+    lookups.ensure_tables(conn)
     table = sql.Identifier(spec.source)
     cursor = cursor_expression(spec, columns)
     updates = sql.SQL(_UPDATES).format(table=table, cursor=cursor, margin=sql.Literal(horizon_seconds)) if cursor else sql.SQL("")
@@ -56,6 +57,5 @@ def dirty_organizations(
 def dirty(conn: psycopg.Connection, tables: tuple[TableSpec, ...]) -> dict[str, list[int]]:
     """``{table: [organization ids]}`` for every table with work to do: rows beyond the
     watermarks, or rows to send again because a value they copy changed (``glific_bq.lookups``)."""
-    lookups.ensure_tables(conn)
     plan = {spec.name: dirty_organizations(conn, spec) for spec in tables}
     return {name: ids for name, ids in plan.items() if ids}

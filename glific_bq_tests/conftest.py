@@ -11,18 +11,18 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from glific_bq import watermarks
-from glific_bq.layouts import Layout
-from glific_bq.local.bigquery_emulator import LocalBigQuery
-from glific_bq.source import Source
-from glific_bq.warehouse import Warehouse, WarehouseConfig
-
 if "XDG_RUNTIME_DIR" not in os.environ:  # pgserver and platformdirs want a private runtime dir
     os.environ["XDG_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="glific_bq_runtime_")
-# Most of the suite tests the copy machine in the raw layout (set before glific_bq.registry is
-# imported, so that ``registry.TABLES`` and the definitions are the raw layout's); the Glific
-# layout's tests (test_glific_layout.py) name their layout and tables explicitly.
+# Most of the suite tests the copy machine in the raw layout. Set before glific_bq is imported,
+# so that ``registry.TABLES`` and the definitions are the raw layout's; the Glific layout's tests
+# (test_glific_layout.py, test_glific_upkeep.py) name their layout and tables explicitly.
 os.environ["GLIFIC_BQ_LAYOUT"] = "raw"
+
+from glific_bq import watermarks  # noqa: E402
+from glific_bq.layouts import Layout  # noqa: E402
+from glific_bq.local.bigquery_emulator import LocalBigQuery  # noqa: E402
+from glific_bq.source import Source  # noqa: E402
+from glific_bq.warehouse import Warehouse, WarehouseConfig  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ import dagster as dg
 from pydantic import Field
 
 from glific_bq import watermarks
+from glific_bq.layouts import Layout
 from glific_bq.source import Source
 from glific_bq.tenants import Organization
 from glific_bq.warehouse import ENVIRONMENT, Warehouse, WarehouseConfig, WriteMethod
@@ -47,7 +48,10 @@ class GlificBigQuery(dg.ConfigurableResource):
     location: str | None = Field(default=None, description="Dataset location, e.g. US, EU, asia-south1")
     gcp_credentials: str | None = Field(default=None, description="Base64 service-account JSON (a secret: set by EnvVar)")
 
-    layout: str = Field(default="glific", description="glific (Glific's own tables, the default) or raw (exact copies)")
+    layout: str = Field(
+        default_factory=lambda: Layout.from_env().value,
+        description="glific (Glific's own tables, the default) or raw (exact copies); default GLIFIC_BQ_LAYOUT",
+    )
     dataset_template: str = Field(
         default="",
         description="Dataset id per organization; placeholders {organization_id}, {shortcode} and {phone} "
