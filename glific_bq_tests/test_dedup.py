@@ -332,3 +332,26 @@ def test_more_ids_than_a_parameter_holds_are_selected_by_subquery(warehouse, mon
     untouched = since is not None  # id 3 changed before since
     assert result.deleted == (2 if untouched else 3)
     assert bodies(warehouse) == {1: ["new"], 2: ["copy"], 3: ["old", "old too"] if untouched else ["old too"]}
+
+
+def test_the_dedup_run_goes_on_past_a_tenant_it_cannot_open(notes, source, warehouse_config, tmp_path):
+    import dataclasses
+
+    from glific_bq import upkeep, watermarks
+    from glific_bq.warehouse import Warehouse
+
+    good, broken = add_organization(notes), add_organization(notes)
+    (note,) = add_notes(notes, good, ["a"])
+    (tmp_path / f"{broken.id}.json").write_text("not a key")
+    config = dataclasses.replace(warehouse_config, credentials_dir=str(tmp_path))
+    sync_table(source, Warehouse(config, good), good, NOTES)
+    notes.execute("UPDATE notes SET body = 'b', updated_at = updated_at + interval '1 second' WHERE id = %s", (note,))
+    sync_table(source, Warehouse(config, good), good, NOTES)  # a second version
+
+    results = upkeep.dedup_tenants(source, lambda o: Warehouse(config, o), [broken, good], [NOTES], full=True)
+
+    (failed,) = [r for r in results if r.error]
+    assert failed.organization_id == broken.id and "not valid JSON" in failed.describe_failure()
+    (done,) = [r for r in results if r.organization_id == good.id]
+    assert done.error is None and done.metadata["deleted"] == 1
+    assert watermarks.get(notes, good.id, "notes").deduped_at is not None

@@ -6,13 +6,11 @@ with one cheap query per table (``glific_bq.plan``) and syncs only the dirty pai
 materialization of ``bigquery/<table>`` for each tenant it synced.
 """
 
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import dagster as dg
 
-from glific_bq import tick, watermarks
-from glific_bq.dedup import dedup_tenant
-from glific_bq.deletes import propagate_deletes
+from glific_bq import tick, upkeep, watermarks
 from glific_bq.registry import TABLES, table
 from glific_bq.tenants import list_organizations
 from glific_bq.tick import TickOptions
@@ -117,41 +115,20 @@ class DedupConfig(dg.Config):
 
 @dg.op(out={}, description="Delete older row versions (keep the newest per id) and propagate deletes, per tenant.")
 def dedup_tenants(context: dg.OpExecutionContext, config: DedupConfig, postgres: GlificPostgres, bigquery: GlificBigQuery):
-    started = datetime.now(timezone.utc)
-    failures: list[str] = []
     with postgres.source() as source:
         organizations = [o for o in list_organizations(source.control) if o.is_active]
         if config.organization_id is not None:
             organizations = [o for o in organizations if o.id == config.organization_id]
             if not organizations:
                 raise dg.Failure(f"organization {config.organization_id} is not an active organization")
-        for organization in organizations:
-            try:
-                warehouse = bigquery.open_warehouse(organization)
-            except Exception as error:  # this tenant only
-                failures.append(f"organization {organization.id}: {type(error).__name__}: {error}")
-                continue
-            try:
-                since = None if config.full else {
-                    spec.name: watermarks.get(source.control, organization.id, spec.name).deduped_at for spec in TABLES
-                }
-                for result in dedup_tenant(warehouse, TABLES, since, timedelta(minutes=config.buffer_minutes), now=started):
-                    if result.error:
-                        failures.append(f"organization {organization.id}, {result.table}: {result.error}")
-                        continue
-                    metadata = result.as_metadata()
-                    spec = table(result.table)
-                    if result.skipped_reason is None:
-                        watermarks.record_dedup(source.control, organization.id, spec.name, started)
-                        metadata["rows_deleted_at_source_removed"] = propagate_deletes(source, warehouse, organization, spec)
-                    context.log_event(dg.AssetObservation(
-                        asset_key=["bigquery", spec.name], partition=str(organization.id), metadata=metadata,
-                    ))
-            except Exception as error:  # this tenant only
-                context.log.exception(f"organization {organization.id}: dedup failed")
-                failures.append(f"organization {organization.id}: {type(error).__name__}: {error}")
-            finally:
-                warehouse.close()
+        results = upkeep.dedup_tenants(source, bigquery.open_warehouse, organizations, TABLES, full=config.full,
+                                       buffer_window=timedelta(minutes=config.buffer_minutes))
+    for result in results:
+        if result.error is None:
+            context.log_event(dg.AssetObservation(
+                asset_key=["bigquery", result.table], partition=str(result.organization_id), metadata=result.metadata,
+            ))
+    failures = [r.describe_failure() for r in results if r.error]
     if failures:
         raise dg.Failure(f"dedup failed for {len(failures)} tenant-table(s)",
                          metadata={"failures": dg.MetadataValue.md("\n".join(f"- {f}" for f in failures))})

@@ -1,0 +1,82 @@
+"""The dedup run across tenants, in plain Python (the ``dedup_job`` op calls it): per tenant, keep
+the newest version of each row of every table (``dedup``), remember the pass for the next
+incremental one (``watermarks.record_dedup``) and remove rows deleted at the source from
+``propagate`` tables (``deletes``). One tenant's or one table's failure never stops the others
+(``tenancy.each_tenant``); it comes back with its error."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+from glific_bq import watermarks
+from glific_bq.dedup import dedup_tenant
+from glific_bq.deletes import propagate_deletes
+from glific_bq.redact import describe
+from glific_bq.registry import TableSpec
+from glific_bq.source import Source
+from glific_bq.tenancy import each_tenant
+from glific_bq.tenants import Organization
+from glific_bq.warehouse import Warehouse
+
+
+@dataclass(frozen=True)
+class TableUpkeep:
+    """What the run did to one tenant-table (``metadata``), or why it failed (``error``; ``table``
+    is empty when the whole tenant failed, for example on invalid credentials)."""
+
+    organization_id: int
+    table: str
+    metadata: dict[str, object] = field(default_factory=dict)
+    error: str | None = None
+
+    def describe_failure(self) -> str:
+        where = f"organization {self.organization_id}" + (f", {self.table}" if self.table else "")
+        return f"{where}: {self.error}"
+
+
+def dedup_tenants(
+    source: Source,
+    open_warehouse: Callable[[Organization], Warehouse],
+    organizations: Iterable[Organization],
+    tables: Sequence[TableSpec],
+    *,
+    full: bool = False,
+    buffer_window: timedelta = timedelta(0),
+    now: datetime | None = None,
+) -> list[TableUpkeep]:
+    """Deduplicate ``tables`` of each organization and propagate deletes; one ``TableUpkeep`` per
+    tenant-table (one per tenant that failed as a whole).
+
+    ``full``: examine every id, not only those changed since each table's last pass.
+    ``buffer_window``: rows sent this recently are never touched (legacy streaming only).
+    """
+    now = now or datetime.now(timezone.utc)
+    by_name = {spec.name: spec for spec in tables}
+
+    def tenant(organization: Organization, warehouse: Warehouse) -> list[TableUpkeep]:
+        since = None if full else {
+            spec.name: watermarks.get(source.control, organization.id, spec.name).deduped_at for spec in tables
+        }
+        done = []
+        for result in dedup_tenant(warehouse, tables, since, buffer_window, now=now):
+            metadata = result.as_metadata()
+            if result.error:
+                done.append(TableUpkeep(organization.id, result.table, metadata, result.error))
+                continue
+            if result.skipped_reason is None:
+                spec = by_name[result.table]
+                watermarks.record_dedup(source.control, organization.id, spec.name, now)
+                try:
+                    metadata["rows_deleted_at_source_removed"] = propagate_deletes(source, warehouse, organization, spec)
+                except Exception as error:  # this table only
+                    done.append(TableUpkeep(organization.id, result.table, metadata, describe(error)))
+                    continue
+            done.append(TableUpkeep(organization.id, result.table, metadata))
+        return done
+
+    results: list[TableUpkeep] = []
+    for outcome in each_tenant(organizations, open_warehouse, tenant, what="dedup"):
+        results.extend(outcome.result or [TableUpkeep(outcome.organization.id, "", error=outcome.error)])
+    return results
