@@ -38,7 +38,9 @@ import dagster as dg
 
 from glific_bq import views
 from glific_bq.registry import TABLES, TableSpec, table
-from glific_bq.tenants import get_organization
+from glific_bq.tenancy import each_tenant
+from glific_bq.tenants import Organization, get_organization
+from glific_bq.warehouse import Warehouse
 
 from .assets import table_key
 from .partitions import tenants
@@ -74,33 +76,31 @@ def create_tenant_views(
     """Create ``view`` (and what it reads) in the dataset of each tenant of the run, recording a
     materialization per tenant. A tenant whose inputs do not exist yet, or that fails, does not
     stop the others; they are raised together at the end."""
-    failures = []
+    failures, organizations = [], []
     with postgres.source() as source:
         for key in context.partition_keys:
             try:
-                warehouse = bigquery.open_warehouse(get_organization(source.control, int(key)))
-            except Exception as error:  # this tenant only
-                failures.append(f"organization {key}: {type(error).__name__}: {error}")
-                continue
-            try:
-                created = views.create_views(warehouse, tables, reports)
-            except Exception as error:  # this tenant only
-                failures.append(f"organization {key}: {type(error).__name__}: {error}")
-                continue
-            finally:
-                warehouse.close()
-            if view in created.skipped:
-                failures.append(f"organization {key}: {view} not created: {created.skipped[view]}")
-                continue
-            context.log_event(dg.AssetMaterialization(
-                asset_key=context.asset_key,
-                partition=key,
-                metadata={
-                    "dataset": warehouse.dataset_ref,
-                    "view": f"{warehouse.dataset_ref}.{view}",
-                    "views_created": ", ".join(created),
-                },
-            ))
+                organizations.append(get_organization(source.control, int(key)))
+            except LookupError as error:  # this tenant only
+                failures.append(f"organization {key}: {error}")
+
+    def create(organization: Organization, warehouse: Warehouse):
+        return warehouse.dataset_ref, views.create_views(warehouse, tables, reports)
+
+    for outcome in each_tenant(organizations, bigquery.open_warehouse, create, what=f"views ({view})"):
+        key = outcome.organization.partition_key
+        if outcome.failed:
+            failures.append(f"organization {key}: {outcome.error}")
+            continue
+        dataset_ref, created = outcome.result
+        if view in created.skipped:
+            failures.append(f"organization {key}: {view} not created: {created.skipped[view]}")
+            continue
+        context.log_event(dg.AssetMaterialization(
+            asset_key=context.asset_key,
+            partition=key,
+            metadata={"dataset": dataset_ref, "view": f"{dataset_ref}.{view}", "views_created": ", ".join(created)},
+        ))
     if failures:
         raise dg.Failure(
             f"{len(failures)} tenant(s) without {view}:\n" + "\n".join(failures[:20]),
