@@ -34,6 +34,7 @@ from glific_bq.registry import TableSpec
 from glific_bq.schema import reflect_columns
 from glific_bq.source import Source
 from glific_bq.stamping import stamp
+from glific_bq.tenancy import each_tenant
 from glific_bq.tenants import Organization, get_organization
 from glific_bq.warehouse import DEAD_LETTERS, Rejected, Warehouse, WarehouseError
 from glific_bq.watermarks import Watermark
@@ -358,8 +359,7 @@ def sync_tenant(
     timezone, invalid credentials), comes back with status ``failed`` and its error, which is
     also recorded in ``bigquery_jobs`` for backoff and alerts. Other tables go on.
     """
-    def failed(spec: TableSpec, error: Exception) -> TableSync:
-        message = _describe(error)
+    def failed(spec: TableSpec, message: str) -> TableSync:
         log.error("organization %s, %s: %s", organization_id, spec.name, message)
         watermarks.record_failure(source.control, organization_id, spec.name, message)
         return TableSync(organization_id, spec.name, status="failed", message=message)
@@ -367,19 +367,21 @@ def sync_tenant(
     try:
         organization = get_organization(source.control, organization_id)
         organization.checked_timezone()
-        warehouse = open_warehouse(organization)
     except Exception as error:  # the whole tenant fails, alone
-        return [failed(spec, error) for spec in tables]
-    results = []
-    try:
+        return [failed(spec, _describe(error)) for spec in tables]
+
+    def sync_tables(organization: Organization, warehouse: Warehouse) -> list[TableSync]:
+        results = []
         for spec in tables:
             try:
                 results.append(sync_table(source, warehouse, organization, spec, options))
             except Exception as error:  # this table only
-                results.append(failed(spec, error))
-    finally:
-        warehouse.close()
-    return results
+                results.append(failed(spec, _describe(error)))
+        return results
+
+    # A warehouse that cannot be opened (invalid credentials) fails the whole tenant, alone.
+    (outcome,) = each_tenant([organization], open_warehouse, sync_tables, what="sync")
+    return [failed(spec, outcome.error) for spec in tables] if outcome.failed else outcome.result
 
 
 def _describe(error: Exception) -> str:
