@@ -151,12 +151,7 @@ def _storage_write(warehouse: Warehouse, target: Target, rows: pa.Table, *, arro
             for b in batches
         ]
     else:
-        descriptor = protorows.descriptor_for(target.schema)
-        try:
-            chunks = [c for b in rows.to_batches() for c in _chunks(protorows.serialize(b, target.schema))]
-        except ValueError as error:  # a value protobuf rows cannot carry
-            raise RowsRefused(str(error)) from error
-        requests = [(_proto_request(stream, descriptor, chunk), len(chunk)) for chunk in chunks]
+        requests = append_requests(stream, target.schema, rows)
     first_row = 0
     try:
         responses = warehouse.write_client().append_rows(
@@ -178,6 +173,18 @@ def _storage_write(warehouse: Warehouse, target: Target, rows: pa.Table, *, arro
         if emulated:
             raise RowsRefused(error.message) from error
         raise
+
+
+def append_requests(stream: str, schema: tuple[SchemaField, ...], rows: pa.Table) -> list[tuple[object, int]]:
+    """``rows`` as protobuf AppendRowsRequests for ``stream`` (each under 10 MB), with their row
+    counts: everything a Storage Write append does before the network; ``RowsRefused`` for a
+    value protobuf rows cannot carry."""
+    descriptor = protorows.descriptor_for(schema)
+    try:
+        chunks = [c for b in rows.to_batches() for c in _chunks(protorows.serialize(b, schema))]
+    except ValueError as error:  # a value protobuf rows cannot carry
+        raise RowsRefused(str(error)) from error
+    return [(_proto_request(stream, descriptor, chunk), len(chunk)) for chunk in chunks]
 
 
 def _load_parquet(warehouse: Warehouse, target: Target, rows: pa.Table) -> None:
