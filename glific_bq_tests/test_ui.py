@@ -186,7 +186,7 @@ def dagster_dev(glific_url, bigquery_emulator, tmp_path, artifacts) -> Iterator[
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(PROJECT / "dagster.yaml", home / "dagster.yaml")
-    dataset_template = f"ui{uuid.uuid4().hex[:8]}_{{organization_id}}"  # the emulator is shared by the session
+    dataset_template = f"ui{uuid.uuid4().hex[:8]}_{{phone}}"  # the emulator is shared by the session
     env = {k: v for k, v in os.environ.items() if not k.startswith(INHERITED_PREFIXES)}
     env.update(
         bigquery_emulator.environment(),  # GLIFIC_BQ_PROJECT, BIGQUERY_EMULATOR_HOST, BIGQUERY_STORAGE_EMULATOR_HOST
@@ -330,7 +330,12 @@ def check_bigquery(dev: DagsterDev, database_url: str) -> None:
         finally:
             warehouse.close()
         assert len(rows) == MESSAGES_PER_TENANT, (organization.id, len(rows))
-        assert {row["organization_id"] for row in rows} == {organization.id}
+        # Glific's layout: a dataset per bot number, rows carrying their contacts' phones.
+        assert warehouse.dataset.endswith(organization.phone)
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            phones = {p for (p,) in conn.execute("SELECT phone FROM contacts WHERE organization_id = %s",
+                                                 (organization.id,))}
+        assert {row["contact_phone"] for row in rows} <= phones
 
 
 def dismiss_community_modal(page) -> bool:
@@ -421,7 +426,8 @@ def test_ui_shows_the_minute_sync(chromium, dagster_dev, glific_url, artifacts, 
                 expect(page.get_by_text("Missing (0)")).to_be_visible()
                 expect(page.get_by_text("Failed (0)")).to_be_visible()
                 expect(page.get_by_text("Materialized", exact=True)).to_be_visible()  # this tenant's tag
-                dataset = dagster_dev.warehouse.dataset_template.format(organization_id=key)
+                with psycopg.connect(glific_url, autocommit=True) as conn:
+                    dataset = dagster_dev.warehouse.dataset_for(get_organization(conn, int(key)))
                 expect(page.get_by_text(f"{dagster_dev.warehouse.project}.{dataset}", exact=True)).to_be_visible()
                 expect(page.get_by_text(run["runId"][:8], exact=True)).to_be_visible()  # the scheduled run
             page.screenshot(path=artifacts / "partitions-bigquery-messages-1.png")

@@ -56,6 +56,7 @@ def apply_patches() -> None:
         (SnapshotManager, "capture"),
         (write_servicer, "_table_arrow_schema"),
         (tabledata, "_build_arrow_schema"),
+        (DuckDBEngine, "connection"),
     ]:
         if not hasattr(owner, name):
             raise RuntimeError(f"bqemulator no longer has {owner.__name__}.{name}; re-verify the patches")
@@ -67,6 +68,22 @@ def apply_patches() -> None:
     write_servicer._table_arrow_schema = lambda table_meta: tabledata._build_arrow_schema(
         [column.model_dump(exclude_none=True) for column in table_meta.schema_.fields]
     )
+    # The REST routes and the gRPC servicer (a thread pool) share one DuckDB connection, which
+    # refuses a second call while one runs ("connection is busy with another call"): parallel
+    # syncs (glific_bq.tick) failed at random. Each thread gets its own cursor of the database.
+    if not getattr(DuckDBEngine.connection, "_glific_bq_per_thread", False):
+        shared = DuckDBEngine.connection.fget
+        local = threading.local()
+
+        def per_thread(self):
+            base = shared(self)
+            cursors = local.__dict__.setdefault("cursors", {})
+            if cursors.get(id(self), (None,))[0] is not base:
+                cursors[id(self)] = (base, base.cursor())
+            return cursors[id(self)][1]
+
+        per_thread._glific_bq_per_thread = True
+        DuckDBEngine.connection = property(per_thread)
 
 
 class LocalBigQuery:
