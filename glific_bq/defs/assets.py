@@ -34,6 +34,7 @@ def materialization(result: TableSync) -> dg.AssetMaterialization:
         "rows_inserted": dg.MetadataValue.int(result.inserted),
         "rows_updated": dg.MetadataValue.int(result.updated),
         "rows_set_aside": dg.MetadataValue.int(result.set_aside),
+        "rows_refreshed": dg.MetadataValue.int(result.refreshed),
         "seconds": dg.MetadataValue.float(round(result.seconds, 3)),
         "lag_seconds": dg.MetadataValue.float(result.lag_seconds or 0.0),
     }
@@ -45,6 +46,7 @@ def materialization(result: TableSync) -> dg.AssetMaterialization:
     summary = (
         f"**{result.inserted:,}** rows inserted, **{result.updated:,}** updated"
         + (f", **{result.set_aside:,}** set aside (refused by BigQuery)" if result.set_aside else "")
+        + (f", **{result.refreshed:,}** sent again (a value they copy changed)" if result.refreshed else "")
         + f" in {result.seconds:.1f} s; lag {result.lag_seconds or 0:.0f} s."
         + (f" Watermark: id {after.table_id}, updated_at {after.last_updated_at:%Y-%m-%d %H:%M:%S} UTC." if after else "")
     )
