@@ -11,6 +11,7 @@ import pytest
 from google.cloud import bigquery
 
 from glific_bq import registry, watermarks
+from glific_bq.dedup import dedup_table
 from glific_bq.layouts import glific
 from glific_bq.local import glific_writes as gw
 from glific_bq.sync import SyncOptions, sync_table, sync_tenant
@@ -220,7 +221,9 @@ def test_an_existing_glific_dataset_is_taken_over(db, source, glific_warehouse_c
            "status": "received", "sender_phone": "1", "receiver_phone": "2", "contact_phone": "1",
            "inserted_at": "2022-01-01T10:00:00", "updated_at": "2022-01-01T10:00:00",
            "bq_inserted_at": "2022-01-01T10:00:01"}
-    assert not client.insert_rows_json(table, [old, {**old, "id": 1_000_001, "bq_uuid": "u1"}])
+    # Glific also sent the current message, in an older version, just before the hand-over.
+    handed_over = {**old, "id": ids["message"], "uuid": "x", "body": "as Glific sent it"}
+    assert not client.insert_rows_json(table, [old, {**old, "id": 1_000_001, "bq_uuid": "u1"}, handed_over])
     db.execute("DROP INDEX bigquery_jobs_organization_id_table_uniq")  # as Glific left it: no unique key
     db.execute("""INSERT INTO bigquery_jobs (organization_id, "table", table_id, last_updated_at, inserted_at, updated_at)
                   VALUES (%s, 'messages', 0, NULL, now(), now()), (%s, 'messages', 0, now(), now(), now())""",
@@ -230,11 +233,15 @@ def test_an_existing_glific_dataset_is_taken_over(db, source, glific_warehouse_c
         results = sync_tenant(source, lambda _: warehouse, org.id, [registry.table("messages", TABLES)])
         assert [r.status for r in results] == ["synced"]
         after = client.get_table(f"{warehouse.dataset_ref}.messages")
+        assert len(_rows(warehouse, "messages")) == 4  # Glific's three rows, and ours appended
+        dedup_table(warehouse, registry.table("messages", TABLES), since=None)
         rows = _rows(warehouse, "messages")
     finally:
         warehouse.close()
     assert after.time_partitioning is None  # never recreated or repartitioned
-    assert {r["id"] for r in rows} == {1_000_000, 1_000_001, ids["message"]}  # history kept, new rows appended
+    # History kept, one history: one row per id, the newest (ours) for the message both sent.
+    assert sorted(r["id"] for r in rows) == sorted([1_000_000, 1_000_001, ids["message"]])
+    assert {r["id"]: r["body"] for r in rows}[ids["message"]] == "hi"
     (watermark,) = [w for w in watermarks.all_watermarks(db) if w.organization_id == org.id and w.table == "messages"]
     assert watermark.table_id == ids["message"]
 
