@@ -109,9 +109,9 @@ def _wait_for(connect, what: str, seconds: float = 120):
     while True:
         try:
             return connect()
-        except Exception:
+        except Exception as error:
             if time.time() > deadline:
-                raise RuntimeError(f"{what} did not come up")
+                raise RuntimeError(f"{what} did not come up") from error
             time.sleep(1)
 
 

@@ -24,7 +24,6 @@ import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
-
 from glific_bq.dedup import dedup_tenant
 from glific_bq.local import traffic
 from glific_bq.local.demo import PROJECT, prepare_database, start_dagster, start_postgres, stop_process_group

@@ -607,7 +607,8 @@ def local_stack(tenants: int, seed: int):
     import pgserver
 
     from glific_bq.local.bigquery_emulator import LocalBigQuery
-    from glific_bq.local.sample_data import create_schema, seed as seed_data
+    from glific_bq.local.sample_data import create_schema
+    from glific_bq.local.sample_data import seed as seed_data
 
     server = pgserver.get_server(str(workdir / "pg"), cleanup_mode="stop")
     try:

@@ -132,7 +132,9 @@ def resend_newest_revision(w: World) -> None:
 
 def newest(rows: list[dict], key=("id",)) -> dict[tuple, dict]:
     """The newest version per key: the latest send, a row without a send time the oldest."""
-    order = lambda r: (r["bq_inserted_at"] is not None, r["bq_inserted_at"] or datetime.min, r["bq_uuid"] or "")
+    def order(r):
+        return (r["bq_inserted_at"] is not None, r["bq_inserted_at"] or datetime.min, r["bq_uuid"] or "")
+
     found: dict[tuple, dict] = {}
     for row in rows:
         k = tuple(row[c] for c in key)

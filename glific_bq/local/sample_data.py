@@ -567,7 +567,7 @@ class _Seeder:
 
     def _flow_contexts(self, org: dict[str, Any]) -> list[dict[str, Any]]:
         rng, rows, org["runs"] = self.rng, [], []
-        for k in range(len(org["contacts"]) - 3):
+        for _ in range(len(org["contacts"]) - 3):
             flow, started = rng.choice(org["flows"]), self._between(self.start, self.end)
             completed = self._between(started, self.end) if rng.random() < 0.8 else None
             answers = self._results(org, flow["spec"][2], started)
