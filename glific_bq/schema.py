@@ -128,6 +128,22 @@ class Column:
         return sql.SQL("{} AS {}").format(expr, sql.Identifier(self.target_name))
 
 
+    @property
+    def conversion(self):
+        """How the worker turns the value as stored into its BigQuery value
+        (``glific_bq.convert``), or None when ``extract_expression`` casts it in SQL."""
+        from glific_bq import convert
+
+        return convert.on_worker(self.type_name, self.kind, self.is_array, self.bigquery_type)
+
+    def extract_expression(self, timezone: sql.Composable) -> sql.Composable:
+        """What the extract reads for this column: the column as stored when the worker converts
+        it (``conversion``), else ``select_expression`` (types Arrow cannot decode)."""
+        if self.conversion is None:
+            return self.select_expression(timezone)
+        return sql.SQL("{} AS {}").format(sql.Identifier(self.name), sql.Identifier(self.target_name))
+
+
 def _scalar_type(column: Column) -> str | None:
     name = column.type_name
     if name in _INTEGERS:

@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from glific_bq import extract, layouts, lookups, redact, watermarks
+from glific_bq import convert, extract, layouts, lookups, redact, watermarks
 from glific_bq.extract import HIDDEN_COLUMNS, ORGANIZATION_COLUMN, Pass
 from glific_bq.layouts import Shape, records
 from glific_bq.registry import TableSpec
@@ -312,10 +312,12 @@ def _shape(control, warehouse: Warehouse, spec: TableSpec) -> Shape | None:
 
 
 def prepare(rows: pa.Table, shape: Shape, timezone_name: str) -> tuple[pa.Table, list[Rejected]]:
-    """Extracted rows as BigQuery receives them: the extract's own columns dropped, RECORD
-    columns decoded, send columns stamped; rows missing a REQUIRED value are set apart (BigQuery
-    would refuse them) and returned as rejected, with the column named."""
+    """Extracted rows as BigQuery receives them: the extract's own columns dropped, columns read
+    as stored converted (``glific_bq.convert``), RECORD columns decoded, send columns stamped;
+    rows missing a REQUIRED value are set apart (BigQuery would refuse them) and returned as
+    rejected, with the column named."""
     rows = rows.drop_columns([c for c in HIDDEN_COLUMNS if c in rows.column_names])
+    rows = convert.apply(rows, shape.conversions, timezone_name)
     rows = records.decode(rows, shape.schema, shape.records, timezone_name)
     rows = stamp(rows, shape.stamp, timezone_name)
     missing = None

@@ -19,9 +19,13 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
+from typing import TYPE_CHECKING
 
 from google.cloud.bigquery import SchemaField
 from psycopg import sql
+
+if TYPE_CHECKING:
+    from glific_bq.convert import Conversion
 
 LAYOUT_ENV = "GLIFIC_BQ_LAYOUT"
 
@@ -71,6 +75,8 @@ class Shape:
         warnings: what the layout could not map, for the run's metadata.
         refresh: ``{looked-up table: how a row refers to it}`` for the values this table copies
             from others (``glific_bq.lookups``); empty in the raw layout.
+        conversions: ``{column: glific_bq.convert.Conversion}``: columns ``select`` reads as
+            stored, converted on the worker (``sync.prepare``) instead of in the source database.
     """
 
     table: str
@@ -84,6 +90,7 @@ class Shape:
     records: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
     refresh: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    conversions: Mapping[str, Conversion] = dataclasses.field(default_factory=dict)
 
     @property
     def column_names(self) -> list[str]:

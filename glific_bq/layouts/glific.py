@@ -10,7 +10,8 @@ The columns, types and modes come from ``glific_bigquery_schema.json`` (Glific's
    ``t.contact_id``, ``flow_name`` the name of ``t.flow_id``, ``language`` the label of
    ``t.language_id``… whenever the source row has that key column;
 3. the source column of the same name, converted to the BigQuery type (timestamps to the
-   organization's local DATETIME, enums, uuids and JSON to text);
+   organization's local DATETIME, enums, uuids and JSON to text) on the worker
+   (``glific_bq.convert``): read as stored, so that the source database does no conversion;
 4. NULL: the columns Glific declares but never fills (``messages.flow_id``,
    ``contacts.settings``…), which consumers still select.
 
@@ -31,6 +32,7 @@ from importlib import resources
 from google.cloud.bigquery import SchemaField
 from psycopg import sql
 
+from glific_bq.convert import Conversion, To, on_worker
 from glific_bq.extract import TIMEZONE
 from glific_bq.layouts import Shape, Stamp
 from glific_bq.schema import BQ_INSERTED_AT, BQ_UUID, Column
@@ -45,11 +47,6 @@ class Expr:
 
     sql: str
     needs: tuple[str, ...] = ()
-
-
-def local(column: str) -> str:
-    """A naive-UTC timestamp as the organization's local DATETIME (Glific's convention)."""
-    return f"(({column}) AT TIME ZONE 'UTC') AT TIME ZONE {{tz}}"
 
 
 def lookup(table: str, column: str, key: str, schema: str = "public") -> Expr:
@@ -317,11 +314,13 @@ def shape(table: str, columns: list[Column], cursor: sql.Composable | None) -> S
     schema = reference_schema()[table]
     spec = _TABLES.get(table, GlificTable({}))
     by_name = {c.name: c for c in columns}
-    select, warnings, records = [], [], []
+    select, warnings, records, conversions = [], [], [], {}
     for field in schema:
         if field.name in (BQ_UUID, BQ_INSERTED_AT):
             continue
         expression, warning = _column_expression(table, field, spec, by_name)
+        if isinstance(expression, tuple):  # a same-named column, converted on the worker
+            expression, conversions[field.name] = expression
         if warning:
             warnings.append(warning)
         if field.field_type == "RECORD":
@@ -340,6 +339,7 @@ def shape(table: str, columns: list[Column], cursor: sql.Composable | None) -> S
         update_where=_sql(spec.update_where),
         records=tuple(records),
         warnings=tuple(warnings),
+        conversions=conversions,
         refresh={
             parent: usable
             for parent, keys in REFERENCES.get(table, {}).items()
@@ -374,16 +374,19 @@ def _null(field: SchemaField) -> sql.Composable:
     return sql.SQL("NULL::{}").format(sql.SQL(_NULL_TYPES.get(field.field_type, "text")))
 
 
-def _converted(column: Column, field: SchemaField) -> sql.Composable:
-    """A same-named source column as the BigQuery type Glific declares."""
+def _converted(column: Column, field: SchemaField) -> sql.Composable | tuple[sql.Composable, Conversion]:
+    """A same-named source column as the BigQuery type Glific declares: the column as stored and
+    its conversion on the worker (``glific_bq.convert``: local DATETIMEs, uuids, enums, JSON and
+    ids as text), or, for what Arrow cannot decode, an SQL cast."""
     col = sql.SQL("t.{}").format(sql.Identifier(column.name))
     kind = field.field_type
-    if kind == "DATETIME" and column.type_name == "timestamp":
-        return sql.SQL("(({}) AT TIME ZONE 'UTC') AT TIME ZONE {}").format(col, TIMEZONE)
-    if kind == "DATETIME" and column.type_name == "timestamptz":
-        return sql.SQL("({}) AT TIME ZONE {}").format(col, TIMEZONE)
+    if kind == "DATETIME" and column.type_name in ("timestamp", "timestamptz") and not column.is_array:
+        return col, Conversion(To.LOCAL, column.type_name)
     if kind == "STRING":
-        return col if column.type_name in ("text", "varchar", "bpchar") and not column.is_array else sql.SQL("{}::text").format(col)
+        if column.type_name in ("text", "varchar", "bpchar") and not column.is_array:
+            return col  # as is: char(n) keeps its padding here, as Glific sends it
+        conversion = on_worker(column.type_name, column.kind, False, "STRING") if not column.is_array else None
+        return (col, conversion) if conversion else sql.SQL("{}::text").format(col)
     return col
 
 

@@ -1,5 +1,7 @@
 """The raw layout: exact copies of the source tables, every column as the catalog has it, with
-the type mapping of ``glific_bq.schema``, and ``bq_uuid`` and ``bq_inserted_at`` (UTC) last."""
+the type mapping of ``glific_bq.schema``, and ``bq_uuid`` and ``bq_inserted_at`` (UTC) last.
+Columns are read as stored and converted on the worker (``glific_bq.convert``) except the few
+types Arrow cannot decode, which ``Column.select_expression`` casts in SQL."""
 
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ def shape(spec: TableSpec, columns: list[Column], cursor: sql.Composable | None)
         table=spec.name,
         source=spec.source,
         schema=tuple(bigquery_schema(columns)),
-        select=tuple(c.select_expression(TIMEZONE) for c in columns),
+        select=tuple(c.extract_expression(TIMEZONE) for c in columns),
+        conversions={c.target_name: c.conversion for c in columns if c.conversion is not None},
         cursor=cursor,
         stamp=Stamp.UTC,
     )
