@@ -107,7 +107,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -139,6 +139,9 @@ _SENT = {
 #: views (glific_bq.views) and exports show. A row without a send time is the oldest (as
 #: ``_SENT``), whatever the column's type.
 NEWEST_FIRST = "bq_inserted_at DESC NULLS LAST, bq_uuid DESC"
+#: A QUALIFY condition true for the newest version of each ``{key}`` by ``{newest_first}``: what
+#: the ``_latest`` views and the exports select, and what this pass keeps.
+IS_NEWEST_VERSION = "ROW_NUMBER() OVER (PARTITION BY {key} ORDER BY {newest_first}) = 1"
 #: Glific's tables without send columns (tags, flow_labels, stats, trackers): its own order.
 GLIFIC_UNSTAMPED_NEWEST_FIRST = "updated_at DESC"
 #: Rows DML may touch: sent at or before the cutoff. With a window, an unknown send time counts
@@ -218,6 +221,14 @@ def newest_first(layout: Layout, columns: set[str] | frozenset[str]) -> str | No
     return None
 
 
+def missing_version_columns(present: Iterable[str], key: Sequence[str], *, send_columns: bool = True) -> list[str]:
+    """The columns a table lacks for its versions to be told apart: its ``key`` and, when
+    ``send_columns``, ``bq_inserted_at`` and ``bq_uuid`` (dedup, the ``_latest`` views and the
+    exports all ask this one question)."""
+    present = set(present)
+    return [c for c in ((*key, BQ_INSERTED_AT, BQ_UUID) if send_columns else tuple(key)) if c not in present]
+
+
 class DedupError(RuntimeError):
     """A table that cannot be deduplicated as it is (for example a metadata column of the wrong type)."""
 
@@ -293,7 +304,7 @@ def dedup_table(
         return result.done(skipped_reason=f"{table_id} does not exist in BigQuery yet")
     layout = warehouse.config.layout
     key = version_key(layout, name)
-    missing = [c for c in (*key, BQ_INSERTED_AT, BQ_UUID) if c not in schema]
+    missing = missing_version_columns(schema, key)
     if missing:
         reason = f"{table_id} has no {', '.join(missing)} column"
         if layout is Layout.GLIFIC and {BQ_INSERTED_AT, BQ_UUID} <= set(missing):
@@ -422,6 +433,6 @@ def _utc(value: datetime) -> datetime:
 
 
 __all__ = [
-    "DedupError", "DedupResult", "MAX_LISTED_IDS", "NEWEST_FIRST", "SINCE_MARGIN", "dedup_table", "dedup_tenant",
+    "DedupError", "DedupResult", "IS_NEWEST_VERSION", "MAX_LISTED_IDS", "NEWEST_FIRST", "SINCE_MARGIN", "dedup_table", "dedup_tenant",
     "newest_first", "version_key",
 ]

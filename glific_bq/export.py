@@ -79,9 +79,10 @@ import pyarrow.parquet as pq
 from google.api_core.exceptions import NotFound
 from google.cloud import bigquery
 
-from glific_bq.dedup import NEWEST_FIRST, newest_first, version_key
+from glific_bq.dedup import IS_NEWEST_VERSION, NEWEST_FIRST, missing_version_columns, newest_first, version_key
 from glific_bq.registry import TableSpec, tables_for
 from glific_bq.schema import BQ_INSERTED_AT, BQ_UUID
+from glific_bq.tenancy import only_tenant
 from glific_bq.warehouse import Warehouse, queries
 
 log = logging.getLogger(__name__)
@@ -96,16 +97,14 @@ TRUNCATION_MARKER = "…[truncated]"
 #: Sync bookkeeping, not the organization's data (see the module docstring).
 EXCLUDED_COLUMNS = (BQ_UUID, BQ_INSERTED_AT)
 
-#: One row per id: its newest version, as dedup keeps it (latest ``bq_inserted_at``, ties by
-#: ``bq_uuid``; a row without a send time is the oldest): ``dedup.NEWEST_FIRST``, the one home of
-#: that order, shared with the ``_latest`` views.
-LATEST_VERSION = f"ROW_NUMBER() OVER (PARTITION BY id ORDER BY {NEWEST_FIRST}) = 1"
-#: The same for any layout: the table's ``version_key`` and order (Glific's flows: one row per
-#: revision, ``(id, inserted_at)``; its tables without send columns: newest ``updated_at``).
-LATEST_VERSION_OF = "ROW_NUMBER() OVER (PARTITION BY {key} ORDER BY {newest_first}) = 1"
+#: One row per id: its newest version, as dedup keeps it (``dedup.IS_NEWEST_VERSION`` by
+#: ``dedup.NEWEST_FIRST``, the one home of that order: latest ``bq_inserted_at``, ties by
+#: ``bq_uuid``, a row without a send time the oldest). Other layouts' tables pass their own
+#: ``version_key`` and order (Glific's flows: one row per revision, ``(id, inserted_at)``).
+LATEST_VERSION = IS_NEWEST_VERSION.format(key="id", newest_first=NEWEST_FIRST)
 
 STATS = "SELECT COUNT(*) AS versions, MIN(id) AS first_id, MAX(id) AS last_id FROM `{table}` WHERE {where}"
-LATEST = "SELECT {columns} FROM `{table}` WHERE {where} QUALIFY {latest} ORDER BY id"
+LATEST_ROWS = "SELECT {columns} FROM `{table}` WHERE {where} QUALIFY {latest} ORDER BY id"
 DATE_FROM = "inserted_at >= @date_from"
 DATE_BEFORE = "inserted_at < @date_end"
 ID_WINDOW = "id >= @first_id AND id < @end_id"
@@ -270,7 +269,7 @@ def _export_table(warehouse: Warehouse, name: str, reading: _Reading, location: 
     columns = [f.name for f in schema if f.name not in EXCLUDED_COLUMNS]
     layout, present = warehouse.config.layout, {f.name for f in schema}
     key, order = version_key(layout, name), newest_first(layout, present)
-    missing = [c for c in key if c not in present] + ([] if order else [c for c in (BQ_INSERTED_AT, BQ_UUID) if c not in present])
+    missing = missing_version_columns(present, key, send_columns=not order)
     if missing:
         raise ExportError(f"{table_id} has no {', '.join(missing)} column: its latest versions cannot be chosen")
     odd = [c for c in columns if not _IDENTIFIER.match(c)]
@@ -300,7 +299,7 @@ def _export_table(warehouse: Warehouse, name: str, reading: _Reading, location: 
         writers.append(workbook.table(name))
     rows = 0
     try:
-        latest = LATEST_VERSION_OF.format(key=", ".join(key), newest_first=order)
+        latest = IS_NEWEST_VERSION.format(key=", ".join(key), newest_first=order)
         for batch in _latest_rows(warehouse, table_id, columns, filters, params, reading, latest):
             _check_tenant(batch, warehouse.organization.id, table_id)
             for writer in writers:
@@ -346,7 +345,7 @@ def _latest_rows(warehouse: Warehouse, table_id: str, columns: list[str], filter
             window_filters = [*filters, ID_WINDOW]
             window_params = [*params, bigquery.ScalarQueryParameter("first_id", "INT64", window[0]),
                              bigquery.ScalarQueryParameter("end_id", "INT64", window[1])]
-        statement = LATEST.format(columns=select, table=table_id, where=" AND ".join(window_filters) or "TRUE",
+        statement = LATEST_ROWS.format(columns=select, table=table_id, where=" AND ".join(window_filters) or "TRUE",
                                   latest=latest)
         pages = _query(warehouse, statement, window_params, page_size=reading.page_rows)
         # REST pages, not the Storage Read API: no read-session permission or cost, and the
@@ -360,10 +359,8 @@ def _query(warehouse: Warehouse, statement: str, params: list, page_size: int | 
 
 def _check_tenant(batch: pa.RecordBatch, organization_id: int, table_id: str) -> None:
     """An export goes to one organization: a row of another one stops it (glific#4880)."""
-    if "organization_id" in batch.schema.names and batch.num_rows:
-        same = pc.fill_null(pc.equal(batch.column("organization_id"), organization_id), False)
-        if not pc.all(same).as_py():
-            raise ExportError(f"{table_id} holds rows of another organization than {organization_id}; export stopped")
+    if "organization_id" in batch.schema.names and not only_tenant(batch, organization_id):
+        raise ExportError(f"{table_id} holds rows of another organization than {organization_id}; export stopped")
 
 
 # -- destinations -------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ from glific_bq.registry import TableSpec
 from glific_bq.schema import reflect_columns
 from glific_bq.source import Source
 from glific_bq.stamping import stamp
-from glific_bq.tenancy import each_tenant
+from glific_bq.tenancy import each_tenant, only_tenant
 from glific_bq.tenants import Organization, get_organization
 from glific_bq.warehouse import DEAD_LETTERS, Rejected, Warehouse, WarehouseError
 from glific_bq.watermarks import Watermark
@@ -337,8 +337,7 @@ def prepare(rows: pa.Table, shape: Shape, timezone_name: str) -> tuple[pa.Table,
 
 def _check_tenant(rows, organization_id: int, table: str) -> None:
     """Refuse to write a page holding another organization's rows (glific#4880)."""
-    column = rows.column(ORGANIZATION_COLUMN)
-    if column.null_count or not pc.all(pc.equal(column, organization_id)).as_py():
+    if not only_tenant(rows, organization_id, ORGANIZATION_COLUMN):
         raise RuntimeError(f"{table}: extract returned rows of another organization than {organization_id}")
 
 

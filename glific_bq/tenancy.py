@@ -10,6 +10,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from glific_bq.redact import describe
 from glific_bq.tenants import Organization
 from glific_bq.warehouse import Warehouse
@@ -62,3 +65,12 @@ def _failed(organization: Organization, error: Exception, what: str) -> TenantOu
     message = describe(error)
     log.error("organization %s: %s failed: %s", organization.id, what, message)
     return TenantOutcome(organization, error=message)
+
+
+def only_tenant(rows: pa.Table | pa.RecordBatch, organization_id: int, column: str = "organization_id") -> bool:
+    """Whether every row of ``rows`` belongs to ``organization_id`` (a NULL belongs to no one):
+    the one check that a page read for a tenant holds nothing of another (glific#4880), before
+    it is written to the tenant's dataset or exported."""
+    if not rows.num_rows:
+        return True
+    return bool(pc.all(pc.fill_null(pc.equal(rows.column(column), organization_id), False)).as_py())

@@ -6,7 +6,7 @@ The BigQuery dialect of views lives here, and only here. Two kinds:
   table's own columns. The sync appends every change as a new row version and the dedup pass
   deletes older versions only every 90 minutes, so ``SELECT * FROM messages`` shows an edited
   message two or three times in between; ``messages_latest`` never does. The newest version is
-  chosen by the dedup's own total order (``NEWEST_FIRST``: send time, then ``bq_uuid``), so the
+  chosen by the dedup's own total order (``dedup.NEWEST_FIRST``: send time, then ``bq_uuid``), so the
   view and the dedup always agree on which version survives — including on ties of
   ``updated_at``, which Glific's ``ORDER BY updated_at DESC`` left ambiguous (glific#1750, #2093).
 - Report views, which read only ``_latest`` views: ``contacts_messages``,
@@ -63,13 +63,12 @@ from google.cloud import bigquery
 from glific_bq import dedup
 from glific_bq.layouts import Layout
 from glific_bq.registry import GLIFIC_TABLES, RAW_TABLES, TableSpec, tables_for
-from glific_bq.schema import BQ_INSERTED_AT, BQ_UUID
 from glific_bq.warehouse import Warehouse, queries
 
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "FLAT_FIELDS", "GLIFIC_REPORTS", "LATEST_SUFFIX", "NEWEST_FIRST", "RAW_REPORTS", "REPORTS", "Column",
+    "FLAT_FIELDS", "GLIFIC_REPORTS", "LATEST_SUFFIX", "RAW_REPORTS", "REPORTS", "ViewColumn",
     "CreatedViews", "ReportView", "create_views", "latest_sql", "latest_view_name", "reference_markdown",
     "reports_for", "view_ddl",
 ]
@@ -77,12 +76,10 @@ __all__ = [
 #: ``<table>_latest``: the newest version of each row of ``<table>``.
 LATEST_SUFFIX = "_latest"
 
-#: The newest version first: the dedup's own total order (``glific_bq.dedup``), so that the
-#: ``_latest`` views and the dedup pass keep the same version of every id.
-NEWEST_FIRST = dedup.NEWEST_FIRST
-
-LATEST = """SELECT * FROM `{table}`
-QUALIFY ROW_NUMBER() OVER (PARTITION BY {key} ORDER BY {newest_first}) = 1"""
+#: A ``_latest`` view's SELECT: the newest version of each key by the dedup's own total order
+#: (``dedup.NEWEST_FIRST``, ``dedup.IS_NEWEST_VERSION``), so that the views and the dedup pass
+#: keep the same version of every id.
+LATEST_VIEW = "SELECT * FROM `{table}`\nQUALIFY " + dedup.IS_NEWEST_VERSION
 
 _TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,1000}$")
 #: Project ids (with an optional ``domain:`` prefix) and dataset ids: nothing that can end a quote.
@@ -93,7 +90,7 @@ _INPUT = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
 
 
 @dataclass(frozen=True)
-class Column:
+class ViewColumn:
     """One column of a report view, as documented in BigQuery and in the docs page."""
 
     name: str
@@ -113,7 +110,7 @@ class ReportView:
     name: str
     description: str
     reads: tuple[str, ...]
-    columns: tuple[Column, ...]
+    columns: tuple[ViewColumn, ...]
     sql: str
 
     def select(self, dataset_ref: str) -> str:
@@ -122,8 +119,8 @@ class ReportView:
         return _INPUT.sub(lambda m: ids.get(m[1], m[0]), self.sql.strip())
 
 
-def _columns(*rows: tuple[str, str, str]) -> tuple[Column, ...]:
-    return tuple(Column(*row) for row in rows)
+def _columns(*rows: tuple[str, str, str]) -> tuple[ViewColumn, ...]:
+    return tuple(ViewColumn(*row) for row in rows)
 
 
 _LOCAL = "local time of the organization"
@@ -527,10 +524,10 @@ def latest_description(table: str) -> str:
             "the dedup decides), even between dedup runs. Use it for exports and reports.")
 
 
-def latest_sql(dataset_ref: str, table: str, *, key: Sequence[str] = ("id",), newest_first: str = NEWEST_FIRST) -> str:
+def latest_sql(dataset_ref: str, table: str, *, key: Sequence[str] = ("id",), newest_first: str = dedup.NEWEST_FIRST) -> str:
     """The SELECT of ``<table>_latest``: one row per ``key``, the first by ``newest_first``
     (the dedup's ``version_key`` and ``newest_first`` of the table)."""
-    return LATEST.format(table=f"{_dataset_ref(dataset_ref)}.{_table_name(table)}",
+    return LATEST_VIEW.format(table=f"{_dataset_ref(dataset_ref)}.{_table_name(table)}",
                          key=", ".join(_table_name(c) for c in key), newest_first=newest_first)
 
 
@@ -545,15 +542,13 @@ def latest_sql_for(warehouse: Warehouse, table: str) -> tuple[str | None, str | 
     layout = warehouse.config.layout
     key = dedup.version_key(layout, table)
     order = dedup.newest_first(layout, columns)
-    missing = [c for c in key if c not in columns]
-    if order is None:
-        missing += [c for c in (BQ_INSERTED_AT, BQ_UUID) if c not in columns]
+    missing = dedup.missing_version_columns(columns, key, send_columns=order is None)
     if missing:
         return None, f"{table} has no {', '.join(missing)} column"
     return latest_sql(warehouse.dataset_ref, table, key=key, newest_first=order), None
 
 
-def view_ddl(view_id: str, select: str, description: str, columns: Sequence[Column] = ()) -> str:
+def view_ddl(view_id: str, select: str, description: str, columns: Sequence[ViewColumn] = ()) -> str:
     """``CREATE OR REPLACE VIEW``, with the description and (if given) the column list and its docs."""
     column_list = ""
     if columns:
@@ -570,7 +565,7 @@ def code_version(*parts: str) -> str:
 
 
 def latest_code_version() -> str:
-    return code_version(LATEST, NEWEST_FIRST)
+    return code_version(LATEST_VIEW, dedup.NEWEST_FIRST)
 
 
 def report_code_version(view: ReportView) -> str:
@@ -662,7 +657,7 @@ def _latest_view(warehouse: Warehouse, table: str) -> str | None:
     return None
 
 
-def _ensure_descriptions(warehouse: Warehouse, view_id: str, description: str, columns: Sequence[Column] = ()) -> None:
+def _ensure_descriptions(warehouse: Warehouse, view_id: str, description: str, columns: Sequence[ViewColumn] = ()) -> None:
     """Set the view's descriptions through the API if the DDL's OPTIONS did not (BigQuery applies
     them; the local emulator ignores them). A no-op when they are already right."""
     client = warehouse.client

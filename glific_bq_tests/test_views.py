@@ -27,6 +27,7 @@ from glific_bq.dedup import dedup_table
 from glific_bq.defs.assets import source_assets, table_assets
 from glific_bq.defs.reports import report_assets, report_sensors
 from glific_bq.defs.resources import GlificBigQuery, GlificPostgres
+from glific_bq.layouts import Layout
 from glific_bq.local.sample_data import create_schema
 from glific_bq.registry import TABLES, TableSpec, table
 from glific_bq.source import Source
@@ -120,6 +121,7 @@ def world(pg_server, bigquery_emulator):
     config = WarehouseConfig(
         project=bigquery_emulator.project, dataset_template=f"v{uuid.uuid4().hex[:8]}_{{organization_id}}",
         emulator_host=bigquery_emulator.rest_url, storage_emulator_host=bigquery_emulator.grpc_endpoint,
+        layout=Layout.RAW,  # the raw layout's reports (the Glific layout's: test_glific_layout.py)
     )
     with psycopg.connect(url, autocommit=True) as conn, Source(url) as source:
         create_schema(conn)

@@ -121,7 +121,7 @@ def latest_view_asset(spec: TableSpec) -> dg.AssetsDefinition:
         description=f"View: exactly one row per id of {spec.name}, its newest version, even between dedup runs.",
         code_version=views.latest_code_version(),
         automation_condition=VIEW_AUTOMATION,
-        metadata={"sql": dg.MetadataValue.md(f"```sql\n{views.LATEST}\n```")},
+        metadata={"sql": dg.MetadataValue.md(f"```sql\n{views.LATEST_VIEW}\n```")},
         output_required=False,
     )
     def _latest(context: dg.AssetExecutionContext, postgres: GlificPostgres, bigquery: GlificBigQuery):
