@@ -162,6 +162,7 @@ def child(spec: dict) -> dict:
             "pairs": len(results),
             "statuses": statuses,
             "rows": sum(r.inserted + r.updated for r in results),
+            "set_aside": sum(r.set_aside for r in results),
             "failures": [f"{r.organization_id}/{r.table}: {r.message}" for r in results if r.status != "synced"][:3],
             "proxy": stats["routes"],
             "round_trips": sum(route["round_trips"] for route in stats["routes"].values()),
@@ -214,6 +215,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=5, help="new and changed rows per table and organization")
     parser.add_argument("--skip-baseline", action="store_true", help="only concurrency on")
     parser.add_argument("--baseline-only", action="store_true", help="only concurrency off")
+    parser.add_argument("--verbose", action="store_true", help="REST requests by method and resource")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -286,8 +288,11 @@ def main() -> None:
                     print(f"{label:<18} {2 * delay:>4.0f}ms {n:>4} {tick['seconds']:>8.1f} {tick['pairs']:>5} "
                           f"{tick['rows']:>6} {tick['round_trips'] / pairs:>7.2f} {rest_calls:>5} {grpc_calls:>5} "
                           f"{connections:>5} {sequential:>11} {result['peak_rss_mb']:>7.0f}", flush=True)
-                    if tick["statuses"].get("synced", 0) != tick["pairs"]:
-                        print(f"   statuses {tick['statuses']}: {tick['failures']}", flush=True)
+                    if tick["statuses"].get("synced", 0) != tick["pairs"] or tick["set_aside"]:
+                        print(f"   statuses {tick['statuses']}, {tick['set_aside']} rows set aside: {tick['failures']}",
+                              flush=True)
+                    if args.verbose:
+                        print(f"   REST by method: {routes[0]['by_method']}", flush=True)
         print("\nRT/pair: round trips counted at the proxy per pair (REST requests + gRPC calls + connections × "
               "handshake).\nseq RT/pair: (seconds − seconds at 0 ms) / round trip / pairs × workers: the round trips "
               "each worker waits for, per pair.")

@@ -53,6 +53,7 @@ class Counts:
     turns: int = 0
     bytes_up: int = 0
     bytes_down: int = 0
+    by_method: dict[str, int] = field(default_factory=dict)  # "GET tables": HTTP requests by method and resource
 
     def round_trips(self, handshake_rtts: int) -> int:
         return self.http_requests + self.grpc_calls + self.connections * handshake_rtts
@@ -114,11 +115,22 @@ class RequestCounter:
                 return
             head, self.buffer = self.buffer[: end + 4], self.buffer[end + 4:]
             self.route.counts.http_requests += 1
+            key = _resource(head)
+            self.route.counts.by_method[key] = self.route.counts.by_method.get(key, 0) + 1
             length = _CONTENT_LENGTH.search(head)
             if length:
                 self.skip = int(length.group(1))
             elif _CHUNKED.search(head):
                 self.chunked = True
+
+
+def _resource(head: bytes) -> str:
+    """``"GET tables"`` from a request line: the method and the last REST resource named in the
+    path (``datasets``, ``tables``, ``jobs``, ``queries``…), never the ids."""
+    method, _, rest = head.split(b"\r\n", 1)[0].decode("latin-1").partition(" ")
+    segments = rest.split(" ", 1)[0].split("?", 1)[0].strip("/").split("/")
+    kinds = [s for s in segments if s in ("datasets", "tables", "jobs", "queries", "insertAll", "upload")]
+    return f"{method} {kinds[-1] if kinds else segments[-1]}"
 
 
 @dataclass
