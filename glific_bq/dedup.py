@@ -105,7 +105,6 @@ table here) and quoted; the only other text spliced into the SQL is fixed text f
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -114,6 +113,7 @@ from datetime import datetime, timedelta, timezone
 from google.api_core.exceptions import NotFound
 from google.cloud import bigquery
 
+from glific_bq import identifiers
 from glific_bq.layouts import Layout
 from glific_bq.registry import TableSpec, tables_for
 from glific_bq.schema import BQ_INSERTED_AT, BQ_UUID
@@ -126,8 +126,6 @@ log = logging.getLogger(__name__)
 SINCE_MARGIN = timedelta(hours=1)
 #: Most ids passed as one array parameter; beyond, candidates are selected by a subquery.
 MAX_LISTED_IDS = 20_000
-
-_TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,1023}$")
 
 #: The send time of a version, by the type of ``bq_inserted_at`` (raw layout: TIMESTAMP; Glific
 #: layout: local DATETIME); a row without one (another tool's) sorts as the oldest.
@@ -290,8 +288,7 @@ def dedup_table(
     """
     started = time.monotonic()
     name = table.name if isinstance(table, TableSpec) else table
-    if not isinstance(name, str) or not _TABLE_NAME.match(name):
-        raise ValueError(f"not a valid BigQuery table name: {name!r}")
+    identifiers.checked_table(name)
     if buffer_window < timedelta(0):
         raise ValueError("buffer_window cannot be negative")
     now = _utc(now) if now is not None else datetime.now(timezone.utc)

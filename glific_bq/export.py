@@ -79,6 +79,7 @@ import pyarrow.parquet as pq
 from google.api_core.exceptions import NotFound
 from google.cloud import bigquery
 
+from glific_bq import identifiers
 from glific_bq.dedup import IS_NEWEST_VERSION, NEWEST_FIRST, missing_version_columns, newest_first, version_key
 from glific_bq.registry import TableSpec, tables_for
 from glific_bq.schema import BQ_INSERTED_AT, BQ_UUID
@@ -109,7 +110,6 @@ DATE_FROM = "inserted_at >= @date_from"
 DATE_BEFORE = "inserted_at < @date_end"
 ID_WINDOW = "id >= @first_id AND id < @end_id"
 
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,299}$")
 _EXCEL_EPOCH = date(1899, 12, 30)  # serial 0 of Excel's 1900 date system, past its 1900 leap-year bug
 _EXCEL_FIRST_EXACT = (date(1900, 3, 1) - _EXCEL_EPOCH).days  # earlier serials hit that bug: ISO text
 _EXACT_INTEGER = 2**53
@@ -215,8 +215,7 @@ def export_tenant(
     tables = tables_for(warehouse.config.layout) if tables is None else tables
     names = [t.name if isinstance(t, TableSpec) else t for t in tables]
     for name in names:
-        if not isinstance(name, str) or not _IDENTIFIER.match(name):
-            raise ValueError(f"not a valid BigQuery table name: {name!r}")
+        identifiers.checked_table(name)
 
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     location = _Location(Destination.parse(destination), warehouse.dataset, stamp, warehouse, storage_client)
@@ -272,7 +271,7 @@ def _export_table(warehouse: Warehouse, name: str, reading: _Reading, location: 
     missing = missing_version_columns(present, key, send_columns=not order)
     if missing:
         raise ExportError(f"{table_id} has no {', '.join(missing)} column: its latest versions cannot be chosen")
-    odd = [c for c in columns if not _IDENTIFIER.match(c)]
+    odd = [c for c in columns if not identifiers.is_column(c)]
     if odd:
         raise ExportError(f"{table_id}: column names not exportable: {odd}")
 

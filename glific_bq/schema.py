@@ -44,6 +44,8 @@ import psycopg
 from google.cloud.bigquery import SchemaField
 from psycopg import sql
 
+from glific_bq import identifiers
+
 log = logging.getLogger(__name__)
 
 #: Columns glific_bq adds to every row it sends.
@@ -54,8 +56,6 @@ METADATA_FIELDS = (
     SchemaField(BQ_INSERTED_AT, "TIMESTAMP", description="When glific_bq sent this row version"),
 )
 
-#: BigQuery column names: letters, digits and underscores, not starting with a digit.
-_BQ_COLUMN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,299}$")
 
 _INTEGERS = {"int2", "int4", "int8", "oid"}
 _FLOATS = {"float4", "float8"}
@@ -209,7 +209,7 @@ def syncable_columns(columns: list[Column], table: str) -> tuple[list[Column], l
     lowered = [c.name.lower() for c in columns]
     for column in columns:
         ambiguous = lowered.count(column.name.lower()) > 1 and column.name != column.name.lower()
-        if not _BQ_COLUMN.match(column.name) or column.name.lower() in reserved or ambiguous:
+        if not identifiers.is_column(column.name) or column.name.lower() in reserved or ambiguous:
             column = replace(column, bigquery_name=bigquery_column_name(column.name))
             log.info("%s.%s is named %s in BigQuery", table, column.name, column.bigquery_name)
         if not column.is_known_type:

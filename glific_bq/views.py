@@ -60,7 +60,7 @@ from pathlib import Path
 from google.api_core.exceptions import NotFound
 from google.cloud import bigquery
 
-from glific_bq import dedup
+from glific_bq import dedup, identifiers
 from glific_bq.layouts import Layout
 from glific_bq.registry import GLIFIC_TABLES, RAW_TABLES, TableSpec, tables_for
 from glific_bq.warehouse import Warehouse, queries
@@ -81,10 +81,6 @@ LATEST_SUFFIX = "_latest"
 #: keep the same version of every id.
 LATEST_VIEW = "SELECT * FROM `{table}`\nQUALIFY " + dedup.IS_NEWEST_VERSION
 
-_TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,1000}$")
-#: Project ids (with an optional ``domain:`` prefix) and dataset ids: nothing that can end a quote.
-_PROJECT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.:_-]{0,250}$")
-_DATASET = re.compile(r"^[A-Za-z0-9_]{1,1024}$")
 #: An input of a report's SQL: ``{messages}``.
 _INPUT = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
 
@@ -679,17 +675,8 @@ def _string_literal(text: str) -> str:
     return f"'{escaped}'"
 
 
-def _table_name(name: str) -> str:
-    if not isinstance(name, str) or not _TABLE.match(name):
-        raise ValueError(f"not a valid BigQuery table or column name: {name!r}")
-    return name
-
-
-def _dataset_ref(dataset_ref: str) -> str:
-    project, _, dataset = dataset_ref.rpartition(".")
-    if not _PROJECT.match(project) or not _DATASET.match(dataset):
-        raise ValueError(f"not a valid BigQuery project.dataset: {dataset_ref!r}")
-    return dataset_ref
+_table_name = identifiers.checked_table
+_dataset_ref = identifiers.checked_dataset_ref
 
 
 # -- documentation -----------------------------------------------------------------------------

@@ -6,18 +6,16 @@ from __future__ import annotations
 import base64
 import json
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
+from glific_bq import identifiers
 from glific_bq.layouts import LAYOUT_ENV, Layout
 from glific_bq.tenants import Organization
 from glific_bq.warehouse.errors import CredentialsError
 from glific_bq.warehouse.queries import DEADLINE_SECONDS, CallPolicy
-
-_DATASET_ID = re.compile(r"^[A-Za-z0-9_]{1,1024}$")
 
 
 class WriteMethod(str, Enum):
@@ -90,7 +88,7 @@ class WarehouseConfig:
                 f"GLIFIC_BQ_DATASET_TEMPLATE {self.dataset_template!r}: unknown placeholder {error}; "
                 "use {organization_id}, {shortcode} or {phone}"
             ) from None
-        if not _DATASET_ID.match(dataset):
+        if not identifiers.is_dataset(dataset):
             raise ValueError(
                 f"dataset name {dataset!r} for organization {organization.id} is not a valid BigQuery "
                 "dataset id (letters, digits, underscores); check GLIFIC_BQ_DATASET_TEMPLATE"
