@@ -7,7 +7,7 @@ import dataclasses
 import dagster as dg
 import pytest
 
-from glific_bq import checks
+from glific_bq import upkeep_checks
 from glific_bq.registry import DeletePolicy, TableSpec
 from glific_bq.sync import sync_table
 from glific_bq.warehouse import Warehouse
@@ -31,17 +31,17 @@ def synced(db, source, warehouse_for):
 
 def test_a_synced_table_passes_every_check(synced, source):
     org, ids, warehouse = synced
-    assert checks.duplicate_ids(warehouse, org.id, "notes").passed
-    reconciled = checks.reconcile(source, warehouse, org.id, NOTES)
+    assert upkeep_checks.duplicate_ids(warehouse, org.id, "notes").passed
+    reconciled = upkeep_checks.reconcile(source, warehouse, org.id, NOTES)
     assert reconciled.passed and reconciled.numbers["missing"] == 0 and reconciled.numbers["source_rows"] == 6
-    assert checks.lag(source, org.id, NOTES, 60, checks.waiting_organizations(source, NOTES)).passed
+    assert upkeep_checks.lag(source, org.id, NOTES, 60, upkeep_checks.waiting_organizations(source, NOTES)).passed
 
 
 def test_reconciliation_names_a_row_missing_from_bigquery(synced, source):
     org, ids, warehouse = synced
     warehouse.client.query(f"DELETE FROM `{warehouse.dataset_ref}.notes` WHERE id = {ids[3]}").result()
 
-    finding = checks.reconcile(source, warehouse, org.id, NOTES)
+    finding = upkeep_checks.reconcile(source, warehouse, org.id, NOTES)
 
     assert not finding.passed and finding.numbers["missing"] == 1
     assert "1 of 6 source row(s)" in finding.summary and str(ids[3]) in finding.summary
@@ -51,7 +51,7 @@ def test_reconciliation_reports_ids_gone_from_a_keep_table_without_failing(synce
     org, ids, warehouse = synced
     db.execute("DELETE FROM notes WHERE id = %s", (ids[5],))  # a purge at the source
 
-    finding = checks.reconcile(source, warehouse, org.id, NOTES)
+    finding = upkeep_checks.reconcile(source, warehouse, org.id, NOTES)
 
     assert finding.passed and finding.numbers["not_at_source"] == 1 and "kept by policy" in finding.summary
 
@@ -61,7 +61,7 @@ def test_changes_waiting_too_long_fail_the_lag_check(synced, source, db):
     db.execute("UPDATE bigquery_jobs SET advanced_at = now() - interval '1 hour' WHERE organization_id = %s", (org.id,))
     db.execute("UPDATE notes SET body = 'waiting', updated_at = updated_at + interval '2 seconds' WHERE id = %s", (ids[1],))
 
-    finding = checks.lag(source, org.id, NOTES, 600, checks.waiting_organizations(source, NOTES))
+    finding = upkeep_checks.lag(source, org.id, NOTES, 600, upkeep_checks.waiting_organizations(source, NOTES))
 
     assert not finding.passed and finding.numbers["lag_seconds"] >= 3600
 
@@ -103,7 +103,7 @@ def test_a_tenant_with_bad_credentials_fails_its_own_checks_and_no_one_elses(syn
     (tmp_path / f"{broken.id}.json").write_text("not a key")  # what a bad upload leaves
     config = dataclasses.replace(warehouse_config, credentials_dir=str(tmp_path))
 
-    findings = checks.check_table(source, lambda organization: Warehouse(config, organization), NOTES, 600)
+    findings = upkeep_checks.check_table(source, lambda organization: Warehouse(config, organization), NOTES, 600)
 
     for found in (findings.unique, findings.reconciled):
         by_tenant = {f.organization_id: f for f in found}

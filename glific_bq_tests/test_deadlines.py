@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 from google.cloud.bigquery import SchemaField
 
-from glific_bq import checks, dedup, deletes, export, reconcile, views
+from glific_bq import dedup, deletes, export, reconcile, upkeep_checks, views
 from glific_bq.layouts import Layout
 from glific_bq.registry import DeletePolicy, TableSpec
 from glific_bq.tenants import Organization
@@ -75,7 +75,7 @@ CALLS = {
     "reconcile": lambda w, source: reconcile.compare_ids(source, w, ORGANIZATION.id, "notes"),
     "views": lambda w, source: views.create_views(w, ["notes"], []),
     "export": lambda w, source: export.export_tenant(w, ["notes"], ["csv"], source.exports_dir),
-    "checks": lambda w, source: checks.duplicate_ids(w, ORGANIZATION.id, "notes"),
+    "checks": lambda w, source: upkeep_checks.duplicate_ids(w, ORGANIZATION.id, "notes"),
 }
 
 

@@ -15,7 +15,8 @@ from datetime import datetime, timedelta, timezone
 import psycopg
 import pytest
 
-from glific_bq import checks, registry, views, watermarks
+from glific_bq import registry, views, watermarks
+from glific_bq import upkeep_checks as checks
 from glific_bq.dedup import dedup_tenant
 from glific_bq.export import export_tenant
 from glific_bq.local import glific_writes as gw

@@ -3,7 +3,7 @@ reconciliation with the source, freshness. A failing check names the tenants and
 
 import dagster as dg
 
-from glific_bq import checks
+from glific_bq import upkeep_checks
 from glific_bq.registry import TABLES, TableSpec
 
 from .assets import table_key
@@ -13,7 +13,7 @@ from .resources import GlificBigQuery, GlificPostgres
 MAX_LAG_SECONDS = 15 * 60
 
 
-def _result(key: dg.AssetKey, name: str, findings: list[checks.Finding], severity: dg.AssetCheckSeverity) -> dg.AssetCheckResult:
+def _result(key: dg.AssetKey, name: str, findings: list[upkeep_checks.Finding], severity: dg.AssetCheckSeverity) -> dg.AssetCheckResult:
     failing = [f for f in findings if not f.passed]
     report = "\n".join(f"- organization {f.organization_id}: {f.summary}" for f in (failing or findings))
     return dg.AssetCheckResult(
@@ -36,7 +36,7 @@ def table_checks(spec: TableSpec) -> dg.AssetChecksDefinition:
     )
     def _checks(postgres: GlificPostgres, bigquery: GlificBigQuery):
         with postgres.source() as source:
-            findings = checks.check_table(source, bigquery.open_warehouse, spec, MAX_LAG_SECONDS)
+            findings = upkeep_checks.check_table(source, bigquery.open_warehouse, spec, MAX_LAG_SECONDS)
         yield _result(key, "latest_ids_unique", findings.unique, dg.AssetCheckSeverity.ERROR)
         yield _result(key, "reconciled", findings.reconciled, dg.AssetCheckSeverity.ERROR)
         yield _result(key, "fresh", findings.fresh, dg.AssetCheckSeverity.WARN)

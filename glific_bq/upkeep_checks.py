@@ -1,5 +1,5 @@
-"""Checks of one tenant-table's copy in BigQuery, in plain Python (the Dagster asset checks call
-these): each says which tenant, which table, and by how much.
+"""Checks of one tenant-table's copy in BigQuery, in plain Python (the Dagster asset checks in
+``defs/checks.py`` call these): each says which tenant, which table, and by how much.
 
 - ``duplicate_ids``: the ``<table>_latest`` view must hold each id once.
 - ``reconcile``: every source row up to the watermark is in BigQuery. Extra ids in BigQuery are
