@@ -293,6 +293,11 @@ def run_client_copy(url: str) -> dict:
                 "base_rss_mb": base, "bytes": nbytes}
 
 
+#: Packages worth naming among the imports before the first row (tens of MB each).
+_HEAVY = {"pandas", "google", "grpc", "pyarrow", "numpy", "adbc_driver_manager", "psycopg", "fastavro",
+          "opentelemetry", "db_dtypes", "cryptography", "requests"}
+
+
 def run_ours(url: str, layout: str, page_rows: int, work: str) -> dict:
     """The insert pass of a backlog as ``sync`` runs it (rounds of ``SyncOptions().round_rows``):
     ``work`` ``extract`` drops the pages; ``load_ready`` prepares each page and builds its
@@ -319,7 +324,7 @@ def run_ours(url: str, layout: str, page_rows: int, work: str) -> dict:
             cur.execute("SELECT pg_backend_pid()")
             pid = cur.fetchone()[0]
         reader.commit()
-        imports = sorted({m.split(".")[0] for m in set(sys.modules) - modules_before})
+        imports = sorted({m.split(".")[0] for m in set(sys.modules) - modules_before} & _HEAVY)
         before_first_row = peak_rss_mb()
         cpu = backend_cpu_seconds(pid)
         started = time.perf_counter()
@@ -357,9 +362,38 @@ def run_ours(url: str, layout: str, page_rows: int, work: str) -> dict:
             "interpreter_rss_mb": base, "timings": timings, "requests": requests, "imports": imports}
 
 
+def run_end_to_end(url: str, layout: str, page_rows: int, write_method: str, emulator: dict) -> dict:
+    """The whole backlog synced into the emulator by ``sync.sync_table`` (its own dataset per run)."""
+    import uuid
+
+    from glific_bq import layouts, registry
+    from glific_bq.source import Source
+    from glific_bq.sync import SyncOptions, sync_table
+    from glific_bq.tenants import get_organization
+    from glific_bq.warehouse import Warehouse, WarehouseConfig
+
+    chosen = layouts.Layout(layout)
+    config = WarehouseConfig(project=emulator["project"], dataset_template=f"e2e_{uuid.uuid4().hex[:8]}_{{organization_id}}",
+                             write_method=write_method, emulator_host=emulator["rest"],
+                             storage_emulator_host=emulator["grpc"], layout=chosen)
+    with Source(url) as source:
+        source.control.execute("DELETE FROM bigquery_jobs WHERE organization_id = %s", (ORGANIZATION,))
+        organization = get_organization(source.control, ORGANIZATION)
+        warehouse = Warehouse(config, organization)
+        spec = registry.table("messages", registry.tables_for(chosen))
+        base = peak_rss_mb()
+        started = time.perf_counter()
+        result = sync_table(source, warehouse, organization, spec, SyncOptions(page_rows=page_rows))
+        seconds = time.perf_counter() - started
+        warehouse.close()
+    return {"rows": result.inserted, "seconds": seconds, "base_rss_mb": base, "status": result.status}
+
+
 def run_child(spec: dict) -> dict:
     kind = spec["kind"]
-    if kind == "server_copy":
+    if kind == "end_to_end":
+        result = run_end_to_end(spec["url"], spec["layout"], spec["page_rows"], spec["write_method"], spec["emulator"])
+    elif kind == "server_copy":
         result = run_server_copy(spec["url"], spec.get("layout"))
     elif kind == "client_copy":
         result = run_client_copy(spec["url"])
@@ -431,6 +465,10 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2, help="runs per variant; the fastest is reported")
     parser.add_argument("--no-dlt", action="store_true", help="leave dlt out")
     parser.add_argument("--only", nargs="*", default=None, help="run only variants whose name contains one of these")
+    parser.add_argument("--end-to-end", action="store_true",
+                        help="also sync the backlog into a BigQuery emulator (its own process): Storage Write "
+                             "at the default page size, and Parquet load jobs at --load-page-rows")
+    parser.add_argument("--load-page-rows", type=int, default=500_000, help="rows per Parquet load job")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -465,8 +503,17 @@ def main() -> None:
                 plan.append((f"ours: extract ({layout}, {p:,})", {"kind": "extract", "layout": layout, "page_rows": p}))
                 plan.append((f"ours: load-ready ({layout}, {p:,})",
                              {"kind": "load_ready", "layout": layout, "page_rows": p}))
+        if args.end_to_end:
+            for method, p in (("storage_write", pages[0]), ("load_parquet", args.load_page_rows)):
+                plan.append((f"end to end: {method} ({args.layout[0]}, {p:,})",
+                             {"kind": "end_to_end", "layout": args.layout[0], "page_rows": p, "write_method": method}))
         if args.only:
             plan = [(n, s) for n, s in plan if any(o in n for o in args.only)]
+        emulator = None
+        if args.end_to_end:
+            emulator = start_emulator()
+            for _, spec in plan:
+                spec["emulator"] = emulator["where"]
         spawn({"kind": "server_copy", "url": url})  # warm the caches; not reported
         best: dict[str, dict] = {}
         for round_ in range(args.repeat):
@@ -481,7 +528,30 @@ def main() -> None:
                 best[name]["peak_rss_mb"] = peak
         report(plan, best)
     finally:
+        if emulator:
+            emulator["process"].terminate()
+            emulator["process"].wait()
         server.cleanup()
+
+
+def start_emulator() -> dict:
+    """The BigQuery emulator in a process of its own (its CPU and memory are not ours)."""
+    import socket
+
+    ports = []
+    for _ in range(2):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            ports.append(probe.getsockname()[1])
+    process = subprocess.Popen([sys.executable, "-m", "glific_bq.local.bigquery_emulator", "--rest-port", str(ports[0]),
+                                "--grpc-port", str(ports[1])], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    line = process.stdout.readline()
+    if "BigQuery emulator" not in line:
+        raise SystemExit(f"the emulator did not start: {line}")
+    from glific_bq.local.bigquery_emulator import DEFAULT_PROJECT
+
+    return {"process": process, "where": {"project": DEFAULT_PROJECT, "rest": f"http://127.0.0.1:{ports[0]}",
+                                          "grpc": f"127.0.0.1:{ports[1]}"}}
 
 
 def report(plan, best) -> None:

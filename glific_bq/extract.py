@@ -208,7 +208,7 @@ _END = object()
 def _read_ahead(batches: Iterator[pa.RecordBatch], depth: int = 2) -> Iterator[pa.RecordBatch]:
     """Read up to ``depth`` record batches ahead in a thread, so that PostgreSQL keeps streaming
     while the previous page is encoded and written (about 20 % faster end to end in
-    bench/bench_extract.py, for at most ``depth`` batches more in memory)."""
+    the former bench/bench_extract.py, for at most ``depth`` batches more in memory)."""
     ready: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
