@@ -224,46 +224,49 @@ def test_a_tie_on_updated_at_resolves_to_the_later_send(world):
     assert latest["name"] == "Ravi Kumar"
 
 
-def test_equal_send_times_resolve_by_bq_uuid_exactly_as_the_dedup_keeps(db, source, warehouse_for):
+def synced_notes(db, source, warehouse_for, bodies: list[str]) -> tuple[Warehouse, list[int]]:
     db.execute(NOTES_DDL)
     org = add_organization(db)
     warehouse = warehouse_for(org)
-    first, _ = add_notes(db, org, ["first", "second"])
+    ids = add_notes(db, org, bodies)
     sync_table(source, warehouse, org, TableSpec("notes"))
-    notes = f"{warehouse.dataset_ref}.notes"
-    for body, bq_uuid in (("copy f", "ffffffff-0000-4000-8000-000000000000"), ("copy 0", "00000000-0000-4000-8000-000000000000")):
-        warehouse.client.query(
-            f"INSERT INTO `{notes}` (id, organization_id, body, payload, inserted_at, updated_at, bq_uuid, bq_inserted_at) "
-            f"SELECT id, organization_id, '{body}', payload, inserted_at, updated_at, '{bq_uuid}', bq_inserted_at "
-            f"FROM `{notes}` WHERE id = {first}"
-        ).result()
-    views.create_views(warehouse, ["notes"], reports=())
+    return warehouse, ids
 
-    viewed = {r["id"]: r["body"] for r in warehouse.query(f"SELECT id, body FROM `{notes}_latest`")}
+
+def add_copy(warehouse: Warehouse, note: int, body: str, bq_uuid: str, bq_inserted_at: str = "bq_inserted_at") -> None:
+    """Another version of ``note`` in BigQuery, as another tool (or a resend) would leave it."""
+    notes = f"{warehouse.dataset_ref}.notes"
+    warehouse.client.query(
+        f"INSERT INTO `{notes}` (id, organization_id, body, payload, inserted_at, updated_at, bq_uuid, bq_inserted_at) "
+        f"SELECT id, organization_id, '{body}', payload, inserted_at, updated_at, '{bq_uuid}', {bq_inserted_at} "
+        f"FROM `{notes}` WHERE id = {note}"
+    ).result()
+
+
+def viewed_and_kept(warehouse: Warehouse) -> tuple[dict, dict]:
+    """What ``notes_latest`` shows, then what the dedup keeps."""
+    views.create_views(warehouse, ["notes"], reports=())
+    viewed = {r["id"]: r["body"] for r in warehouse.query(f"SELECT id, body FROM `{warehouse.dataset_ref}.notes_latest`")}
     dedup_table(warehouse, "notes", since=None)
-    kept = {r["id"]: r["body"] for r in warehouse_rows(warehouse, "notes")}
+    return viewed, {r["id"]: r["body"] for r in warehouse_rows(warehouse, "notes")}
+
+
+def test_equal_send_times_resolve_by_bq_uuid_exactly_as_the_dedup_keeps(db, source, warehouse_for):
+    warehouse, (first, _) = synced_notes(db, source, warehouse_for, ["first", "second"])
+    add_copy(warehouse, first, "copy f", "ffffffff-0000-4000-8000-000000000000")
+    add_copy(warehouse, first, "copy 0", "00000000-0000-4000-8000-000000000000")
+
+    viewed, kept = viewed_and_kept(warehouse)
 
     assert viewed[first] == "copy f"
     assert viewed == kept
 
 
 def test_a_version_without_send_time_is_the_oldest_for_the_views_and_the_dedup_alike(db, source, warehouse_for):
-    db.execute(NOTES_DDL)
-    org = add_organization(db)
-    warehouse = warehouse_for(org)
-    (first,) = add_notes(db, org, ["synced"])
-    sync_table(source, warehouse, org, TableSpec("notes"))
-    notes = f"{warehouse.dataset_ref}.notes"
-    warehouse.client.query(  # another tool's copy: no send time, a key that sorts last
-        f"INSERT INTO `{notes}` (id, organization_id, body, payload, inserted_at, updated_at, bq_uuid, bq_inserted_at) "
-        f"SELECT id, organization_id, 'unsent', payload, inserted_at, updated_at, 'ffffffff', NULL "
-        f"FROM `{notes}` WHERE id = {first}"
-    ).result()
-    views.create_views(warehouse, ["notes"], reports=())
+    warehouse, (first,) = synced_notes(db, source, warehouse_for, ["synced"])
+    add_copy(warehouse, first, "unsent", "ffffffff", bq_inserted_at="NULL")  # a key that sorts last
 
-    viewed = {r["id"]: r["body"] for r in warehouse.query(f"SELECT id, body FROM `{notes}_latest`")}
-    dedup_table(warehouse, "notes", since=None)
-    kept = {r["id"]: r["body"] for r in warehouse_rows(warehouse, "notes")}
+    viewed, kept = viewed_and_kept(warehouse)
 
     assert viewed == kept == {first: "synced"}
 

@@ -45,22 +45,31 @@ class _TableWriter:
         """Stop after a failure, leaving nothing open."""
 
 
-class _CsvWriter(_TableWriter):
-    format = "csv"
+class _FileWriter(_TableWriter):
+    """One file written batch by batch by an Arrow writer opened on the first batch's schema."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._writer: pacsv.CSVWriter | None = None
+        self._writer = None
+
+    def _prepare(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        return batch
+
+    def _open(self, schema: pa.Schema):
+        raise NotImplementedError
+
+    def _write_empty(self) -> None:
+        raise NotImplementedError
 
     def write(self, batch: pa.RecordBatch) -> None:
-        batch = _csv_batch(batch)
+        batch = self._prepare(batch)
         if self._writer is None:
-            self._writer = pacsv.CSVWriter(str(self.path), batch.schema)
+            self._writer = self._open(batch.schema)
         self._writer.write_batch(batch)
 
     def close(self) -> Path:
         if self._writer is None:  # no batch at all: an empty file rather than none
-            self.path.touch()
+            self._write_empty()
         else:
             self._writer.close()
         return self.path
@@ -70,31 +79,32 @@ class _CsvWriter(_TableWriter):
             self._writer.close()
 
 
-class _ParquetWriter(_TableWriter):
+class _CsvWriter(_FileWriter):
+    format = "csv"
+
+    def _prepare(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        return _csv_batch(batch)
+
+    def _open(self, schema: pa.Schema) -> pacsv.CSVWriter:
+        return pacsv.CSVWriter(str(self.path), schema)
+
+    def _write_empty(self) -> None:
+        self.path.touch()
+
+
+class _ParquetWriter(_FileWriter):
     format = "parquet"
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._writer: pq.ParquetWriter | None = None
-
-    def write(self, batch: pa.RecordBatch) -> None:
+    def _prepare(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         # Without the BigQuery client's field metadata (google:sqlType:datetime): plain Arrow types.
         schema = pa.schema([pa.field(f.name, f.type, f.nullable) for f in batch.schema])
-        batch = pa.RecordBatch.from_arrays(batch.columns, schema=schema)
-        if self._writer is None:
-            self._writer = pq.ParquetWriter(str(self.path), schema)
-        self._writer.write_batch(batch)
+        return pa.RecordBatch.from_arrays(batch.columns, schema=schema)
 
-    def close(self) -> Path:
-        if self._writer is None:
-            pq.write_table(pa.table({}), str(self.path))
-        else:
-            self._writer.close()
-        return self.path
+    def _open(self, schema: pa.Schema) -> pq.ParquetWriter:
+        return pq.ParquetWriter(str(self.path), schema)
 
-    def discard(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
+    def _write_empty(self) -> None:
+        pq.write_table(pa.table({}), str(self.path))
 
 
 class _Workbook:
