@@ -8,7 +8,7 @@ from glific_bq.dedup import dedup_table
 from glific_bq.registry import TableSpec
 from glific_bq.source import Source
 from glific_bq.sync import SyncOptions, sync_table
-from glific_bq.warehouse import Warehouse
+from glific_bq.warehouse import Warehouse, writes
 
 from .helpers import NOTES_DDL, add_notes, add_organization, warehouse_rows
 
@@ -23,14 +23,23 @@ class Crash(Exception):
 class HalfWritingWarehouse(Warehouse):
     """Writes the first half of its second write, then dies: a crash in the middle of a write."""
 
-    writes = 0
+    write_count = 0
 
-    def _write(self, target, rows):
-        self.writes += 1
-        if self.writes == 2:
-            super()._write(target, rows.slice(0, rows.num_rows // 2))
-            raise Crash("killed during the write")
-        super()._write(target, rows)
+
+@pytest.fixture(autouse=True)
+def half_writes(monkeypatch):
+    """Every write goes through ``warehouse.writes.write``: a HalfWritingWarehouse's dies there."""
+    real = writes.write
+
+    def write(warehouse, target, rows):
+        if isinstance(warehouse, HalfWritingWarehouse):
+            warehouse.write_count += 1
+            if warehouse.write_count == 2:
+                real(warehouse, target, rows.slice(0, rows.num_rows // 2))
+                raise Crash("killed during the write")
+        real(warehouse, target, rows)
+
+    monkeypatch.setattr(writes, "write", write)
 
 
 def crash_at(step: str):
