@@ -18,11 +18,11 @@ from __future__ import annotations
 import json
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -203,12 +203,18 @@ def pages(
 
 
 _END = object()
+T = TypeVar("T")
 
 
-def _read_ahead(batches: Iterator[pa.RecordBatch], depth: int = 2) -> Iterator[pa.RecordBatch]:
-    """Read up to ``depth`` record batches ahead in a thread, so that PostgreSQL keeps streaming
-    while the previous page is encoded and written (about 20 % faster end to end in
-    the former bench/bench_extract.py, for at most ``depth`` batches more in memory)."""
+def ahead(items: Iterable[T], depth: int = 2, name: str = "glific_bq-ahead") -> Iterator[T]:
+    """``items``, produced up to ``depth`` ahead in a thread of their own: a stage of a pipeline.
+
+    The producer's exceptions are raised in the consumer, in order; when the consumer stops
+    (exhausted, an error, ``close``), the producer stops at its next item, ``items`` is closed in
+    its thread, and the thread is joined before this generator returns, so that nothing still
+    reads from a connection the caller goes on to use. Arrow, numpy and ADBC release the GIL in
+    their bulk work, so stages overlap on several cores.
+    """
     ready: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
@@ -221,17 +227,22 @@ def _read_ahead(batches: Iterator[pa.RecordBatch], depth: int = 2) -> Iterator[p
                 continue
         return False
 
-    def read() -> None:
+    def produce() -> None:
+        iterator = iter(items)
         try:
-            for batch in batches:
-                if not hand_over(batch):
+            for item in iterator:
+                if not hand_over(item):
                     return
             hand_over(_END)
         except BaseException as error:  # handed to the consumer, raised there
             hand_over(error)
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()
 
-    reader = threading.Thread(target=read, name="glific_bq-read-ahead", daemon=True)
-    reader.start()
+    producer = threading.Thread(target=produce, name=name, daemon=True)
+    producer.start()
     try:
         while (item := ready.get()) is not _END:
             if isinstance(item, BaseException):
@@ -239,7 +250,14 @@ def _read_ahead(batches: Iterator[pa.RecordBatch], depth: int = 2) -> Iterator[p
             yield item
     finally:
         stop.set()
-        reader.join()
+        producer.join()
+
+
+def _read_ahead(batches: Iterator[pa.RecordBatch], depth: int = 2) -> Iterator[pa.RecordBatch]:
+    """Read up to ``depth`` record batches ahead in a thread, so that PostgreSQL keeps streaming
+    while the previous page is encoded and written (about 20 % faster end to end in
+    the former bench/bench_extract.py, for at most ``depth`` batches more in memory)."""
+    return ahead(batches, depth, name="glific_bq-read-ahead")
 
 
 def rows_by_id(reader, query: str, organization_id: int, timezone: str, ids: list[int]) -> pa.Table:

@@ -74,6 +74,34 @@ def serialize(batch: pa.RecordBatch, schema: Sequence[SchemaField]) -> list[byte
     return _concat_rows(segments, batch.num_rows).to_pylist()
 
 
+def proto_rows(batch: pa.RecordBatch, schema: Sequence[SchemaField], max_bytes: int) -> list[tuple[bytes, int]]:
+    """The rows of ``batch`` as encoded ``ProtoRows`` messages (what an AppendRowsRequest carries
+    in ``proto_rows.rows``) of at most ``max_bytes`` each (a row larger than that alone), with
+    their row counts.
+
+    The same rows as ``serialize``, each behind ProtoRows' ``serialized_rows`` tag and its length,
+    built in the same single join, so that no Python object is made per row: the request parses
+    the chunk in C (``MergeFromString``). A third less time than ``serialize`` and a loop over its
+    rows (bench/bench_protorows.py).
+    """
+    rows = batch.num_rows
+    segments = _message_segments(schema, zip(batch.schema.names, batch.columns, strict=True), "")
+    if rows == 0:
+        return []
+    lengths = _segment_lengths(segments, rows)
+    entries = _concat_rows([_tag_grid(1, _LEN, None, rows), _varint_grid(lengths, None), *segments], rows)
+    offsets = _offsets(entries)
+    data = entries.buffers()[2]
+    chunks = []
+    start = 0
+    while start < rows:
+        end = int(np.searchsorted(offsets, offsets[start] + max_bytes, side="right")) - 1
+        end = min(rows, max(end, start + 1))
+        chunks.append((data[int(offsets[start]) : int(offsets[end])].to_pybytes(), end - start))
+        start = end
+    return chunks
+
+
 def arrow_type(field: SchemaField) -> pa.DataType:
     """The Arrow type holding values of a BigQuery column: RECORD is a struct, REPEATED a list.
 

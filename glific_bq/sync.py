@@ -18,11 +18,13 @@ A page whose rows all fail to reach BigQuery leaves the watermark where it was: 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import NamedTuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -37,6 +39,7 @@ from glific_bq.stamping import stamp
 from glific_bq.tenancy import each_tenant, only_tenant
 from glific_bq.tenants import Organization, get_organization
 from glific_bq.warehouse import DEAD_LETTERS, Rejected, Warehouse, WarehouseError
+from glific_bq.warehouse import writes as warehouse_writes
 from glific_bq.watermarks import Watermark
 
 log = logging.getLogger(__name__)
@@ -164,9 +167,18 @@ def _sync_table(source, warehouse, organization, spec, options, on_step) -> Tabl
         watermarks.create(control, organization.id, spec.name)
         watermark = result.before = watermarks.get(control, organization.id, spec.name)
 
-        def write(pass_: Pass, page: extract.Page) -> Watermark:
+        def ready(page: extract.Page) -> _ReadyPage:
+            """The encode stage (a thread of its own): the page as BigQuery receives it, its
+            requests built ahead of the write."""
             _check_tenant(page.rows, organization.id, spec.name)
             rows, rejected = prepare(page.rows, shape, timezone_name)
+            warehouse_writes.encode_ahead(warehouse, target, rows)
+            return _ReadyPage(page, rows, rejected)
+
+        def write(pass_: Pass, ready_page: _ReadyPage) -> Watermark:
+            """The write stage, in page order: append, set refused rows aside, and only then
+            advance the pass's watermark."""
+            page, rows, rejected = ready_page
             on_step("extracted")
             rejected += warehouse.append(target, rows)
             if rejected:
@@ -185,6 +197,9 @@ def _sync_table(source, warehouse, organization, spec, options, on_step) -> Tabl
             on_step("advanced")
             return advanced
 
+        def pipeline(pages: Iterator[extract.Page]) -> Iterator[_ReadyPage]:
+            return _pipeline(pages, ready)
+
         budget = options.max_rows
         while budget is None or budget > 0:
             round_limit = options.round_rows if budget is None else min(options.round_rows, budget)
@@ -196,26 +211,30 @@ def _sync_table(source, warehouse, organization, spec, options, on_step) -> Tabl
             horizon = extract.horizon(reader, options.horizon_seconds)
             reader.commit()  # each round starts a fresh snapshot, taken after the horizon
             if update_query:
-                for page in extract.pages(
+                with pipeline(extract.pages(
                     reader, update_query, Pass.UPDATE, organization_id=organization.id,
                     timezone=timezone_name, id_bound=watermark.table_id, cursor=watermark.cursor,
                     horizon=horizon, page_rows=options.page_rows, max_rows=round_limit,
-                ):
-                    watermark = write(Pass.UPDATE, page)
-                    result.updated += page.rows.num_rows
-                    read += page.rows.num_rows
+                )) as ready_pages:
+                    for ready_page in ready_pages:
+                        watermark = write(Pass.UPDATE, ready_page)
+                        result.updated += ready_page.page.rows.num_rows
+                        read += ready_page.page.rows.num_rows
                 update_exhausted = read < round_limit
             insert_read = 0
             if read < round_limit:
-                for page in extract.pages(
+                with pipeline(extract.pages(
                     reader, insert_query, Pass.INSERT, organization_id=organization.id,
                     timezone=timezone_name, id_bound=watermark.table_id,
                     page_rows=options.page_rows, max_rows=round_limit - read,
-                ):
-                    watermark = write(Pass.INSERT, page)
-                    result.inserted += page.rows.num_rows
-                    insert_read += page.rows.num_rows
-                    insert_top = max(filter(None, (insert_top, extract.max_cursor(page.rows, horizon))), default=None)
+                )) as ready_pages:
+                    for ready_page in ready_pages:
+                        watermark = write(Pass.INSERT, ready_page)
+                        page = ready_page.page
+                        result.inserted += page.rows.num_rows
+                        insert_read += page.rows.num_rows
+                        insert_top = max(filter(None, (insert_top, extract.max_cursor(page.rows, horizon))),
+                                         default=None)
             reader.commit()
             if updates and update_exhausted and insert_top:
                 watermark = watermarks.advance(control, organization.id, spec.name, cursor=insert_top)
@@ -227,7 +246,7 @@ def _sync_table(source, warehouse, organization, spec, options, on_step) -> Tabl
                 break
         if shape.refresh:
             result.refreshed = _refresh(source, organization, spec, shape, watermark, timezone_name, options,
-                                        lambda page: write(Pass.REFRESH, page))
+                                        lambda page: write(Pass.REFRESH, ready(page)))
         result.after = watermark
         watermarks.record_success(control, organization.id, spec.name)
     result.lag_seconds = 0.0 if result.caught_up else _lag_seconds(watermark)
@@ -297,6 +316,35 @@ def _refresh(source, organization, spec, shape, watermark, timezone_name, option
         for parent, ids in batch.items():
             lookups.done(control, organization.id, spec.name, parent, ids)
     return sent
+
+
+class _ReadyPage(NamedTuple):
+    """A page through the encode stage: as read (positions, hidden columns), as sent, and the
+    rows ``prepare`` already refused."""
+
+    page: extract.Page
+    rows: pa.Table
+    rejected: list[Rejected]
+
+
+#: Pages prepared and encoded ahead of the one being written (each 20,000-row page of Glific
+#: messages is about 15 MB in flight, as Arrow and as requests).
+PAGES_AHEAD = 2
+
+
+def _pipeline(pages: Iterator[extract.Page], ready: Callable[[extract.Page], _ReadyPage]):
+    """The page loop's stages, overlapped so that the slowest sets the pace: reading (the
+    extract's read-ahead thread), preparing and encoding (``ready``, in a thread of its own), and
+    writing and advancing the watermark (the caller's thread, in page order, so a page's
+    watermark moves only after BigQuery confirmed it and every page before it). Use as a context
+    manager: leaving it stops and joins the stages before the caller touches the reader again."""
+    return contextlib.closing(extract.ahead(_ready_pages(pages, ready), PAGES_AHEAD, name="glific_bq-encode"))
+
+
+def _ready_pages(pages: Iterator[extract.Page], ready: Callable[[extract.Page], _ReadyPage]) -> Iterator[_ReadyPage]:
+    with contextlib.closing(pages):  # in the encode thread: the read stage stops there too
+        for page in pages:
+            yield ready(page)
 
 
 def _shape(control, warehouse: Warehouse, spec: TableSpec) -> Shape | None:

@@ -294,6 +294,25 @@ def test_edge_cases_match_protobuf_byte_for_byte() -> None:
     check(columns, batch.slice(3, 4), rows[3:7])
 
 
+def test_proto_rows_chunks_hold_exactly_the_serialized_rows_within_the_size_limit() -> None:
+    from google.cloud.bigquery_storage_v1 import types
+
+    from glific_bq.protorows import proto_rows
+
+    columns, values = edge_case_columns()
+    batch = pa.record_batch({c.field.name: pa.array(values[c.field.name], c.arrow_type) for c in columns})
+    schema = [c.field for c in columns]
+    for piece in (batch, batch.slice(3, 4), batch.slice(0, 0)):
+        rows = serialize(piece, schema)
+        longest = max((len(r) for r in rows), default=0)
+        for limit in (1, longest, 4 * longest + 40, 10**9):
+            chunks = proto_rows(piece, schema, limit)
+            parsed = [types.ProtoRows.pb().FromString(chunk) for chunk, _ in chunks]
+            assert [r for p in parsed for r in p.serialized_rows] == rows
+            assert [count for _, count in chunks] == [len(p.serialized_rows) for p in parsed]
+            assert all(len(chunk) <= limit or count == 1 for chunk, count in chunks)
+
+
 def test_exact_wire_format_of_a_known_row() -> None:
     """Spelled-out bytes, independent of any protobuf library."""
     schema = [
