@@ -22,7 +22,7 @@ from glific_bq.tenants import Organization
 from glific_bq.warehouse.config import WarehouseConfig, credentials_for
 
 #: Organizations whose clients are kept per process; the least recently used beyond are dropped.
-MAX_ORGANIZATIONS = 2_000
+MAX_ORGANIZATIONS = 1_000
 
 
 @dataclass
@@ -75,7 +75,10 @@ def clients_for(config: WarehouseConfig, organization: Organization) -> Organiza
             return _clients[key]
         _clients[key] = clients
         while len(_clients) > MAX_ORGANIZATIONS:
-            _clients.popitem(last=False)  # not closed: a Warehouse may still use it; GC closes it
+            # Its idle HTTP connections are closed (a Warehouse still holding the client reopens
+            # one if it needs to); its gRPC channel closes when no Warehouse holds it any more.
+            _, evicted = _clients.popitem(last=False)
+            evicted.client.close()
     return clients
 
 
