@@ -330,7 +330,12 @@ def test_flow_results_answers_have_one_row_per_answer_with_input_and_category(wo
 def test_contact_growth_counts_new_contacts_opt_ins_and_opt_outs_per_local_day(world):
     def growth(org):
         rows = world.query(org, "SELECT * FROM `{ds}.contact_growth`")
-        return sorted((r["day"], r["new_contacts"], r["opt_ins"], r["opt_outs"], r["total_contacts"]) for r in rows)
+        rows = sorted((r["day"], r["new_contacts"], r["opt_ins"], r["opt_outs"], r["total_contacts"]) for r in rows)
+        # The organization's own WhatsApp contact, created with the organization (today): one more
+        # contact, on its own day, after the world's 2024 contacts.
+        *history, (_, new, opt_ins, opt_outs, total) = rows
+        assert (new, opt_ins, opt_outs) == (1, 0, 0) and total == history[-1][4] + 1
+        return history
 
     assert growth("A") == [  # Asha 01:30 and Ravi 15:30 on the 2nd; Ravi's opt-out 00:30 on the 4th
         (d("2024-03-02"), 2, 2, 0, 2),
