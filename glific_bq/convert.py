@@ -142,8 +142,9 @@ def _convert(values: pa.Array, conversion: Conversion, timezone_name: str) -> pa
     return values
 
 
-_NUMERIC_SPECIALS = pa.array(["nan", "inf", "-inf"])
-_POSTGRESQL_SPELLING = pa.array(["NaN", "Infinity", "-Infinity"])
+# From numpy, not a list: pyarrow imports pandas to check a list is not a pandas object.
+_NUMERIC_SPECIALS = pa.array(np.array(["nan", "inf", "-inf"], dtype=object), pa.string())
+_POSTGRESQL_SPELLING = pa.array(np.array(["NaN", "Infinity", "-Infinity"], dtype=object), pa.string())
 
 
 def _numeric_text(values: pa.Array) -> pa.Array:

@@ -468,7 +468,7 @@ def _concat_rows(segments: Sequence[_Segment], rows: int) -> pa.LargeBinaryArray
     if grids:
         pieces.append(_grids_to_array(grids, rows))
     if not pieces:
-        return pa.array([b""] * rows, pa.large_binary())
+        return pa.repeat(pa.scalar(b"", pa.large_binary()), rows)
     if len(pieces) == 1 and pieces[0].null_count == 0:
         return pieces[0]
     return pc.binary_join_element_wise(*pieces, _NOTHING, null_handling="replace", null_replacement="")

@@ -4,14 +4,22 @@ Two connections, each for what it does best: psycopg (autocommit) for control qu
 catalog, watermarks, locks, organizations — and ADBC for the extract, which hands rows over as
 Arrow without a Python object per value. The ADBC session runs every transaction as REPEATABLE
 READ, READ ONLY: one round of a sync sees one snapshot, and the extract can never write.
+
+The extract connection is ADBC's low-level API (``AdbcDatabase``/``AdbcConnection``/
+``AdbcStatement``, results imported with ``pyarrow.RecordBatchReader._import_from_c``), not its
+DB-API layer: ``adbc_driver_manager.dbapi`` imports ``pyarrow.dataset`` and pandas, 63 MB of
+memory before the first row for nothing the extract uses (bench/bench_datapath.py, "base MB").
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
-import adbc_driver_postgresql.dbapi as adbc
+import adbc_driver_manager
+import adbc_driver_postgresql
 import psycopg
+import pyarrow as pa
 
 
 def database_url(environ: dict[str, str] | None = None) -> str:
@@ -31,10 +39,10 @@ class Source:
         self._reader = None
 
     @property
-    def reader(self):
+    def reader(self) -> ExtractConnection:
         """The ADBC extract connection, opened on first use."""
         if self._reader is None:
-            self._reader = adbc.connect(self.url)
+            self._reader = ExtractConnection(self.url)
             with self._reader.cursor() as cur:
                 cur.execute("SET application_name = 'glific_bq_extract'")
                 cur.execute(
@@ -57,6 +65,89 @@ class Source:
         self.control.close()
 
     def __enter__(self) -> Source:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class ExtractConnection:
+    """An ADBC PostgreSQL connection outside autocommit, with the small cursor interface the
+    extract uses (``execute`` with positional ``$n`` parameters, ``fetch_record_batch``,
+    ``fetch_arrow_table``, ``fetchone``, ``fetchall``)."""
+
+    def __init__(self, url: str) -> None:
+        self._database = adbc_driver_postgresql.connect(url)
+        try:
+            self._connection = adbc_driver_manager.AdbcConnection(self._database)
+            self._connection.set_autocommit(False)
+        except BaseException:
+            self._database.close()
+            raise
+
+    def cursor(self) -> ExtractCursor:
+        return ExtractCursor(self._connection)
+
+    def commit(self) -> None:
+        self._connection.commit()
+
+    def close(self) -> None:
+        try:
+            self._connection.close()
+        finally:
+            self._database.close()
+
+
+class ExtractCursor:
+    """One statement and its result stream; use as a context manager."""
+
+    def __init__(self, connection) -> None:
+        self._statement = adbc_driver_manager.AdbcStatement(connection)
+        self._result: pa.RecordBatchReader | None = None
+
+    def execute(self, query: str, parameters: Sequence[object] | None = None) -> None:
+        """Run ``query``, binding ``parameters`` (str, int, float or None) to ``$1``, ``$2``...
+        Without parameters the result streams through COPY as it arrives."""
+        self._close_result()
+        self._statement.set_sql_query(query)
+        if parameters:
+            self._statement.prepare()
+            # pa.repeat, not pa.array of a list: that imports pandas (to rule out a pandas object)
+            values = pa.record_batch([pa.repeat(pa.scalar(value), 1) for value in parameters],
+                                     names=[f"${i}" for i in range(1, len(parameters) + 1)])
+            self._statement.bind(values)
+        handle, _ = self._statement.execute_query()
+        self._result = pa.RecordBatchReader._import_from_c(handle.address)
+
+    def fetch_record_batch(self) -> pa.RecordBatchReader:
+        """The result as a stream of record batches."""
+        if self._result is None:
+            raise RuntimeError("no result: execute a query first")
+        return self._result
+
+    def fetch_arrow_table(self) -> pa.Table:
+        return self.fetch_record_batch().read_all()
+
+    def fetchall(self) -> list[tuple]:
+        table = self.fetch_arrow_table()
+        return list(zip(*(column.to_pylist() for column in table.columns), strict=True))
+
+    def fetchone(self) -> tuple | None:
+        rows = self.fetchall()
+        return rows[0] if rows else None
+
+    def _close_result(self) -> None:
+        if self._result is not None:
+            self._result.close()
+            self._result = None
+
+    def close(self) -> None:
+        try:
+            self._close_result()
+        finally:
+            self._statement.close()
+
+    def __enter__(self) -> ExtractCursor:
         return self
 
     def __exit__(self, *exc: object) -> None:
