@@ -59,8 +59,9 @@ def build_organizations(conn, organizations: int) -> None:
     create_glific_schema(conn)
     watermarks.ensure_table(conn)
     for n in range(1, organizations + 1):
-        organization_id = glific_writes.organization(conn, f"bench org {n}", f"bench{n}", f"9100{n:08d}",
-                                                     timezone=TIMEZONES[n % 3])
+        organization_id = glific_writes.organization(
+            conn, f"bench org {n}", f"bench{n}", f"9100{n:08d}", timezone=TIMEZONES[n % 3]
+        )
         glific_writes.flow(conn, organization_id, "registration")
     make_dirty(conn, rows=5)
 
@@ -79,18 +80,54 @@ def make_dirty(conn, rows: int) -> None:
     ).fetchall()
     with conn.transaction():
         for organization_id, bot, flow_id, flow_uuid in tenants:
-            contacts = [glific_writes.contact(conn, organization_id, f"{organization_id}{uuid.uuid4().int % 10**9:09d}",
-                                              name=f"contact {k}", at=at) for k in range(rows)]
-            glific_writes.insert(conn, "messages", [
-                glific_writes.message_row(organization_id, contacts[k], bot, inbound=True, body=f"message {k} ✓ नमस्ते")
-                for k in range(rows)], at=at)
-            glific_writes.insert(conn, "flow_results", [
-                {"results": {"age": k}, "contact_id": contacts[k], "flow_id": flow_id, "flow_uuid": flow_uuid,
-                 "organization_id": organization_id} for k in range(rows)], at=at)
-            for table, change in (("contacts", {"name": "changed"}), ("messages", {"is_hsm": True}),
-                                  ("flow_results", {"flow_version": 2})):
-                ids = [r[0] for r in conn.execute(
-                    f"SELECT id FROM {table} WHERE organization_id = %s ORDER BY id LIMIT %s", (organization_id, rows))]
+            contacts = [
+                glific_writes.contact(
+                    conn,
+                    organization_id,
+                    f"{organization_id}{uuid.uuid4().int % 10**9:09d}",
+                    name=f"contact {k}",
+                    at=at,
+                )
+                for k in range(rows)
+            ]
+            glific_writes.insert(
+                conn,
+                "messages",
+                [
+                    glific_writes.message_row(
+                        organization_id, contacts[k], bot, inbound=True, body=f"message {k} ✓ नमस्ते"
+                    )
+                    for k in range(rows)
+                ],
+                at=at,
+            )
+            glific_writes.insert(
+                conn,
+                "flow_results",
+                [
+                    {
+                        "results": {"age": k},
+                        "contact_id": contacts[k],
+                        "flow_id": flow_id,
+                        "flow_uuid": flow_uuid,
+                        "organization_id": organization_id,
+                    }
+                    for k in range(rows)
+                ],
+                at=at,
+            )
+            for table, change in (
+                ("contacts", {"name": "changed"}),
+                ("messages", {"is_hsm": True}),
+                ("flow_results", {"flow_version": 2}),
+            ):
+                ids = [
+                    r[0]
+                    for r in conn.execute(
+                        f"SELECT id FROM {table} WHERE organization_id = %s ORDER BY id LIMIT %s",
+                        (organization_id, rows),
+                    )
+                ]
                 glific_writes.update(conn, table, ids, at=at, **change)
 
 
@@ -108,8 +145,9 @@ def run_tick(database_url: str, config, workers: int) -> list:
     if tick is not None:
         from glific_bq.warehouse import Warehouse
 
-        return tick.run_tick(database_url, lambda organization: Warehouse(config, organization),
-                             tick.TickOptions(workers=workers)).results
+        return tick.run_tick(
+            database_url, lambda organization: Warehouse(config, organization), tick.TickOptions(workers=workers)
+        ).results
     from collections import defaultdict
 
     from glific_bq import plan, watermarks
@@ -157,16 +195,20 @@ def child(spec: dict) -> dict:
         statuses: dict[str, int] = {}
         for r in results:
             statuses[r.status] = statuses.get(r.status, 0) + 1
-        ticks.append({
-            "seconds": seconds,
-            "pairs": len(results),
-            "statuses": statuses,
-            "rows": sum(r.inserted + r.updated for r in results),
-            "set_aside": sum(r.set_aside for r in results),
-            "failures": [f"{r.organization_id}/{r.table}: {r.message}" for r in results if r.status != "synced"][:3],
-            "proxy": stats["routes"],
-            "round_trips": sum(route["round_trips"] for route in stats["routes"].values()),
-        })
+        ticks.append(
+            {
+                "seconds": seconds,
+                "pairs": len(results),
+                "statuses": statuses,
+                "rows": sum(r.inserted + r.updated for r in results),
+                "set_aside": sum(r.set_aside for r in results),
+                "failures": [f"{r.organization_id}/{r.table}: {r.message}" for r in results if r.status != "synced"][
+                    :3
+                ],
+                "proxy": stats["routes"],
+                "round_trips": sum(route["round_trips"] for route in stats["routes"].values()),
+            }
+        )
     control.close()
     return {"ticks": ticks, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
@@ -184,8 +226,9 @@ def free_port() -> int:
 
 def start(command: list[str], ready: str) -> subprocess.Popen:
     """A helper process in its own session; returns once it printed its ready line."""
-    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True
+    )
     for line in proc.stdout:
         if ready in line:
             break
@@ -197,8 +240,9 @@ def start(command: list[str], ready: str) -> subprocess.Popen:
 
 
 def spawn(spec: dict) -> dict:
-    proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True,
-                          text=True, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True, cwd=ROOT
+    )
     if proc.returncode:
         raise SystemExit(f"tick {spec['workers']} workers, {spec['delay_ms']} ms failed:\n{proc.stderr[-5000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -209,8 +253,12 @@ def main() -> None:
     parser.add_argument("--organizations", type=int, default=200)
     parser.add_argument("--delay-ms", type=float, default=50.0, help="one-way delay (round trip is twice this)")
     parser.add_argument("--workers", type=int, default=8, help="tenant concurrency of the 'on' runs")
-    parser.add_argument("--handshake-rtts", type=int, default=2,
-                        help="round trips a new connection pays (2: TCP + TLS 1.3, as HTTPS to BigQuery)")
+    parser.add_argument(
+        "--handshake-rtts",
+        type=int,
+        default=2,
+        help="round trips a new connection pays (2: TCP + TLS 1.3, as HTTPS to BigQuery)",
+    )
     parser.add_argument("--ticks", type=int, default=2, help="ticks per process (the first with cold caches)")
     parser.add_argument("--rows", type=int, default=5, help="new and changed rows per table and organization")
     parser.add_argument("--skip-baseline", action="store_true", help="only concurrency on")
@@ -235,27 +283,65 @@ def main() -> None:
         with psycopg.connect(base, autocommit=True) as conn:
             conn.execute("CREATE DATABASE bench_tick")
         url = base.replace("/postgres?", "/bench_tick?", 1)
-        helpers.append(start([sys.executable, "-m", "glific_bq.local.bigquery_emulator", "--rest-port", str(rest),
-                              "--grpc-port", str(grpc)], "BigQuery emulator"))
-        helpers.append(start([sys.executable, "bench/latency_proxy.py", "--route", f"{proxy_rest}:127.0.0.1:{rest}",
-                              "--route", f"{proxy_grpc}:127.0.0.1:{grpc}", "--delay-ms", "0",
-                              "--handshake-rtts", str(args.handshake_rtts), "--control-port", str(control)],
-                             "latency proxy"))
+        helpers.append(
+            start(
+                [
+                    sys.executable,
+                    "-m",
+                    "glific_bq.local.bigquery_emulator",
+                    "--rest-port",
+                    str(rest),
+                    "--grpc-port",
+                    str(grpc),
+                ],
+                "BigQuery emulator",
+            )
+        )
+        helpers.append(
+            start(
+                [
+                    sys.executable,
+                    "bench/latency_proxy.py",
+                    "--route",
+                    f"{proxy_rest}:127.0.0.1:{rest}",
+                    "--route",
+                    f"{proxy_grpc}:127.0.0.1:{grpc}",
+                    "--delay-ms",
+                    "0",
+                    "--handshake-rtts",
+                    str(args.handshake_rtts),
+                    "--control-port",
+                    str(control),
+                ],
+                "latency proxy",
+            )
+        )
         started = time.monotonic()
         with psycopg.connect(url, autocommit=True) as conn:
             build_organizations(conn, args.organizations)
-        print(f"{args.organizations} organizations built in {time.monotonic() - started:.1f} s; "
-              f"{len(DIRTY_TABLES)} dirty tables each, {args.rows} new + {args.rows} changed rows per table", flush=True)
+        print(
+            f"{args.organizations} organizations built in {time.monotonic() - started:.1f} s; "
+            f"{len(DIRTY_TABLES)} dirty tables each, {args.rows} new + {args.rows} changed rows per table",
+            flush=True,
+        )
         base_spec = {
-            "database_url": url, "control_port": control, "rows": args.rows,
-            "warehouse": {"project": "glific-local", "dataset_template": f"b{uuid.uuid4().hex[:6]}_{{organization_id}}",
-                          "emulator_host": f"http://127.0.0.1:{proxy_rest}",
-                          "storage_emulator_host": f"127.0.0.1:{proxy_grpc}"},
+            "database_url": url,
+            "control_port": control,
+            "rows": args.rows,
+            "warehouse": {
+                "project": "glific-local",
+                "dataset_template": f"b{uuid.uuid4().hex[:6]}_{{organization_id}}",
+                "emulator_host": f"http://127.0.0.1:{proxy_rest}",
+                "storage_emulator_host": f"127.0.0.1:{proxy_grpc}",
+            },
         }
         first = spawn({**base_spec, "workers": 1 if args.baseline_only else args.workers, "delay_ms": 0, "ticks": 1})
         tick = first["ticks"][0]
-        print(f"first tick (creates {tick['pairs']} tables, not measured): {tick['seconds']:.1f} s, "
-              f"{tick['round_trips'] / max(tick['pairs'], 1):.1f} round trips per pair", flush=True)
+        print(
+            f"first tick (creates {tick['pairs']} tables, not measured): {tick['seconds']:.1f} s, "
+            f"{tick['round_trips'] / max(tick['pairs'], 1):.1f} round trips per pair",
+            flush=True,
+        )
         if tick["statuses"].get("synced", 0) != tick["pairs"]:
             raise SystemExit(f"first tick: {tick['statuses']}: {tick['failures']}")
 
@@ -266,8 +352,10 @@ def main() -> None:
             variants.append((f"on ({args.workers} workers)", args.workers))
         rtt = 2 * args.delay_ms / 1000
         print(f"\nround trip {2 * args.delay_ms:.0f} ms, new connections pay {args.handshake_rtts} round trips\n")
-        header = (f"{'concurrency':<18} {'delay':>6} {'tick':>4} {'seconds':>8} {'pairs':>5} {'rows':>6} "
-                  f"{'RT/pair':>7} {'REST':>5} {'gRPC':>5} {'conns':>5} {'seq RT/pair':>11} {'peak MB':>7}")
+        header = (
+            f"{'concurrency':<18} {'delay':>6} {'tick':>4} {'seconds':>8} {'pairs':>5} {'rows':>6} "
+            f"{'RT/pair':>7} {'REST':>5} {'gRPC':>5} {'conns':>5} {'seq RT/pair':>11} {'peak MB':>7}"
+        )
         print(header)
         print("-" * len(header))
         for label, workers in variants:
@@ -285,17 +373,24 @@ def main() -> None:
                         at_zero[n] = tick["seconds"]
                     elif at_zero and n in at_zero:
                         sequential = f"{(tick['seconds'] - at_zero[n]) / rtt / pairs * workers:.2f}"
-                    print(f"{label:<18} {2 * delay:>4.0f}ms {n:>4} {tick['seconds']:>8.1f} {tick['pairs']:>5} "
-                          f"{tick['rows']:>6} {tick['round_trips'] / pairs:>7.2f} {rest_calls:>5} {grpc_calls:>5} "
-                          f"{connections:>5} {sequential:>11} {result['peak_rss_mb']:>7.0f}", flush=True)
+                    print(
+                        f"{label:<18} {2 * delay:>4.0f}ms {n:>4} {tick['seconds']:>8.1f} {tick['pairs']:>5} "
+                        f"{tick['rows']:>6} {tick['round_trips'] / pairs:>7.2f} {rest_calls:>5} {grpc_calls:>5} "
+                        f"{connections:>5} {sequential:>11} {result['peak_rss_mb']:>7.0f}",
+                        flush=True,
+                    )
                     if tick["statuses"].get("synced", 0) != tick["pairs"] or tick["set_aside"]:
-                        print(f"   statuses {tick['statuses']}, {tick['set_aside']} rows set aside: {tick['failures']}",
-                              flush=True)
+                        print(
+                            f"   statuses {tick['statuses']}, {tick['set_aside']} rows set aside: {tick['failures']}",
+                            flush=True,
+                        )
                     if args.verbose:
                         print(f"   REST by method: {routes[0]['by_method']}", flush=True)
-        print("\nRT/pair: round trips counted at the proxy per pair (REST requests + gRPC calls + connections × "
-              "handshake).\nseq RT/pair: (seconds − seconds at 0 ms) / round trip / pairs × workers: the round trips "
-              "each worker waits for, per pair.")
+        print(
+            "\nRT/pair: round trips counted at the proxy per pair (REST requests + gRPC calls + connections × "
+            "handshake).\nseq RT/pair: (seconds − seconds at 0 ms) / round trip / pairs × workers: the round trips "
+            "each worker waits for, per pair."
+        )
     finally:
         for proc in helpers:
             proc.terminate()

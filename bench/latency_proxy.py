@@ -76,7 +76,7 @@ class RequestCounter:
             if len(self.buffer) < len(_HTTP2_PREFACE) and _HTTP2_PREFACE.startswith(self.buffer):
                 return
             if self.buffer.startswith(_HTTP2_PREFACE):
-                self.protocol, self.buffer = "http2", self.buffer[len(_HTTP2_PREFACE):]
+                self.protocol, self.buffer = "http2", self.buffer[len(_HTTP2_PREFACE) :]
             else:
                 self.protocol = "http1"
         if self.protocol == "http2":
@@ -108,12 +108,12 @@ class RequestCounter:
                 if end < 0:
                     self.buffer = self.buffer[-4:]
                     return
-                self.buffer, self.chunked = self.buffer[end + 5:], False
+                self.buffer, self.chunked = self.buffer[end + 5 :], False
                 continue
             end = self.buffer.find(b"\r\n\r\n")
             if end < 0:
                 return
-            head, self.buffer = self.buffer[: end + 4], self.buffer[end + 4:]
+            head, self.buffer = self.buffer[: end + 4], self.buffer[end + 4 :]
             self.route.counts.http_requests += 1
             key = _resource(head)
             self.route.counts.by_method[key] = self.route.counts.by_method.get(key, 0) + 1
@@ -300,8 +300,10 @@ async def _main(args: argparse.Namespace) -> None:
     await proxy.start()
     control = await proxy.serve_control(args.control_port)
     ports = " ".join(f"{r.listen_port}->{r.target_host}:{r.target_port}" for r in proxy.routes)
-    print(f"latency proxy: {ports}; control {control.sockets[0].getsockname()[1]}; "
-          f"{args.delay_ms} ms each way", flush=True)
+    print(
+        f"latency proxy: {ports}; control {control.sockets[0].getsockname()[1]}; {args.delay_ms} ms each way",
+        flush=True,
+    )
     try:
         await asyncio.Event().wait()
     finally:
@@ -312,7 +314,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--route", action="append", required=True, help="LISTEN_PORT:TARGET_HOST:TARGET_PORT")
     parser.add_argument("--delay-ms", type=float, default=50.0, help="one-way delay")
-    parser.add_argument("--handshake-rtts", type=int, default=0, help="round trips before a new connection carries data")
+    parser.add_argument(
+        "--handshake-rtts", type=int, default=0, help="round trips before a new connection carries data"
+    )
     parser.add_argument("--control-port", type=int, default=0)
     args = parser.parse_args()
     try:

@@ -217,6 +217,16 @@ def run_tick(
 
 
 __all__ = [
-    "DEFAULT_WORKERS", "SHARDS_ENV", "WORKERS_ENV", "SourcePool", "Tick", "TickOptions", "TenantWork",
-    "plan_tick", "run_tick", "shard_of", "split_into_shards", "sync_tenants",
+    "DEFAULT_WORKERS",
+    "SHARDS_ENV",
+    "WORKERS_ENV",
+    "SourcePool",
+    "Tick",
+    "TickOptions",
+    "TenantWork",
+    "plan_tick",
+    "run_tick",
+    "shard_of",
+    "split_into_shards",
+    "sync_tenants",
 ]

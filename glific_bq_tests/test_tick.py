@@ -30,8 +30,9 @@ def notes(db):
 def add_tenant(conn, timezone: str = "UTC", notes: int = 3):
     """An organization with ``notes`` notes of its own."""
     suffix = uuid.uuid4().hex[:8]
-    organization_id = glific_writes.organization(conn, f"Org {suffix}", f"org{suffix}", f"91{int(suffix, 16) % 10**10:010d}",
-                                                 timezone=timezone)
+    organization_id = glific_writes.organization(
+        conn, f"Org {suffix}", f"org{suffix}", f"91{int(suffix, 16) % 10**10:010d}", timezone=timezone
+    )
     conn.execute(
         "INSERT INTO notes (organization_id, body) SELECT %s, 'note ' || g FROM generate_series(1, %s) g",
         (organization_id, notes),
@@ -50,7 +51,9 @@ class TimedWarehouse(Warehouse):
         started = time.monotonic()
         time.sleep(self.hold)
         rejected = super().append(target, rows)
-        TimedWarehouse.appends.append((self.organization.id, started, time.monotonic(), threading.current_thread().name))
+        TimedWarehouse.appends.append(
+            (self.organization.id, started, time.monotonic(), threading.current_thread().name)
+        )
         return rejected
 
 
@@ -58,11 +61,17 @@ def test_two_tenants_sync_at_the_same_time_each_into_its_own_dataset(notes, data
     first, second = add_tenant(notes), add_tenant(notes)
     TimedWarehouse.appends = []
 
-    results = tick.sync_tenants(database_url, lambda o: TimedWarehouse(warehouse_config, o),
-                                {first.id: [NOTES], second.id: [NOTES]}, TickOptions(workers=2))
+    results = tick.sync_tenants(
+        database_url,
+        lambda o: TimedWarehouse(warehouse_config, o),
+        {first.id: [NOTES], second.id: [NOTES]},
+        TickOptions(workers=2),
+    )
 
     assert sorted((r.organization_id, r.status, r.inserted) for r in results) == [
-        (first.id, "synced", 3), (second.id, "synced", 3)]
+        (first.id, "synced", 3),
+        (second.id, "synced", 3),
+    ]
     (org_a, start_a, end_a, thread_a), (org_b, start_b, end_b, thread_b) = sorted(TimedWarehouse.appends)
     assert {org_a, org_b} == {first.id, second.id} and thread_a != thread_b
     assert start_a < end_b and start_b < end_a, "the two tenants' appends did not overlap"
@@ -75,14 +84,20 @@ def test_one_worker_syncs_tenants_one_after_another_in_the_calling_thread(notes,
     tenants = [add_tenant(notes) for _ in range(2)]
     TimedWarehouse.appends = []
 
-    tick.sync_tenants(database_url, lambda o: TimedWarehouse(warehouse_config, o),
-                      {t.id: [NOTES] for t in tenants}, TickOptions(workers=1))
+    tick.sync_tenants(
+        database_url,
+        lambda o: TimedWarehouse(warehouse_config, o),
+        {t.id: [NOTES] for t in tenants},
+        TickOptions(workers=1),
+    )
 
     (_, _, end_a, thread_a), (_, start_b, _, thread_b) = sorted(TimedWarehouse.appends, key=lambda a: a[1])
     assert end_a <= start_b and thread_a == thread_b == threading.current_thread().name
 
 
-def test_a_failing_tenant_fails_alone_and_results_come_back_to_the_calling_thread(notes, database_url, warehouse_config):
+def test_a_failing_tenant_fails_alone_and_results_come_back_to_the_calling_thread(
+    notes, database_url, warehouse_config
+):
     good = [add_tenant(notes) for _ in range(3)]
     bad = add_tenant(notes, timezone="Mars/Olympus_Mons")
     seen: list[tuple[int, str]] = []
@@ -90,8 +105,13 @@ def test_a_failing_tenant_fails_alone_and_results_come_back_to_the_calling_threa
     def on_result(result):
         seen.append((result.organization_id, threading.current_thread().name))
 
-    results = tick.sync_tenants(database_url, lambda o: Warehouse(warehouse_config, o),
-                                {t.id: [NOTES] for t in [*good, bad]}, TickOptions(workers=3), on_result)
+    results = tick.sync_tenants(
+        database_url,
+        lambda o: Warehouse(warehouse_config, o),
+        {t.id: [NOTES] for t in [*good, bad]},
+        TickOptions(workers=3),
+        on_result,
+    )
 
     status = {r.organization_id: r.status for r in results}
     assert status == {**{t.id: "synced" for t in good}, bad.id: "failed"}
@@ -111,7 +131,9 @@ def test_run_tick_plans_the_dirty_tenants_and_syncs_only_them(notes, database_ur
     assert [(r.organization_id, r.inserted) for r in second.results] == [(tenants[1].id, 1)]
 
 
-def test_a_table_set_up_once_is_not_checked_again_until_bigquery_refuses_an_append(notes, database_url, warehouse_config):
+def test_a_table_set_up_once_is_not_checked_again_until_bigquery_refuses_an_append(
+    notes, database_url, warehouse_config
+):
     tenant = add_tenant(notes)
     open_warehouse = lambda o: Warehouse(warehouse_config, o)  # noqa: E731
     tick.sync_tenants(database_url, open_warehouse, {tenant.id: [NOTES]}, TickOptions(workers=1))
@@ -216,8 +238,12 @@ def test_the_tick_fans_out_into_shard_steps_that_the_multiprocess_executor_runs(
 
     tenants = [add_tenant(notes) for _ in range(2)]  # their bot contacts are new rows
     template = f"t{uuid.uuid4().hex[:8]}_{{organization_id}}"
-    for var, value in {**bigquery_emulator.environment(), "GLIFIC_DATABASE_URL": database_url,
-                       "GLIFIC_BQ_DATASET_TEMPLATE": template, tick.SHARDS_ENV: "2"}.items():
+    for var, value in {
+        **bigquery_emulator.environment(),
+        "GLIFIC_DATABASE_URL": database_url,
+        "GLIFIC_BQ_DATASET_TEMPLATE": template,
+        tick.SHARDS_ENV: "2",
+    }.items():
         monkeypatch.setenv(var, value)
 
     with dg.DagsterInstance.local_temp(str(tmp_path)) as instance:
@@ -226,7 +252,8 @@ def test_the_tick_fans_out_into_shard_steps_that_the_multiprocess_executor_runs(
         steps = {event.step_key for event in result.get_step_success_events()}
         assert steps == {"sync_dirty_tenants", "sync_tick_shard[shard_0]", "sync_tick_shard[shard_1]"}
         materialized = {
-            m.partition for m in (e.event_specific_data.materialization for e in result.get_asset_materialization_events())
+            m.partition
+            for m in (e.event_specific_data.materialization for e in result.get_asset_materialization_events())
             if m.asset_key == dg.AssetKey(["bigquery", "contacts"])
         }
     assert materialized == {str(t.id) for t in tenants}
