@@ -84,8 +84,10 @@ from psycopg.rows import dict_row
 from glific_bq import watermarks
 from glific_bq.dedup import dedup_tenant
 from glific_bq.deletes import propagate_deletes
+from glific_bq.layouts import Layout
 from glific_bq.local import glific_writes as gw
-from glific_bq.registry import TABLES, DeletePolicy, TableSpec
+from glific_bq.registry import RAW_TABLES as TABLES  # row-by-row exactness: the raw layout
+from glific_bq.registry import DeletePolicy, TableSpec
 from glific_bq.schema import BQ_INSERTED_AT, BQ_UUID, reflect_columns, syncable_columns
 from glific_bq.source import Source
 from glific_bq.sync import STEPS, SyncOptions, sync_table, sync_tenant
@@ -619,7 +621,7 @@ def local_stack(tenants: int, seed: int):
             seed_data(conn, organizations=tenants, messages_per_org=500, contacts_per_org=80, seed=seed)
         bigquery = LocalBigQuery().start()
         try:
-            yield url, WarehouseConfig(project=bigquery.project, emulator_host=bigquery.rest_url,
+            yield url, WarehouseConfig(project=bigquery.project, emulator_host=bigquery.rest_url, layout=Layout.RAW,
                                        storage_emulator_host=bigquery.grpc_endpoint)
         finally:
             bigquery.stop()

@@ -108,6 +108,11 @@ def shape_for(layout: Layout, spec, columns: list) -> Shape:
         syncable, warnings = schema.syncable_columns(columns, spec.source)
         shaped = raw.shape(spec, syncable, cursor)
         return dataclasses.replace(shaped, warnings=tuple(warnings))
+    if spec.source != glific.source_table(spec.name):
+        raise ValueError(
+            f"{spec.name} in the Glific layout is filled from {glific.source_table(spec.name)}, not {spec.source}: "
+            "use registry.tables_for(Layout.GLIFIC), or the raw layout for exact copies"
+        )
     return glific.shape(spec.name, columns, cursor)
 
 

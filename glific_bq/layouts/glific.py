@@ -311,6 +311,8 @@ def exported_ids(table: str) -> tuple[str, str | None, bool]:
 
 def shape(table: str, columns: list[Column], cursor: sql.Composable | None) -> Shape:
     """Glific's ``table``, filled from the source table's reflected ``columns``."""
+    if table not in reference_schema():
+        raise ValueError(f"{table} is not one of Glific's BigQuery tables; sync it in the raw layout")
     schema = reference_schema()[table]
     spec = _TABLES.get(table, GlificTable({}))
     by_name = {c.name: c for c in columns}

@@ -7,7 +7,7 @@ import base64
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
@@ -60,7 +60,7 @@ class WarehouseConfig:
     storage_emulator_host: str | None = None
     #: Seconds any BigQuery query, DML or API call may take, retries included (``CallPolicy``).
     deadline_seconds: float = DEADLINE_SECONDS
-    layout: Layout = Layout.GLIFIC
+    layout: Layout = field(default_factory=Layout.from_env)  # GLIFIC_BQ_LAYOUT, like registry.TABLES
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layout", Layout.from_env({LAYOUT_ENV: str(getattr(self.layout, "value", self.layout))}))
