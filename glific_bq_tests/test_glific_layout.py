@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from google.cloud import bigquery
 
-from glific_bq import registry, watermarks
+from glific_bq import plan, registry, watermarks
 from glific_bq.dedup import dedup_table
 from glific_bq.layouts import glific
 from glific_bq.local import glific_writes as gw
@@ -251,3 +251,20 @@ def test_registry_tables_name_their_source(layout_tables):
     for spec in layout_tables:
         assert spec.source
     assert registry.table("flows", registry.GLIFIC_TABLES).source == "flow_revisions"
+
+
+def test_rows_the_layout_leaves_out_still_move_the_watermark(db, source, glific_warehouse_config):
+    """Glific's glific#4108: a batch whose rows are all filtered out never advanced its watermark,
+    so the table looked dirty for ever. Here the positions of left-out rows count."""
+    org, ids = _world(db)
+    contacts, flows = registry.table("contacts", TABLES), registry.table("flows", TABLES)
+    with Warehouse(glific_warehouse_config, org) as warehouse:
+        _sync_all(source, warehouse, org)
+        simulator = gw.contact(db, org.id, "9876543210_2", name="Simulator 2", at=NOW)  # the newest contact
+        gw.revision(db, ids["flow"], {"name": "draft", "nodes": []}, at=NOW)  # a draft: not exported
+        assert org.id in plan.dirty_organizations(db, contacts) and org.id in plan.dirty_organizations(db, flows)
+        sync_table(source, warehouse, org, contacts)
+        sync_table(source, warehouse, org, flows)
+        assert simulator not in _latest(warehouse, "contacts") and len(_rows(warehouse, "flows")) == 1
+    assert watermarks.get(db, org.id, "contacts").table_id == simulator
+    assert org.id not in plan.dirty_organizations(db, contacts) and org.id not in plan.dirty_organizations(db, flows)
