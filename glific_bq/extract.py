@@ -44,7 +44,11 @@ HORIZON_SECONDS = 5.0
 ID_COLUMN = "_glific_bq_id"
 ORGANIZATION_COLUMN = "_glific_bq_organization_id"
 CURSOR_COLUMN = "_glific_bq_cursor"
-HIDDEN_COLUMNS = (ID_COLUMN, ORGANIZATION_COLUMN, CURSOR_COLUMN)
+#: Whether the row is exported (a layout's row filters: Glific leaves out simulator contacts and
+#: draft flow revisions). Filtered rows are read and their positions passed like any other, so
+#: that a page of rows all filtered out still moves its watermark (glific#4108).
+EXPORT_COLUMN = "_glific_bq_export"
+HIDDEN_COLUMNS = (ID_COLUMN, ORGANIZATION_COLUMN, CURSOR_COLUMN, EXPORT_COLUMN)
 
 
 class Pass(str, Enum):
@@ -107,12 +111,15 @@ def build_query(shape: Shape, pass_: Pass, schema: str = "public") -> str:
     lists by looked-up table), as ``shape.refresh`` says how, each row once.
     """
     cursor_expr = shape.cursor or sql.SQL("NULL::timestamp")
+    filters = [f for f in (shape.where, shape.update_where if pass_ is Pass.UPDATE else None) if f is not None]
+    exported = sql.SQL(" AND ").join(sql.SQL("({})").format(f) for f in filters) if filters else sql.SQL("true")
     select = sql.SQL(", ").join(
         list(shape.select)
         + [
             sql.SQL("t.id AS {}").format(sql.Identifier(ID_COLUMN)),
             sql.SQL("t.organization_id AS {}").format(sql.Identifier(ORGANIZATION_COLUMN)),
             sql.SQL("{} AS {}").format(cursor_expr, sql.Identifier(CURSOR_COLUMN)),
+            sql.SQL("COALESCE({}, false) AS {}").format(exported, sql.Identifier(EXPORT_COLUMN)),
         ]
     )
     table = sql.Identifier(schema, shape.source)
@@ -134,14 +141,27 @@ def build_query(shape: Shape, pass_: Pass, schema: str = "public") -> str:
     else:
         conditions.append(sql.SQL("t.id <= {} AND ({}, t.id) > ({}, {}) AND {} < {}").format(
             _ID, cursor_expr, _CURSOR_TS, _CURSOR_ID, cursor_expr, _HORIZON))
-        if shape.update_where is not None:
-            conditions.append(sql.SQL("({})").format(shape.update_where))
         order = sql.SQL("{}, t.id").format(cursor_expr)
-    if shape.where is not None:
-        conditions.append(sql.SQL("({})").format(shape.where))
     query = sql.SQL("SELECT {} FROM {} AS t WHERE {} ORDER BY {} LIMIT {}").format(
         select, table, sql.SQL(" AND ").join(conditions), order, _LIMIT)
     return query.as_string(None)
+
+
+def build_backlog_query(shape: Shape, schema: str = "public") -> str:
+    """How many rows the insert pass would read, counted up to the bound ``limit``: the insert
+    query itself, counted (PostgreSQL drops the unused select list of a counted subquery)."""
+    return f"SELECT count(*) FROM ({build_query(shape, Pass.INSERT, schema)}) AS backlog"
+
+
+def backlog_at_least(reader, query: str, *, organization_id: int, timezone: str, id_bound: int, rows: int) -> bool:
+    """Whether the insert pass above ``id_bound`` holds at least ``rows`` rows (a
+    ``build_backlog_query``): it reads at most ``rows`` index entries, so a minute sync's check
+    costs as little as its few new rows."""
+    bind(reader, organization_id=organization_id, timezone=timezone, id_bound=id_bound, limit=rows)
+    with reader.cursor() as cur:
+        cur.execute(query)
+        (count,) = cur.fetchone()
+    return count >= rows
 
 
 def _refers(key: str, wanted: sql.Composable) -> sql.Composable:

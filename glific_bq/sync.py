@@ -29,8 +29,8 @@ from typing import NamedTuple
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from glific_bq import convert, extract, layouts, lookups, redact, watermarks
-from glific_bq.extract import HIDDEN_COLUMNS, ORGANIZATION_COLUMN, Pass
+from glific_bq import applied_schemas, convert, extract, layouts, lookups, redact, watermarks
+from glific_bq.extract import EXPORT_COLUMN, HIDDEN_COLUMNS, ORGANIZATION_COLUMN, Pass
 from glific_bq.layouts import Shape, records
 from glific_bq.registry import TableSpec
 from glific_bq.schema import reflect_columns
@@ -38,7 +38,7 @@ from glific_bq.source import Source
 from glific_bq.stamping import stamp
 from glific_bq.tenancy import each_tenant, only_tenant
 from glific_bq.tenants import Organization, get_organization
-from glific_bq.warehouse import DEAD_LETTERS, Rejected, Warehouse, WarehouseError
+from glific_bq.warehouse import DEAD_LETTERS, Rejected, Warehouse, WarehouseError, known_tables
 from glific_bq.warehouse import writes as warehouse_writes
 from glific_bq.watermarks import Watermark
 
@@ -65,6 +65,13 @@ class SyncOptions:
         horizon_seconds: changes stamped less than this long ago (database clock) wait for the
             next sync, so that the update cursor never passes a change still being committed
             in the same second (see ``extract.horizon``). Raise it if writers' clocks drift.
+        load_backlog_rows: an insert backlog of at least this many rows (a new organization, a
+            resync, a table added to the registry) goes by Parquet load jobs of ``load_rows``
+            rows each, within the table's daily budget (``writes.LOADS_PER_TABLE_PER_DAY``);
+            smaller ones, and every minute sync, by the Storage Write API. None: never. See
+            the README's Benchmarks for why 500,000.
+        load_rows: rows per load job (and per watermark advance) of a backfill; the rows are
+            gathered in a Parquet file on disk, so memory does not grow with it.
     """
 
     page_rows: int = 20_000
@@ -73,6 +80,8 @@ class SyncOptions:
     lookup_check_seconds: float = 30.0
     max_rows: int | None = None
     horizon_seconds: float = extract.HORIZON_SECONDS
+    load_backlog_rows: int | None = 500_000
+    load_rows: int = 500_000
 
 
 @dataclass
@@ -87,6 +96,7 @@ class TableSync:
     updated: int = 0
     set_aside: int = 0  # rows BigQuery refused, kept in the dead-letter table
     refreshed: int = 0  # rows sent again because a value they copy changed
+    loads: int = 0  # load jobs of a backfill (the rest went by the Storage Write API)
     before: Watermark | None = None
     after: Watermark | None = None
     caught_up: bool = False
@@ -105,6 +115,7 @@ class TableSync:
             "rows_updated": self.updated,
             "rows_set_aside": self.set_aside,
             "rows_refreshed": self.refreshed,
+            "load_jobs": self.loads,
             "caught_up": self.caught_up,
             "seconds": round(self.seconds, 3),
         }
@@ -153,7 +164,7 @@ def _sync_table(source, warehouse, organization, spec, options, on_step) -> Tabl
         return result
     result.warnings = list(shape.warnings)
     timezone_name = organization.checked_timezone()
-    target = warehouse.ensure_table(spec, list(shape.schema))
+    target = _ensure_table(control, warehouse, spec, shape)
     updates = shape.cursor is not None
     if not updates and spec.mode.value == "upsert":
         result.warnings.append(f"{spec.source} has no {spec.cursor_column} timestamp: synced by id only")
@@ -167,20 +178,24 @@ def _sync_table(source, warehouse, organization, spec, options, on_step) -> Tabl
         watermarks.create(control, organization.id, spec.name)
         watermark = result.before = watermarks.get(control, organization.id, spec.name)
 
-        def ready(page: extract.Page) -> _ReadyPage:
+        def ready(page: extract.Page, encode: bool) -> _ReadyPage:
             """The encode stage (a thread of its own): the page as BigQuery receives it, its
-            requests built ahead of the write."""
+            Storage Write requests built ahead of the write unless it goes by a load job."""
             _check_tenant(page.rows, organization.id, spec.name)
             rows, rejected = prepare(page.rows, shape, timezone_name)
-            warehouse_writes.encode_ahead(warehouse, target, rows)
+            if encode:
+                warehouse_writes.encode_ahead(warehouse, target, rows)
             return _ReadyPage(page, rows, rejected)
 
         def write(pass_: Pass, ready_page: _ReadyPage) -> Watermark:
-            """The write stage, in page order: append, set refused rows aside, and only then
-            advance the pass's watermark."""
+            """The write stage, in page order: append, then ``confirmed``."""
             page, rows, rejected = ready_page
             on_step("extracted")
-            rejected += warehouse.append(target, rows)
+            return confirmed(pass_, page, rejected + warehouse.append(target, rows))
+
+        def confirmed(pass_: Pass, page: extract.Page, rejected: list[Rejected]) -> Watermark:
+            """After BigQuery confirmed everything up to ``page``: set refused rows aside, and
+            only then advance the pass's watermark to the page's last row."""
             if rejected:
                 warehouse.set_aside(spec.name, rejected)
                 result.set_aside += len(rejected)
@@ -197,8 +212,29 @@ def _sync_table(source, warehouse, organization, spec, options, on_step) -> Tabl
             on_step("advanced")
             return advanced
 
-        def pipeline(pages: Iterator[extract.Page]) -> Iterator[_ReadyPage]:
-            return _pipeline(pages, ready)
+        def pipeline(pages: Iterator[extract.Page], encode: bool = True):
+            return _pipeline(pages, lambda page: ready(page, encode))
+
+        backlog_query = (extract.build_backlog_query(shape)
+                         if options.load_backlog_rows and warehouse_writes.loads_backlogs(warehouse) else None)
+
+        def load_budget_left() -> bool:
+            return watermarks.loads_today(control, organization.id, spec.name) < warehouse_writes.LOADS_PER_TABLE_PER_DAY
+
+        def by_load_jobs() -> bool:
+            """Whether this round's insert pass goes by load jobs: its backlog is large enough,
+            and the table's daily load budget is not spent (checked again before each load)."""
+            if backlog_query is None or not load_budget_left():
+                return False
+            return extract.backlog_at_least(reader, backlog_query, organization_id=organization.id,
+                                            timezone=timezone_name, id_bound=watermark.table_id,
+                                            rows=options.load_backlog_rows)
+
+        def load(parquet: warehouse_writes.ParquetLoad, last: extract.Page, rejected: list[Rejected]) -> Watermark:
+            """Load the gathered pages by one load job; the watermark moves when it completed."""
+            watermarks.record_load(control, organization.id, spec.name)
+            result.loads += 1
+            return confirmed(Pass.INSERT, last, rejected + parquet.load())
 
         budget = options.max_rows
         while budget is None or budget > 0:
@@ -218,23 +254,43 @@ def _sync_table(source, warehouse, organization, spec, options, on_step) -> Tabl
                 )) as ready_pages:
                     for ready_page in ready_pages:
                         watermark = write(Pass.UPDATE, ready_page)
-                        result.updated += ready_page.page.rows.num_rows
+                        result.updated += _exported(ready_page.page.rows)
                         read += ready_page.page.rows.num_rows
                 update_exhausted = read < round_limit
             insert_read = 0
             if read < round_limit:
+                backfill = by_load_jobs()
+                parquet, gathered = None, []  # a backfill's load being gathered, its refused rows
                 with pipeline(extract.pages(
                     reader, insert_query, Pass.INSERT, organization_id=organization.id,
                     timezone=timezone_name, id_bound=watermark.table_id,
                     page_rows=options.page_rows, max_rows=round_limit - read,
-                )) as ready_pages:
-                    for ready_page in ready_pages:
-                        watermark = write(Pass.INSERT, ready_page)
-                        page = ready_page.page
-                        result.inserted += page.rows.num_rows
-                        insert_read += page.rows.num_rows
-                        insert_top = max(filter(None, (insert_top, extract.max_cursor(page.rows, horizon))),
-                                         default=None)
+                ), encode=not backfill) as ready_pages:
+                    try:
+                        for ready_page in ready_pages:
+                            page = ready_page.page
+                            if backfill and parquet is None and not load_budget_left():
+                                backfill = False  # the rest of the pass by the Storage Write API
+                            if backfill:
+                                on_step("extracted")
+                                parquet = parquet or warehouse_writes.ParquetLoad(warehouse, target)
+                                parquet.add(ready_page.rows)
+                                gathered += ready_page.rejected
+                                if parquet.rows >= options.load_rows:
+                                    watermark = load(parquet, page, gathered)
+                                    parquet, gathered = None, []
+                            else:
+                                watermark = write(Pass.INSERT, ready_page)
+                            result.inserted += _exported(page.rows)
+                            insert_read += page.rows.num_rows
+                            insert_top = max(filter(None, (insert_top, extract.max_cursor(page.rows, horizon))),
+                                             default=None)
+                        if parquet is not None:
+                            watermark = load(parquet, page, gathered)
+                            parquet = None
+                    finally:
+                        if parquet is not None:  # not loaded: its rows are read again next time
+                            parquet.discard()
             reader.commit()
             if updates and update_exhausted and insert_top:
                 watermark = watermarks.advance(control, organization.id, spec.name, cursor=insert_top)
@@ -246,7 +302,7 @@ def _sync_table(source, warehouse, organization, spec, options, on_step) -> Tabl
                 break
         if shape.refresh:
             result.refreshed = _refresh(source, organization, spec, shape, watermark, timezone_name, options,
-                                        lambda page: write(Pass.REFRESH, ready(page)))
+                                        lambda page: write(Pass.REFRESH, ready(page, encode=False)))
         result.after = watermark
         watermarks.record_success(control, organization.id, spec.name)
     result.lag_seconds = 0.0 if result.caught_up else _lag_seconds(watermark)
@@ -311,7 +367,7 @@ def _refresh(source, organization, spec, shape, watermark, timezone_name, option
             id_bound=watermark.table_id, refresh_ids=batch, page_rows=options.page_rows,
         ):
             write(page)
-            sent += page.rows.num_rows
+            sent += _exported(page.rows)
         reader.commit()
         for parent, ids in batch.items():
             lookups.done(control, organization.id, spec.name, parent, ids)
@@ -347,6 +403,18 @@ def _ready_pages(pages: Iterator[extract.Page], ready: Callable[[extract.Page], 
             yield ready(page)
 
 
+def _ensure_table(control, warehouse: Warehouse, spec: TableSpec, shape: Shape):
+    """The BigQuery table set up for ``shape``: trusted without a BigQuery call when an earlier
+    process applied this very schema (``glific_bq.applied_schemas``)."""
+    schema = list(shape.schema)
+    table_id, digest = f"{warehouse.dataset_ref}.{spec.name}", known_tables.fingerprint(schema)
+    if applied_schemas.recorded(control, table_id) == digest:
+        known_tables.trust(warehouse, spec, schema)
+    target = warehouse.ensure_table(spec, schema)
+    applied_schemas.record(control, table_id, digest)
+    return target
+
+
 def _shape(control, warehouse: Warehouse, spec: TableSpec) -> Shape | None:
     """``spec``'s table in the warehouse's layout, from its source's columns now; None if the
     source table does not exist (an older Glific database lacks some tables)."""
@@ -359,11 +427,18 @@ def _shape(control, warehouse: Warehouse, spec: TableSpec) -> Shape | None:
     return layouts.shape_for(warehouse.config.layout, spec, columns)
 
 
+def _exported(rows: pa.Table) -> int:
+    """Rows of an extracted page that the layout exports (see ``extract.EXPORT_COLUMN``)."""
+    return pc.sum(rows.column(EXPORT_COLUMN)).as_py() or 0 if EXPORT_COLUMN in rows.column_names else rows.num_rows
+
+
 def prepare(rows: pa.Table, shape: Shape, timezone_name: str) -> tuple[pa.Table, list[Rejected]]:
     """Extracted rows as BigQuery receives them: the extract's own columns dropped, columns read
     as stored converted (``glific_bq.convert``), RECORD columns decoded, send columns stamped;
     rows missing a REQUIRED value are set apart (BigQuery would refuse them) and returned as
     rejected, with the column named."""
+    if EXPORT_COLUMN in rows.column_names:  # rows the layout leaves out (their positions still count)
+        rows = rows.filter(rows.column(EXPORT_COLUMN))
     rows = rows.drop_columns([c for c in HIDDEN_COLUMNS if c in rows.column_names])
     rows = convert.apply(rows, shape.conversions, timezone_name)
     rows = records.decode(rows, shape.schema, shape.records, timezone_name)

@@ -15,6 +15,8 @@ already. Columns (Glific's first, then ours):
 - ``failures``, ``last_error``, ``last_failed_at``: consecutive failed syncs and the latest
   error, for backoff (a tenant with invalid credentials is not retried every minute, glific#5570)
   and alerts. A successful sync resets them.
+- ``loads_on``, ``loads``: BigQuery load jobs into the table on that UTC day (backfills), held
+  to the table's daily modification budget.
 
 A watermark only moves forward, and only after the rows below it are confirmed in BigQuery.
 """
@@ -48,6 +50,8 @@ ALTER TABLE bigquery_jobs ADD COLUMN IF NOT EXISTS failures integer NOT NULL DEF
 ALTER TABLE bigquery_jobs ADD COLUMN IF NOT EXISTS last_error text;
 ALTER TABLE bigquery_jobs ADD COLUMN IF NOT EXISTS last_failed_at timestamptz;
 ALTER TABLE bigquery_jobs ADD COLUMN IF NOT EXISTS deduped_at timestamptz;
+ALTER TABLE bigquery_jobs ADD COLUMN IF NOT EXISTS loads_on date;
+ALTER TABLE bigquery_jobs ADD COLUMN IF NOT EXISTS loads integer NOT NULL DEFAULT 0;
 """
 
 # Glific's table has only a non-unique index on (organization_id, table). Before the unique index
@@ -108,7 +112,8 @@ class Watermark:
         }
 
 
-_OUR_COLUMNS = ("last_updated_id", "advanced_at", "failures", "last_error", "last_failed_at", "deduped_at")
+_OUR_COLUMNS = ("last_updated_id", "advanced_at", "failures", "last_error", "last_failed_at", "deduped_at",
+                "loads_on", "loads")
 
 
 def ensure_table(conn: psycopg.Connection) -> None:
@@ -237,6 +242,28 @@ def record_success(conn: psycopg.Connection, organization_id: int, table: str) -
     conn.execute(
         "UPDATE bigquery_jobs SET failures = 0, last_error = NULL "
         'WHERE organization_id = %s AND "table" = %s AND failures > 0',
+        (organization_id, table),
+    )
+
+
+def loads_today(conn: psycopg.Connection, organization_id: int, table: str) -> int:
+    """BigQuery load jobs into this tenant-table so far today (UTC): they count against the
+    table's daily modifications (see ``warehouse.writes.LOADS_PER_TABLE_PER_DAY``)."""
+    row = conn.execute(
+        "SELECT loads FROM bigquery_jobs WHERE organization_id = %s AND \"table\" = %s "
+        "AND loads_on = (now() AT TIME ZONE 'UTC')::date",
+        (organization_id, table),
+    ).fetchone()
+    return row[0] if row else 0
+
+
+def record_load(conn: psycopg.Connection, organization_id: int, table: str) -> None:
+    """Count one load job into this tenant-table today (UTC), before it is started: a load that
+    fails may still have counted at BigQuery."""
+    conn.execute(
+        "UPDATE bigquery_jobs SET loads = CASE WHEN loads_on = (now() AT TIME ZONE 'UTC')::date "
+        "THEN loads + 1 ELSE 1 END, loads_on = (now() AT TIME ZONE 'UTC')::date "
+        'WHERE organization_id = %s AND "table" = %s',
         (organization_id, table),
     )
 

@@ -18,6 +18,7 @@ Every row sent gets ``bq_uuid`` (a new UUID per send) and ``bq_inserted_at`` (se
 from __future__ import annotations
 
 import io
+import tempfile
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -230,8 +231,14 @@ def _load_parquet(warehouse: Warehouse, target: Target, rows: pa.Table) -> None:
     buffer = io.BytesIO()
     pq.write_table(pa.Table.from_batches(arrow_batches(rows, target.schema)), buffer)
     buffer.seek(0)
+    _load_job(warehouse, target, buffer)
+
+
+def _load_job(warehouse: Warehouse, target: Target, parquet) -> None:
+    """Append the Parquet file ``parquet`` (a binary file object at its start) by a load job,
+    confirmed; ``RowsRefused`` if BigQuery refuses its rows (then nothing was appended)."""
     job = warehouse.client.load_table_from_file(
-        buffer,
+        parquet,
         target.table_id,
         job_config=bigquery.LoadJobConfig(
             source_format=bigquery.SourceFormat.PARQUET,
@@ -243,6 +250,77 @@ def _load_parquet(warehouse: Warehouse, target: Target, rows: pa.Table) -> None:
         job.result(retry=warehouse.calls.retry, timeout=WRITE_TIMEOUT_SECONDS)
     except BadRequest as error:
         raise RowsRefused(error.message) from error
+
+
+#: Load jobs a backfill may run into one table per UTC day. BigQuery allows 1,500 modifications
+#: per table per day (load, copy and query jobs writing to it; DML statements and Storage Write
+#: appends do not count); the 500 left are the margin for everything else that may write to the
+#: table in a day: the minute syncs if a tenant is configured with ``load_parquet``, retries of
+#: loads that failed after counting, and an operator's own loads or copies.
+LOADS_PER_TABLE_PER_DAY = 1_000
+
+
+def loads_backlogs(warehouse: Warehouse) -> bool:
+    """Whether large backlogs go by load jobs (``ParquetLoad``): when the configured method is
+    the Storage Write API (with ``load_parquet`` everything already does)."""
+    return WriteMethod(warehouse.config.write_method) is not WriteMethod.LOAD_PARQUET
+
+
+class ParquetLoad:
+    """Pages of a backlog gathered into one Parquet file on disk and loaded by one load job
+    (``load``): memory stays one page, whatever the load's size.
+
+    A load job is free (batch slots) and appends a whole file atomically; its cost is one of the
+    table's daily modifications and a start-up of seconds. When BigQuery refuses the file because
+    of its rows, they are read back and appended by the Storage Write API instead, which isolates
+    the refused rows (a load job only says the file failed).
+    """
+
+    def __init__(self, warehouse: Warehouse, target: Target) -> None:
+        self.warehouse, self.target = warehouse, target
+        self.rows = 0
+        self._file = tempfile.NamedTemporaryFile(prefix="glific_bq_load_", suffix=".parquet")
+        self._writer: pq.ParquetWriter | None = None
+
+    def add(self, rows: pa.Table) -> None:
+        """Add a page (stamped, as ``append`` takes it) to the file."""
+        if rows.num_rows == 0:
+            return
+        table = pa.Table.from_batches(arrow_batches(rows, self.target.schema))
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self._file, table.schema)
+        self._writer.write_table(table)
+        self.rows += rows.num_rows
+
+    def load(self) -> list[Rejected]:
+        """Run the load job and wait for it (or, if it refuses the rows, append them by the
+        Storage Write API); the rows refused, as ``append`` returns them. Then the file is gone."""
+        try:
+            if self._writer is None:
+                return []
+            self._writer.close()
+            self._file.seek(0)
+            try:
+                try:
+                    _load_job(self.warehouse, self.target, self._file)
+                    return []
+                except RowsRefused:
+                    pass
+            except GoogleAPICallError as error:
+                raise WarehouseError(
+                    f"loading {self.rows} rows into {self.target.table_id} failed: {error.message}") from error
+            rejected = []  # the configured method: the Storage Write API (see ``loads_backlogs``)
+            for batch in pq.ParquetFile(self._file.name).iter_batches(batch_size=20_000):
+                rejected += append(self.warehouse, self.target, pa.Table.from_batches([batch]))
+            return rejected
+        finally:
+            self.discard()
+
+    def discard(self) -> None:
+        """Drop the file without loading it."""
+        if self._writer is not None and self._writer.is_open:
+            self._writer.close()
+        self._file.close()
 
 
 def arrow_batches(rows: pa.Table, schema: tuple[SchemaField, ...]) -> list[pa.RecordBatch]:
