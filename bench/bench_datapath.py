@@ -370,8 +370,11 @@ def run_ours(url: str, layout: str, page_rows: int, work: str) -> dict:
             "interpreter_rss_mb": base, "timings": timings, "requests": requests, "imports": imports}
 
 
-def run_end_to_end(url: str, layout: str, page_rows: int, write_method: str, emulator: dict) -> dict:
-    """The whole backlog synced into the emulator by ``sync.sync_table`` (its own dataset per run)."""
+def run_end_to_end(url: str, layout: str, page_rows: int, write_method: str, emulator: dict,
+                   backfill: bool = False) -> dict:
+    """The whole backlog synced into the emulator by ``sync.sync_table`` (its own dataset per run):
+    ``backfill`` False sends it all by ``write_method``; True lets the sync choose (load jobs of
+    ``SyncOptions().load_rows`` for a backlog this large)."""
     import uuid
 
     from glific_bq import layouts, registry
@@ -391,16 +394,20 @@ def run_end_to_end(url: str, layout: str, page_rows: int, write_method: str, emu
         spec = registry.table("messages", registry.tables_for(chosen))
         base = peak_rss_mb()
         started = time.perf_counter()
-        result = sync_table(source, warehouse, organization, spec, SyncOptions(page_rows=page_rows))
+        options = SyncOptions(page_rows=page_rows) if backfill else SyncOptions(page_rows=page_rows,
+                                                                                 load_backlog_rows=None)
+        result = sync_table(source, warehouse, organization, spec, options)
         seconds = time.perf_counter() - started
         warehouse.close()
-    return {"rows": result.inserted, "seconds": seconds, "base_rss_mb": base, "status": result.status}
+    return {"rows": result.inserted, "seconds": seconds, "base_rss_mb": base, "status": result.status,
+            "loads": result.loads}
 
 
 def run_child(spec: dict) -> dict:
     kind = spec["kind"]
     if kind == "end_to_end":
-        result = run_end_to_end(spec["url"], spec["layout"], spec["page_rows"], spec["write_method"], spec["emulator"])
+        result = run_end_to_end(spec["url"], spec["layout"], spec["page_rows"], spec["write_method"], spec["emulator"],
+                                spec.get("backfill", False))
     elif kind == "server_copy":
         result = run_server_copy(spec["url"], spec.get("layout"))
     elif kind == "client_copy":
@@ -474,9 +481,10 @@ def main() -> None:
     parser.add_argument("--no-dlt", action="store_true", help="leave dlt out")
     parser.add_argument("--only", nargs="*", default=None, help="run only variants whose name contains one of these")
     parser.add_argument("--end-to-end", action="store_true",
-                        help="also sync the backlog into a BigQuery emulator (its own process): Storage Write "
-                             "at the default page size, and Parquet load jobs at --load-page-rows")
-    parser.add_argument("--load-page-rows", type=int, default=500_000, help="rows per Parquet load job")
+                        help="also sync the backlog into a BigQuery emulator (its own process): by the Storage "
+                             "Write API only, and as the sync chooses (a backfill by load jobs)")
+    parser.add_argument("--load-page-rows", type=int, default=0,
+                        help="also the load_parquet write method at this page size (one load job per page)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -512,9 +520,16 @@ def main() -> None:
                 plan.append((f"ours: load-ready ({layout}, {p:,})",
                              {"kind": "load_ready", "layout": layout, "page_rows": p}))
         if args.end_to_end:
-            for method, p in (("storage_write", pages[0]), ("load_parquet", args.load_page_rows)):
-                plan.append((f"end to end: {method} ({args.layout[0]}, {p:,})",
-                             {"kind": "end_to_end", "layout": args.layout[0], "page_rows": p, "write_method": method}))
+            layout = args.layout[0]
+            plan.append((f"end to end: storage_write only ({layout}, {pages[0]:,})",
+                         {"kind": "end_to_end", "layout": layout, "page_rows": pages[0], "write_method": "storage_write"}))
+            plan.append((f"end to end: backfill by loads ({layout}, {pages[0]:,})",
+                         {"kind": "end_to_end", "layout": layout, "page_rows": pages[0], "write_method": "storage_write",
+                          "backfill": True}))
+            if args.load_page_rows:
+                plan.append((f"end to end: load_parquet method ({layout}, {args.load_page_rows:,})",
+                             {"kind": "end_to_end", "layout": layout, "page_rows": args.load_page_rows,
+                              "write_method": "load_parquet"}))
         if args.only:
             plan = [(n, s) for n, s in plan if any(o in n for o in args.only)]
         emulator = None
@@ -589,6 +604,8 @@ def report(plan, best) -> None:
             print(f"{'':<6}extract / prepare / serialize {t['extract']:.2f} / {t['prepare']:.2f} / "
                   f"{t['serialize']:.2f} s (stage time; in load-ready, prepare and serialize run in the encode "
                   "thread while the next pages are read)")
+        if r.get("loads"):
+            print(f"{'':<6}load jobs: {r['loads']}")
         if r.get("imports"):
             print(f"{'':<6}imported before the first row: {', '.join(r['imports'])}")
     print("peak MB: ru_maxrss of the variant's process; base MB: peak RSS after imports and connecting, before "

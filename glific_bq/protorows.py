@@ -88,8 +88,12 @@ def proto_rows(batch: pa.RecordBatch, schema: Sequence[SchemaField], max_bytes: 
     segments = _message_segments(schema, zip(batch.schema.names, batch.columns, strict=True), "")
     if rows == 0:
         return []
-    lengths = _segment_lengths(segments, rows)
-    entries = _concat_rows([_tag_grid(1, _LEN, None, rows), _varint_grid(lengths, None), *segments], rows)
+    pieces = _pieces(segments, rows)
+    lengths = np.zeros(rows, dtype=np.int64)
+    for piece in pieces:  # each row's message length, from the pieces' offsets
+        lengths += _numpy(pc.binary_length(piece)) if piece.null_count else np.diff(_offsets(piece))
+    prefix = _grids_to_array([_tag_grid(1, _LEN, None, rows), _varint_grid(lengths, None)], rows)
+    entries = _join([prefix, *pieces])
     offsets = _offsets(entries)
     data = entries.buffers()[2]
     chunks = []
@@ -455,6 +459,20 @@ _NOTHING = pa.scalar(b"", pa.large_binary())
 
 def _concat_rows(segments: Sequence[_Segment], rows: int) -> pa.LargeBinaryArray:
     """Row i of the result is the concatenation of every segment's contribution to row i."""
+    pieces = _pieces(segments, rows)
+    if not pieces:
+        return pa.repeat(pa.scalar(b"", pa.large_binary()), rows)
+    return _join(pieces)
+
+
+def _join(pieces: list[pa.Array]) -> pa.LargeBinaryArray:
+    if len(pieces) == 1 and pieces[0].null_count == 0:
+        return pieces[0]
+    return pc.binary_join_element_wise(*pieces, _NOTHING, null_handling="replace", null_replacement="")
+
+
+def _pieces(segments: Sequence[_Segment], rows: int) -> list[pa.Array]:
+    """The segments as binary arrays to join: each run of grids compacted into one."""
     pieces: list[pa.Array] = []
     grids: list[_Grid] = []
     for segment in segments:
@@ -467,11 +485,7 @@ def _concat_rows(segments: Sequence[_Segment], rows: int) -> pa.LargeBinaryArray
         pieces.append(segment)
     if grids:
         pieces.append(_grids_to_array(grids, rows))
-    if not pieces:
-        return pa.repeat(pa.scalar(b"", pa.large_binary()), rows)
-    if len(pieces) == 1 and pieces[0].null_count == 0:
-        return pieces[0]
-    return pc.binary_join_element_wise(*pieces, _NOTHING, null_handling="replace", null_replacement="")
+    return pieces
 
 
 def _grids_to_array(grids: list[_Grid], rows: int) -> pa.LargeBinaryArray:
