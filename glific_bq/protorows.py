@@ -423,14 +423,15 @@ def _varint_grid(numbers: np.ndarray, present: np.ndarray | None) -> _Grid:
     """Base-128 varints of int64 values; negatives take 10 bytes (two's complement), as protobuf does."""
     unsigned = numbers.astype(np.int64, copy=False).view(np.uint64)
     width = max(1, -(-int(unsigned.max(initial=0)).bit_length() // 7))
-    groups = unsigned[None, :] >> (7 * np.arange(width, dtype=np.uint64))[:, None]
-    more = groups > 0x7F  # another byte follows this one
-    values = groups.astype(np.uint8)
-    values &= 0x7F
-    values |= more.view(np.uint8) << 7
-    mask = np.empty_like(more)
+    values = np.empty((width, len(unsigned)), dtype=np.uint8)
+    mask = np.empty((width, len(unsigned)), dtype=bool)
     mask[0] = True if present is None else present
-    mask[1:] = more[:-1]
+    for k in range(width):  # byte k: bits 7k.., with the high bit set when another byte follows
+        np.copyto(values[k], unsigned >> np.uint64(7 * k), casting="unsafe")
+        if k + 1 < width:
+            np.greater(unsigned, np.uint64((1 << (7 * (k + 1))) - 1), out=mask[k + 1])
+            values[k] &= 0x7F
+            values[k] |= mask[k + 1].view(np.uint8) << 7
     return _Grid(values, mask)
 
 
