@@ -86,7 +86,9 @@ def ensure_tables(conn: psycopg.Connection) -> None:
     """Create the state tables (once per process and database)."""
     key = conn.info.dsn
     if key not in _ready:
-        conn.execute(_SCHEMA)
+        with conn.transaction():  # concurrent CREATE ... IF NOT EXISTS can still collide: serialize
+            conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('glific_bq:lookups', 0))")
+            conn.execute(_SCHEMA)
         _ready.add(key)
 
 

@@ -263,3 +263,25 @@ def test_the_tick_fans_out_into_shard_steps_that_the_multiprocess_executor_runs(
         warehouse = Warehouse(WarehouseConfig.from_env(), tenant)
         rows = warehouse.query(f"SELECT organization_id FROM `{warehouse.dataset_ref}.contacts`")
         assert rows and {r["organization_id"] for r in rows} == {tenant.id}
+
+
+def test_a_new_process_trusts_a_table_an_earlier_one_set_up_without_asking_bigquery(
+    db, database_url, warehouse_config, monkeypatch
+):
+    """The applied schema's fingerprint is kept in the source database: a new process (every
+    Dagster run) makes no BigQuery metadata call for a table whose source schema is unchanged."""
+    from glific_bq import registry
+    from glific_bq.source import Source
+    from glific_bq.sync import sync_table
+
+    from .helpers import add_organization
+
+    org = add_organization(db)
+    spec = registry.table("messages", registry.RAW_TABLES)
+    with Source(database_url) as source:
+        sync_table(source, Warehouse(warehouse_config, org), org, spec)
+        monkeypatch.setattr(known_tables, "_known", {})  # a new process: nothing known in memory
+        calls = []
+        monkeypatch.setattr(known_tables, "_verify", lambda *args: calls.append(args))
+        assert sync_table(source, Warehouse(warehouse_config, org), org, spec).status == "synced"
+    assert calls == []

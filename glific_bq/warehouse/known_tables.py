@@ -63,6 +63,16 @@ def ensure_table(warehouse: Warehouse, spec: TableSpec, schema: list[SchemaField
     return _verify(warehouse, spec, schema, table_id, digest)
 
 
+def trust(warehouse: Warehouse, spec: TableSpec, schema: list[SchemaField]) -> None:
+    """Take the table as set up for ``schema`` without asking BigQuery (an earlier process applied
+    it: ``glific_bq.applied_schemas``); verification stays lazy (``recheck``)."""
+    table_id = f"{warehouse.dataset_ref}.{spec.name}"
+    with _lock:
+        if len(_known) >= MAX_ENTRIES:
+            _known.clear()
+        _known[table_id] = _Known(fingerprint(schema), spec, Target(table_id, tuple(schema)))
+
+
 def _verify(warehouse: Warehouse, spec: TableSpec, schema: list[SchemaField], table_id: str, digest: str) -> Target:
     """One ``tables.get`` (1 round trip) when the table is already set up for ``schema``;
     ``tables.ensure_table`` (4 or more) when it is missing or lacks something."""
