@@ -45,7 +45,7 @@ def main() -> None:
     def one_organization(query, table):
         return query.where(table.c.organization_id == organization_id)
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), worker_cpu_seconds()
     resource_ = sql_table(
         credentials=spec["url"].replace("postgresql://", "postgresql+psycopg2://", 1),
         table="messages",
@@ -65,8 +65,13 @@ def main() -> None:
     seconds = time.perf_counter() - started
     rows = pipeline.last_trace.last_normalize_info.row_counts.get("messages", 0)
     info.raise_on_failed_jobs()
-    print(json.dumps({"rows": rows, "seconds": seconds,
+    print(json.dumps({"rows": rows, "seconds": seconds, "worker_cpu": worker_cpu_seconds() - cpu,
                       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def worker_cpu_seconds() -> float:
+    """User + system CPU of this process and its children."""
+    return sum(u.ru_utime + u.ru_stime for u in map(resource.getrusage, (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)))
 
 
 if __name__ == "__main__":
