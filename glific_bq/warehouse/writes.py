@@ -252,11 +252,13 @@ def _load_job(warehouse: Warehouse, target: Target, parquet) -> None:
         raise RowsRefused(error.message) from error
 
 
-#: Load jobs a backfill may run into one table per UTC day. BigQuery allows 1,500 modifications
-#: per table per day (load, copy and query jobs writing to it; DML statements and Storage Write
-#: appends do not count); the 500 left are the margin for everything else that may write to the
-#: table in a day: the minute syncs if a tenant is configured with ``load_parquet``, retries of
-#: loads that failed after counting, and an operator's own loads or copies.
+#: Load jobs a backfill may run into one table per UTC day. BigQuery allows 1,500 table
+#: modifications per table per day (load, copy and query jobs that write to it; Storage Write
+#: appends, the minute syncs, do not count). The 500 left are the margin for everything else
+#: that may write to the table in a day: dedup (one pass every 90 minutes, 16 a day, if its DML
+#: counts), loads that failed after counting, an operator's own loads or copies, and a tenant
+#: configured with ``load_parquet`` for a while. 1,000 loads of 500,000 rows are 500M rows per
+#: table per day, far above any Glific backlog.
 LOADS_PER_TABLE_PER_DAY = 1_000
 
 
