@@ -234,6 +234,15 @@ def _load_parquet(warehouse: Warehouse, target: Target, rows: pa.Table) -> None:
     _load_job(warehouse, target, buffer)
 
 
+def _parquet_options():
+    options = bigquery.ParquetOptions()
+    options.enable_list_inference = True  # Arrow's list<…> columns are REPEATED fields, not a "list" RECORD
+    return options
+
+
+_PARQUET_OPTIONS = _parquet_options()
+
+
 def _load_job(warehouse: Warehouse, target: Target, parquet) -> None:
     """Append the Parquet file ``parquet`` (a binary file object at its start) by a load job,
     confirmed; ``RowsRefused`` if BigQuery refuses its rows (then nothing was appended)."""
@@ -243,6 +252,7 @@ def _load_job(warehouse: Warehouse, target: Target, parquet) -> None:
         job_config=bigquery.LoadJobConfig(
             source_format=bigquery.SourceFormat.PARQUET,
             write_disposition=bigquery.WriteDisposition.WRITE_APPEND,
+            parquet_options=_PARQUET_OPTIONS,
         ),
         timeout=WRITE_TIMEOUT_SECONDS,
     )
