@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import psycopg
 
+from glific_bq.source import ensure_state_tables
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS glific_bq_applied_schemas (
     table_id text PRIMARY KEY,
@@ -22,16 +24,8 @@ CREATE TABLE IF NOT EXISTS glific_bq_applied_schemas (
 )
 """
 
-_ready: set[str] = set()
-
-
 def _ensure(conn: psycopg.Connection) -> None:
-    key = conn.info.dsn
-    if key not in _ready:
-        with conn.transaction():  # concurrent CREATE ... IF NOT EXISTS can still collide: serialize
-            conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('glific_bq:applied_schemas', 0))")
-            conn.execute(_SCHEMA)
-        _ready.add(key)
+    ensure_state_tables(conn, "applied_schemas", _SCHEMA)
 
 
 def recorded(conn: psycopg.Connection, table_id: str) -> str | None:

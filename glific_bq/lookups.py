@@ -25,6 +25,8 @@ from collections.abc import Iterable
 
 import psycopg
 
+from glific_bq.source import ensure_state_tables
+
 log = logging.getLogger(__name__)
 
 _SCHEMA = """
@@ -79,17 +81,9 @@ WITH current AS (
 SELECT (SELECT count(*) FROM current), (SELECT count(*) FROM queued)
 """
 
-_ready: set[str] = set()
-
-
 def ensure_tables(conn: psycopg.Connection) -> None:
     """Create the state tables (once per process and database)."""
-    key = conn.info.dsn
-    if key not in _ready:
-        with conn.transaction():  # concurrent CREATE ... IF NOT EXISTS can still collide: serialize
-            conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('glific_bq:lookups', 0))")
-            conn.execute(_SCHEMA)
-        _ready.add(key)
+    ensure_state_tables(conn, "lookups", _SCHEMA)
 
 
 def detect(conn: psycopg.Connection, organization_id: int, looked_up: dict[str, tuple[str, ...]],

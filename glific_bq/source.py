@@ -160,3 +160,19 @@ class ExtractCursor:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_created: set[tuple[str, str]] = set()
+
+
+def ensure_state_tables(conn: psycopg.Connection, name: str, ddl: str) -> None:
+    """Run ``ddl`` (``CREATE TABLE IF NOT EXISTS`` of glific_bq's own state tables beside
+    ``bigquery_jobs``) once per process and database, serialized by an advisory lock: two
+    sessions running the same ``IF NOT EXISTS`` at once can still collide."""
+    key = (conn.info.dsn, name)
+    if key in _created:
+        return
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"glific_bq:{name}",))
+        conn.execute(ddl)
+    _created.add(key)

@@ -301,42 +301,57 @@ _FAILED_MESSAGES = r"""WITH parsed AS (
     OR NOT REGEXP_CONTAINS(IFNULL(errors, ''), r'^\s*(\{\s*\}|\[\s*\]|null)?\s*$')
 )"""
 
-_MESSAGE_DELIVERY_FAILURES = ReportView(
-    name="message_delivery_failures",
-    description="Messages that failed: status or provider status error, or a non-empty errors JSON, with the "
-    "error code and message parsed from it.",
-    reads=("messages", "contacts"),
-    columns=_columns(
-        ("id", "INT64", "Message id"),
-        ("inserted_at", "DATETIME", f"When the message was created, {_LOCAL}"),
-        ("updated_at", "DATETIME", f"When it last changed (usually: when it failed), {_LOCAL}"),
-        ("sent_at", "DATETIME", f"When it was sent, {_LOCAL}"),
-        ("direction", "STRING", "inbound or outbound (Glific's messages.flow)"),
-        ("type", "STRING", "Message type"),
-        ("status", "STRING", "Glific status (error for failed sends)"),
-        ("bsp_status", "STRING", "Status reported by the WhatsApp provider"),
-        ("bsp_message_id", "STRING", "Provider's message id, to look it up with the provider"),
-        ("flow_id", "INT64", "Flow that sent it, if any"),
-        ("contact_id", "INT64", "Contact it was sent to"),
-        ("contact_name", "STRING", "Contact's name"),
-        ("contact_phone", "STRING", "Contact's WhatsApp number"),
-        ("body", "STRING", "Text of the message"),
-        ("error_code", "STRING", "Provider's error code, e.g. 1002 (Gupshup: number not on WhatsApp) or 131026 "
-         "(WhatsApp: undeliverable); NULL if the errors JSON has none"),
-        ("error_message", "STRING", "Most specific error text: the provider's reason or details, else Glific's message"),
-        ("errors", "STRING", "The whole errors JSON text"),
-    ),
-    sql=f"""
+def _delivery_failures(description: str, reads: tuple[str, ...], middle: tuple[tuple[str, str, str], ...],
+                       select_middle: str, joins: str = "") -> ReportView:
+    """``message_delivery_failures``: the columns and parsing both layouts share, around the
+    columns each layout has of its own (``middle``, selected by ``select_middle``)."""
+    return ReportView(
+        name="message_delivery_failures",
+        description=description,
+        reads=reads,
+        columns=_columns(
+            ("id", "INT64", "Message id"),
+            ("inserted_at", "DATETIME", f"When the message was created, {_LOCAL}"),
+            ("updated_at", "DATETIME", f"When it last changed (usually: when it failed), {_LOCAL}"),
+            ("sent_at", "DATETIME", f"When it was sent, {_LOCAL}"),
+            ("direction", "STRING", "inbound or outbound (Glific's messages.flow)"),
+            ("type", "STRING", "Message type"),
+            ("status", "STRING", "Glific status (error for failed sends)"),
+            ("bsp_status", "STRING", "Status reported by the WhatsApp provider"),
+            *middle,
+            ("contact_name", "STRING", "Contact's name"),
+            ("contact_phone", "STRING", "Contact's WhatsApp number"),
+            ("body", "STRING", "Text of the message"),
+            ("error_code", "STRING", "Provider's error code, e.g. 1002 (Gupshup: number not on WhatsApp) or 131026 "
+             "(WhatsApp: undeliverable); NULL if the errors JSON has none"),
+            ("error_message", "STRING",
+             "Most specific error text: the provider's reason or details, else Glific's message"),
+            ("errors", "STRING", "The whole errors JSON text"),
+        ),
+        sql=f"""
 {_FAILED_MESSAGES}
 SELECT
   m.id, m.inserted_at, m.updated_at, m.sent_at, m.flow AS direction, m.type, m.status, m.bsp_status,
-  m.bsp_message_id, m.flow_id, m.contact_id, c.name AS contact_name, c.phone AS contact_phone, m.body,
+  {select_middle}, m.body,
   {_first_of("m.error_json", _ERROR_CODE_PATHS)} AS error_code,
   {_first_of("m.error_json", _ERROR_MESSAGE_PATHS)} AS error_message,
   m.errors
 FROM parsed AS m
-LEFT JOIN {{contacts}} AS c ON c.id = m.contact_id
-""",
+{joins}""",
+    )
+
+
+_MESSAGE_DELIVERY_FAILURES = _delivery_failures(
+    "Messages that failed: status or provider status error, or a non-empty errors JSON, with the "
+    "error code and message parsed from it.",
+    ("messages", "contacts"),
+    (
+        ("bsp_message_id", "STRING", "Provider's message id, to look it up with the provider"),
+        ("flow_id", "INT64", "Flow that sent it, if any"),
+        ("contact_id", "INT64", "Contact it was sent to"),
+    ),
+    "m.bsp_message_id, m.flow_id, m.contact_id, c.name AS contact_name, c.phone AS contact_phone",
+    "LEFT JOIN {contacts} AS c ON c.id = m.contact_id\n",
 )
 
 # -- the Glific layout's reports: over Glific's columns ----------------------------------------
@@ -420,42 +435,17 @@ FROM answer AS a
 """,
 )
 
-_GLIFIC_MESSAGE_DELIVERY_FAILURES = ReportView(
-    name="message_delivery_failures",
-    description="Messages that failed: status or provider status (bsp_status) error, or a non-empty errors JSON, "
+_GLIFIC_MESSAGE_DELIVERY_FAILURES = _delivery_failures(
+    "Messages that failed: status or provider status (bsp_status) error, or a non-empty errors JSON, "
     "with the error code and message parsed from it (what Glific's HSM delivery dashboard reads), from Glific's "
     "messages columns.",
-    reads=("messages",),
-    columns=_columns(
-        ("id", "INT64", "Message id"),
-        ("inserted_at", "DATETIME", f"When the message was created, {_LOCAL}"),
-        ("updated_at", "DATETIME", f"When it last changed (usually: when it failed), {_LOCAL}"),
-        ("sent_at", "DATETIME", f"When it was sent, {_LOCAL}"),
-        ("direction", "STRING", "inbound or outbound (Glific's messages.flow)"),
-        ("type", "STRING", "Message type"),
-        ("status", "STRING", "Glific status (error for failed sends)"),
-        ("bsp_status", "STRING", "Status reported by the WhatsApp provider"),
+    ("messages",),
+    (
         ("is_hsm", "BOOL", "Sent from an approved template (HSM)"),
         ("template_uuid", "STRING", "Template used, if any"),
         ("flow_name", "STRING", "Flow that sent it, if any"),
-        ("contact_name", "STRING", "Contact's name"),
-        ("contact_phone", "STRING", "Contact's WhatsApp number"),
-        ("body", "STRING", "Text of the message"),
-        ("error_code", "STRING", "Provider's error code, e.g. 1002 (Gupshup: number not on WhatsApp) or 131026 "
-         "(WhatsApp: undeliverable); NULL if the errors JSON has none"),
-        ("error_message", "STRING", "Most specific error text: the provider's reason or details, else Glific's message"),
-        ("errors", "STRING", "The whole errors JSON text"),
     ),
-    sql=f"""
-{_FAILED_MESSAGES}
-SELECT
-  m.id, m.inserted_at, m.updated_at, m.sent_at, m.flow AS direction, m.type, m.status, m.bsp_status,
-  m.is_hsm, m.template_uuid, m.flow_name, m.contact_name, m.contact_phone, m.body,
-  {_first_of("m.error_json", _ERROR_CODE_PATHS)} AS error_code,
-  {_first_of("m.error_json", _ERROR_MESSAGE_PATHS)} AS error_message,
-  m.errors
-FROM parsed AS m
-""",
+    "m.is_hsm, m.template_uuid, m.flow_name, m.contact_name, m.contact_phone",
 )
 
 #: The report views of each layout, in creation order (daily_message_counts and contact_growth

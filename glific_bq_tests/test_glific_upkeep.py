@@ -15,12 +15,11 @@ from datetime import datetime, timedelta, timezone
 import psycopg
 import pytest
 
-from glific_bq import registry, views, watermarks
+from glific_bq import registry, views
 from glific_bq import upkeep_checks as checks
 from glific_bq.dedup import dedup_tenant
 from glific_bq.export import export_tenant
 from glific_bq.local import glific_writes as gw
-from glific_bq.local.glific_schema import create_glific_schema
 from glific_bq.source import Source
 from glific_bq.sync import sync_table
 from glific_bq.tenants import Organization, get_organization
@@ -34,18 +33,14 @@ _phones = itertools.count(1)
 
 
 @pytest.fixture
-def glific_db(database_url) -> Iterator[psycopg.Connection]:
-    """A database with Glific's real schema and the watermark table."""
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        create_glific_schema(conn)
-        watermarks.ensure_table(conn)
-        yield conn
+def glific_db(db) -> psycopg.Connection:
+    """conftest's database: Glific's real schema and the watermark table."""
+    return db
 
 
 @pytest.fixture
-def glific_source(database_url, glific_db) -> Iterator[Source]:
-    with Source(database_url) as source:
-        yield source
+def glific_source(source) -> Source:
+    return source
 
 
 @dataclass
