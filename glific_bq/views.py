@@ -207,6 +207,27 @@ GROUP BY day, direction, type, status
 """,
 )
 
+#: What both layouts' flow_results_answers share: the answer columns, and the SQL that turns a
+#: results JSON into one row per answer. JSON_KEYS escapes keys that are not plain JSONPath names
+#: with double quotes ("a.b"); such a key is unescaped (it is a JSON string) before it is used.
+_ANSWER_COLUMNS = (
+    ("answer_key", "STRING", "Result name in the flow (e.g. age, district)"),
+    ("answer_input", "STRING", "What the contact answered (text; NULL if the answer is not a single value)"),
+    ("answer_category", "STRING", "Category the flow put the answer in (e.g. Has Number, Other)"),
+    ("answer_json", "STRING", "The whole answer as JSON text (input, category, interactive, …)"),
+    ("inserted_at", "DATETIME", f"When the flow result was created, {_LOCAL}"),
+    ("updated_at", "DATETIME", f"When it last changed (last answer), {_LOCAL}"),
+)
+_ANSWER_CTES = """answers AS (
+  SELECT parsed.*,
+    IF(STARTS_WITH(listed_key, '"'), JSON_VALUE(SAFE.PARSE_JSON(listed_key)), listed_key) AS answer_key
+  FROM parsed, UNNEST(JSON_KEYS(parsed.results, 1)) AS listed_key
+),
+answer AS (
+  SELECT answers.* EXCEPT (results), answers.results[answers.answer_key] AS answer
+  FROM answers
+)"""
+
 _FLOW_RESULTS_ANSWERS = ReportView(
     name="flow_results_answers",
     description="Flow results flattened: one row per answer (flow result x result key), with the answer's "
@@ -222,30 +243,15 @@ _FLOW_RESULTS_ANSWERS = ReportView(
         ("contact_id", "INT64", "Contact who answered"),
         ("contact_name", "STRING", "Contact's name"),
         ("contact_phone", "STRING", "Contact's WhatsApp number"),
-        ("answer_key", "STRING", "Result name in the flow (e.g. age, district)"),
-        ("answer_input", "STRING", "What the contact answered (text; NULL if the answer is not a single value)"),
-        ("answer_category", "STRING", "Category the flow put the answer in (e.g. Has Number, Other)"),
-        ("answer_json", "STRING", "The whole answer as JSON text (input, category, interactive, …)"),
-        ("inserted_at", "DATETIME", f"When the flow result was created, {_LOCAL}"),
-        ("updated_at", "DATETIME", f"When it last changed (last answer), {_LOCAL}"),
+        *_ANSWER_COLUMNS,
     ),
-    # JSON_KEYS escapes keys that are not plain JSONPath names with double quotes ("a.b"); such a
-    # key is unescaped (it is a JSON string) before it is used as the subscript.
-    sql="""
+    sql=f"""
 WITH parsed AS (
   SELECT id, flow_id, flow_uuid, flow_version, flow_context_id, contact_id, inserted_at, updated_at,
     SAFE.PARSE_JSON(results, wide_number_mode => 'round') AS results
-  FROM {flow_results}
+  FROM {{flow_results}}
 ),
-answers AS (
-  SELECT parsed.*,
-    IF(STARTS_WITH(listed_key, '"'), JSON_VALUE(SAFE.PARSE_JSON(listed_key)), listed_key) AS answer_key
-  FROM parsed, UNNEST(JSON_KEYS(parsed.results, 1)) AS listed_key
-),
-answer AS (
-  SELECT answers.* EXCEPT (results), answers.results[answers.answer_key] AS answer
-  FROM answers
-)
+{_ANSWER_CTES}
 SELECT
   a.id AS flow_result_id, a.flow_id, f.name AS flow_name, a.flow_uuid, a.flow_version, a.flow_context_id,
   a.contact_id, c.name AS contact_name, c.phone AS contact_phone,
@@ -255,8 +261,8 @@ SELECT
   TO_JSON_STRING(a.answer) AS answer_json,
   a.inserted_at, a.updated_at
 FROM answer AS a
-LEFT JOIN {flows} AS f ON f.id = a.flow_id
-LEFT JOIN {contacts} AS c ON c.id = a.contact_id
+LEFT JOIN {{flows}} AS f ON f.id = a.flow_id
+LEFT JOIN {{contacts}} AS c ON c.id = a.contact_id
 """,
 )
 
@@ -402,28 +408,15 @@ _GLIFIC_FLOW_RESULTS_ANSWERS = ReportView(
         ("flow_context_id", "INT64", "Flow context (run) id"),
         ("contact_name", "STRING", "Contact's name"),
         ("contact_phone", "STRING", "Contact's WhatsApp number"),
-        ("answer_key", "STRING", "Result name in the flow (e.g. age, district)"),
-        ("answer_input", "STRING", "What the contact answered (text; NULL if the answer is not a single value)"),
-        ("answer_category", "STRING", "Category the flow put the answer in (e.g. Has Number, Other)"),
-        ("answer_json", "STRING", "The whole answer as JSON text (input, category, interactive, …)"),
-        ("inserted_at", "DATETIME", f"When the flow result was created, {_LOCAL}"),
-        ("updated_at", "DATETIME", f"When it last changed (last answer), {_LOCAL}"),
+        *_ANSWER_COLUMNS,
     ),
-    sql="""
+    sql=f"""
 WITH parsed AS (
   SELECT id, name, uuid, flow_version, flow_context_id, contact_name, contact_phone, inserted_at, updated_at,
     SAFE.PARSE_JSON(results, wide_number_mode => 'round') AS results
-  FROM {flow_results}
+  FROM {{flow_results}}
 ),
-answers AS (
-  SELECT parsed.*,
-    IF(STARTS_WITH(listed_key, '"'), JSON_VALUE(SAFE.PARSE_JSON(listed_key)), listed_key) AS answer_key
-  FROM parsed, UNNEST(JSON_KEYS(parsed.results, 1)) AS listed_key
-),
-answer AS (
-  SELECT answers.* EXCEPT (results), answers.results[answers.answer_key] AS answer
-  FROM answers
-)
+{_ANSWER_CTES}
 SELECT
   a.id AS flow_result_id, a.name AS flow_name, a.uuid AS flow_uuid, SAFE_CAST(a.flow_version AS INT64) AS flow_version,
   a.flow_context_id, a.contact_name, a.contact_phone, a.answer_key,
