@@ -1,77 +1,20 @@
-"""BigQuery views over a tenant's synced tables: the exact latest state, and reports for Looker Studio.
-
-The BigQuery dialect of views lives here, and only here. Two kinds:
-
-- ``<table>_latest``, one per synced table: exactly one row per id, its newest version, with the
-  table's own columns. The sync appends every change as a new row version and the dedup pass
-  deletes older versions only every 90 minutes, so ``SELECT * FROM messages`` shows an edited
-  message two or three times in between; ``messages_latest`` never does. The newest version is
-  chosen by the dedup's own total order (``dedup.NEWEST_FIRST``: send time, then ``bq_uuid``), so the
-  view and the dedup always agree on which version survives — including on ties of
-  ``updated_at``, which Glific's ``ORDER BY updated_at DESC`` left ambiguous (glific#1750, #2093).
-- Report views, which read only ``_latest`` views: ``contacts_messages``,
-  ``daily_message_counts``, ``flow_results_answers``, ``contact_growth``,
-  ``message_delivery_failures``, over each layout's own columns (``RAW_REPORTS``,
-  ``GLIFIC_REPORTS``; ``reports_for(layout)``; ``REPORTS`` is the configured layout's).
-
-**The Glific layout.** The ``_latest`` views cover Glific's tables: ``flows_latest`` holds the
-latest row per ``(id, inserted_at)``, i.e. every published revision of every flow once (the
-dedup's ``version_key``; the current revision of a flow is its latest ``inserted_at``); tags,
-flow_labels, stats and trackers, which Glific writes without send columns, take their newest
-``updated_at`` per id. ``contacts_messages`` is Glific's own view (its SQL, its columns) over the
-latest versions, so one row per message, where Glific's view repeats a message once per stored
-version of the message and of its contact. Glific's ``flat_fields`` procedure is created as
-Glific creates it, over ``contacts_latest``, with its labels quoted, and called once so that the
-``flat_fields`` view exists (``CALL `<dataset>.flat_fields`()`` rebuilds it with new labels).
-No timezone conversion anywhere: every DATETIME is already the organization's local time.
-
-**Single source.** Each report's SQL, description and column docs are one ``ReportView`` value:
-the description and column docs become the view's BigQuery description and column descriptions,
-and ``reference_markdown()`` renders the same values into ``docs/looker-studio.md``
-(``python -m glific_bq.views docs/looker-studio.md`` rewrites that section; a test checks it).
-
-**Local times.** Timestamps arrive as DATETIME in the organization's local timezone (see
-``glific_bq.schema``), so ``DATE(inserted_at)`` is the organization's local day: no timezone
-appears in any view.
-
-**JSON.** json/jsonb columns are STRING holding JSON text. The reports parse them once with
-``SAFE.PARSE_JSON`` (invalid text gives NULL rather than failing the whole query;
-``wide_number_mode => 'round'`` keeps numbers beyond FLOAT64 precision from failing it) and read
-fields with ``JSON_VALUE`` and literal paths. Flow answers have keys that vary by flow, so they are
-flattened with ``JSON_KEYS(json, 1)`` and the JSON subscript operator ``results[key]``: BigQuery
-accepts only literal JSONPaths in ``JSON_VALUE``/``JSON_EXTRACT_SCALAR``, so building a path with
-``CONCAT('$.', key, '.input')`` — which the local emulator happens to accept — fails on BigQuery.
-Emulator quirk: ``SAFE.PARSE_JSON(x)[key]`` is mistranslated there, hence the parse in a CTE first.
-
-**Safety.** Identifiers are validated (project, dataset, table names) and quoted; descriptions are
-fixed text of this module, written as escaped string literals. No value is spliced into SQL.
-"""
+"""The view definitions: each report's SQL, inputs and documentation in one value
+(``ReportView``), the ``_latest`` view's SELECT, and Glific's ``flat_fields`` procedure. The
+package docstring (``glific_bq.views``) says what they hold and why."""
 
 from __future__ import annotations
 
 import hashlib
-import logging
 import re
-import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-
-from google.api_core.exceptions import NotFound
-from google.cloud import bigquery
 
 from glific_bq import dedup, identifiers
 from glific_bq.layouts import Layout
-from glific_bq.registry import GLIFIC_TABLES, RAW_TABLES, TableSpec, tables_for
-from glific_bq.warehouse import Warehouse, queries
 
-log = logging.getLogger(__name__)
+_table_name = identifiers.checked_table
+_dataset_ref = identifiers.checked_dataset_ref
 
-__all__ = [
-    "FLAT_FIELDS", "GLIFIC_REPORTS", "LATEST_SUFFIX", "RAW_REPORTS", "REPORTS", "ViewColumn",
-    "CreatedViews", "ReportView", "create_views", "latest_sql", "latest_view_name", "reference_markdown",
-    "reports_for", "view_ddl",
-]
 
 #: ``<table>_latest``: the newest version of each row of ``<table>``.
 LATEST_SUFFIX = "_latest"
@@ -510,32 +453,6 @@ def latest_sql(dataset_ref: str, table: str, *, key: Sequence[str] = ("id",), ne
                          key=", ".join(_table_name(c) for c in key), newest_first=newest_first)
 
 
-def latest_sql_for(warehouse: Warehouse, table: str) -> tuple[str | None, str | None]:
-    """``(select, reason)``: the SELECT of ``<table>_latest`` in this warehouse's layout, from the
-    table's columns in BigQuery; or None and the reason it cannot be built."""
-    table_id = f"{_dataset_ref(warehouse.dataset_ref)}.{_table_name(table)}"
-    try:
-        columns = {f.name for f in warehouse.client.get_table(table_id, **warehouse.calls.calls).schema}
-    except NotFound:
-        return None, f"{table} does not exist in BigQuery yet"
-    layout = warehouse.config.layout
-    key = dedup.version_key(layout, table)
-    order = dedup.newest_first(layout, columns)
-    missing = dedup.missing_version_columns(columns, key, send_columns=order is None)
-    if missing:
-        return None, f"{table} has no {', '.join(missing)} column"
-    return latest_sql(warehouse.dataset_ref, table, key=key, newest_first=order), None
-
-
-def view_ddl(view_id: str, select: str, description: str, columns: Sequence[ViewColumn] = ()) -> str:
-    """``CREATE OR REPLACE VIEW``, with the description and (if given) the column list and its docs."""
-    column_list = ""
-    if columns:
-        column_list = "\n(" + ",\n ".join(
-            f"`{_table_name(c.name)}` OPTIONS (description = {_string_literal(c.description)})" for c in columns
-        ) + ")"
-    return (f"CREATE OR REPLACE VIEW `{view_id}`{column_list}\n"
-            f"OPTIONS (description = {_string_literal(description)})\nAS\n{select}")
 
 
 def code_version(*parts: str) -> str:
@@ -551,198 +468,3 @@ def report_code_version(view: ReportView) -> str:
     return code_version(latest_code_version(), view.sql, view.description,
                         *(f"{c.name} {c.type} {c.description}" for c in view.columns))
 
-
-# -- creating views ----------------------------------------------------------------------------
-
-
-class CreatedViews(list[str]):
-    """The names of the views created (a ``list[str]``), and ``skipped``: view name → why not."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.skipped: dict[str, str] = {}
-
-
-def create_views(
-    warehouse: Warehouse,
-    tables: Iterable[str | TableSpec] | None = None,
-    reports: Iterable[ReportView] | None = None,
-) -> CreatedViews:
-    """Create or replace, in the organization's dataset, ``<table>_latest`` for each of ``tables``
-    that exists in BigQuery, then each of ``reports`` whose inputs exist (their ``_latest`` views
-    are created too, whether listed in ``tables`` or not).
-
-    Idempotent (``CREATE OR REPLACE VIEW``): run it again after a schema change so that the views'
-    schemas show new columns. A table that does not exist yet (never synced for this
-    organization), or lacks ``id``/``bq_inserted_at``/``bq_uuid``, is skipped with a reason, and so
-    is every report reading it. Other failures raise. ``tables`` and ``reports`` default to every
-    table and report of the warehouse's layout. In the Glific layout, once ``contacts_latest`` is
-    created, Glific's ``flat_fields`` procedure is created and called (``FLAT_FIELDS``).
-    """
-    created = CreatedViews()
-    layout = warehouse.config.layout
-    tables = tables_for(layout) if tables is None else tables
-    reports = list(reports_for(layout) if reports is None else reports)
-    wanted = list(dict.fromkeys(
-        [t.name if isinstance(t, TableSpec) else str(t) for t in tables] + [t for r in reports for t in r.reads]
-    ))
-    available = set()
-    for table in wanted:
-        reason = _latest_view(warehouse, table)
-        if reason:
-            created.skipped[latest_view_name(table)] = reason
-            log.info("%s.%s: skipped: %s", warehouse.dataset_ref, latest_view_name(table), reason)
-        else:
-            available.add(table)
-            created.append(latest_view_name(table))
-    for view in reports:
-        missing = [t for t in view.reads if t not in available]
-        if missing:
-            reason = "; ".join(created.skipped[latest_view_name(t)] for t in missing)
-            created.skipped[view.name] = reason
-            log.info("%s.%s: skipped: %s", warehouse.dataset_ref, view.name, reason)
-            continue
-        view_id = f"{_dataset_ref(warehouse.dataset_ref)}.{_table_name(view.name)}"
-        queries.run(warehouse, view_ddl(view_id, view.select(warehouse.dataset_ref), view.description, view.columns))
-        _ensure_descriptions(warehouse, view_id, view.description, view.columns)
-        created.append(view.name)
-    if layout is Layout.GLIFIC and "contacts" in available:
-        _flat_fields(warehouse)
-        created.append(FLAT_FIELDS)
-    return created
-
-
-def _flat_fields(warehouse: Warehouse) -> None:
-    """Create Glific's ``flat_fields`` procedure over ``contacts_latest`` and call it once, so that
-    the ``flat_fields`` view exists with the labels known now (as Glific, a ``CALL`` rebuilds it)."""
-    dataset = _dataset_ref(warehouse.dataset_ref)
-    routine = f"{dataset}.{FLAT_FIELDS}"
-    queries.run(warehouse, FLAT_FIELDS_PROCEDURE.format(
-        routine=routine, view=f"{dataset}.{FLAT_FIELDS}", contacts=f"{dataset}.contacts",
-        contacts_latest=f"{dataset}.{latest_view_name('contacts')}",
-    ))
-    queries.run(warehouse, f"CALL `{routine}`()")
-
-
-def _latest_view(warehouse: Warehouse, table: str) -> str | None:
-    """Create ``<table>_latest``; the reason it cannot be, if so."""
-    select, reason = latest_sql_for(warehouse, table)
-    if select is None:
-        return reason
-    view_id = f"{_dataset_ref(warehouse.dataset_ref)}.{latest_view_name(table)}"
-    description = latest_description(table)
-    queries.run(warehouse, view_ddl(view_id, select, description))
-    _ensure_descriptions(warehouse, view_id, description)
-    return None
-
-
-def _ensure_descriptions(warehouse: Warehouse, view_id: str, description: str, columns: Sequence[ViewColumn] = ()) -> None:
-    """Set the view's descriptions through the API if the DDL's OPTIONS did not (BigQuery applies
-    them; the local emulator ignores them). A no-op when they are already right."""
-    client = warehouse.client
-    view = client.get_table(view_id, **warehouse.calls.calls)
-    docs = {c.name: c.description for c in columns}
-    if view.description == description and all(f.description == docs[f.name] for f in view.schema if f.name in docs):
-        return
-    view.description = description
-    view.schema = [
-        bigquery.SchemaField(f.name, f.field_type, mode=f.mode, description=docs.get(f.name, f.description),
-                             fields=f.fields)
-        for f in view.schema
-    ]
-    client.update_table(view, ["description", "schema"], **warehouse.calls.calls)
-
-
-def _string_literal(text: str) -> str:
-    escaped = text.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n").replace("\r", "\\r")
-    return f"'{escaped}'"
-
-
-_table_name = identifiers.checked_table
-_dataset_ref = identifiers.checked_dataset_ref
-
-
-# -- documentation -----------------------------------------------------------------------------
-
-DOCS_BEGIN = "<!-- BEGIN GENERATED: view reference (python -m glific_bq.views docs/looker-studio.md) -->"
-DOCS_END = "<!-- END GENERATED: view reference -->"
-
-
-#: What the generated docs say of each layout, before its views.
-_LAYOUT_DOCS = {
-    Layout.GLIFIC: (
-        "### Glific layout (`GLIFIC_BQ_LAYOUT=glific`, the default)",
-        "The tables keep Glific's names, columns and types; these views are added beside them. "
-        "`flows_latest` holds every published revision once (the latest row per `(id, inserted_at)`); "
-        "tags, flow_labels, stats and trackers, which Glific writes without `bq_uuid`/`bq_inserted_at`, "
-        "take their newest `updated_at` per id.",
-    ),
-    Layout.RAW: (
-        "### Raw layout (`GLIFIC_BQ_LAYOUT=raw`)",
-        "Exact copies of the source tables: the reports join on ids.",
-    ),
-}
-
-
-def reference_markdown() -> str:
-    """The reference section of ``docs/looker-studio.md``: every view of both layouts, its
-    description and columns (the same whatever layout is configured)."""
-    lines: list[str] = []
-    for layout, tables in ((Layout.GLIFIC, GLIFIC_TABLES), (Layout.RAW, RAW_TABLES)):
-        title, intro = _LAYOUT_DOCS[layout]
-        lines += [title, "", intro, ""]
-        lines += _layout_reference(layout, tables)
-    return "\n".join(lines).rstrip("\n")
-
-
-def _layout_reference(layout: Layout, tables: Sequence[TableSpec]) -> list[str]:
-    lines = [
-        "#### `<table>_latest` (one per synced table)",
-        "",
-        latest_description("<table>").replace("<table>", "the table") + " Same columns as the table:",
-        ", ".join(f"`{latest_view_name(t.name)}`" for t in tables) + ".",
-        "",
-    ]
-    for view in reports_for(layout):
-        lines += [
-            f"#### `{view.name}`",
-            "",
-            view.description,
-            "",
-            "Reads: " + ", ".join(f"`{latest_view_name(t)}`" for t in view.reads) + ".",
-            "",
-            "| column | type | meaning |",
-            "|---|---|---|",
-            *(f"| `{c.name}` | {c.type} | {c.description.replace('|', '/')} |" for c in view.columns),
-            "",
-        ]
-    if layout is Layout.GLIFIC:
-        lines += [
-            f"#### `{FLAT_FIELDS}` (procedure and view)",
-            "",
-            "Glific's procedure, created as Glific creates it: `CALL` it to (re)build the view `flat_fields`, one "
-            "row per contact: `id`, `group_category` (the contact's group labels), one column per contact-field "
-            "label (spaces and other signs become `_`), `inserted_at` and `last_updated_at` (first and last field "
-            "change). Corrected: one row per contact (it reads `contacts_latest`), labels with quotes or signs no "
-            "longer break it. Called once when the views are created; call it again after adding a field label.",
-            "",
-        ]
-    return lines
-
-
-def write_reference(path: Path) -> bool:
-    """Rewrite the generated section of ``path``; True if it changed."""
-    text = path.read_text()
-    before, begin, rest = text.partition(DOCS_BEGIN)
-    _, end, after = rest.partition(DOCS_END)
-    if not begin or not end:
-        raise ValueError(f"{path} lacks the markers {DOCS_BEGIN!r} … {DOCS_END!r}")
-    new = f"{before}{DOCS_BEGIN}\n{reference_markdown()}\n{DOCS_END}{after}"
-    if new != text:
-        path.write_text(new)
-    return new != text
-
-
-if __name__ == "__main__":  # python -m glific_bq.views docs/looker-studio.md
-    for argument in sys.argv[1:]:
-        print(f"{argument}: {'updated' if write_reference(Path(argument)) else 'up to date'}")
