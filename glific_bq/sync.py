@@ -27,15 +27,14 @@ from datetime import datetime, timezone
 from typing import NamedTuple
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from glific_bq import applied_schemas, convert, extract, layouts, lookups, redact, watermarks
-from glific_bq.extract import EXPORT_COLUMN, HIDDEN_COLUMNS, ORGANIZATION_COLUMN, Pass
-from glific_bq.layouts import Shape, records
+from glific_bq import applied_schemas, extract, layouts, lookups, redact, watermarks
+from glific_bq.extract import ORGANIZATION_COLUMN, Pass
+from glific_bq.layouts import Shape
+from glific_bq.layouts.pages import exported, prepare
 from glific_bq.registry import TableSpec
 from glific_bq.schema import reflect_columns
 from glific_bq.source import Source
-from glific_bq.stamping import stamp
 from glific_bq.tenancy import each_tenant, only_tenant
 from glific_bq.tenants import Organization, get_organization
 from glific_bq.warehouse import DEAD_LETTERS, Rejected, Warehouse, WarehouseError, known_tables
@@ -257,7 +256,7 @@ def _sync_table(source, warehouse, organization, spec, options, on_step) -> Tabl
                 )) as ready_pages:
                     for ready_page in ready_pages:
                         watermark = write(Pass.UPDATE, ready_page)
-                        result.updated += _exported(ready_page.page.rows)
+                        result.updated += exported(ready_page.page.rows)
                         read += ready_page.page.rows.num_rows
                 update_exhausted = read < round_limit
             insert_read = 0
@@ -284,7 +283,7 @@ def _sync_table(source, warehouse, organization, spec, options, on_step) -> Tabl
                                     parquet, gathered = None, []
                             else:
                                 watermark = write(Pass.INSERT, ready_page)
-                            result.inserted += _exported(page.rows)
+                            result.inserted += exported(page.rows)
                             insert_read += page.rows.num_rows
                             insert_top = max(filter(None, (insert_top, extract.max_cursor(page.rows, horizon))),
                                              default=None)
@@ -370,7 +369,7 @@ def _refresh(source, organization, spec, shape, watermark, timezone_name, option
             id_bound=watermark.table_id, refresh_ids=batch, page_rows=options.page_rows,
         ):
             write(page)
-            sent += _exported(page.rows)
+            sent += exported(page.rows)
         reader.commit()
         for parent, ids in batch.items():
             lookups.done(control, organization.id, spec.name, parent, ids)
@@ -428,37 +427,6 @@ def _shape(control, warehouse: Warehouse, spec: TableSpec) -> Shape | None:
     if not {"id", "organization_id"} <= names:
         raise ValueError(f"table {spec.source} lacks an id or organization_id column")
     return layouts.shape_for(warehouse.config.layout, spec, columns)
-
-
-def _exported(rows: pa.Table) -> int:
-    """Rows of an extracted page that the layout exports (see ``extract.EXPORT_COLUMN``)."""
-    return pc.sum(rows.column(EXPORT_COLUMN)).as_py() or 0 if EXPORT_COLUMN in rows.column_names else rows.num_rows
-
-
-def prepare(rows: pa.Table, shape: Shape, timezone_name: str) -> tuple[pa.Table, list[Rejected]]:
-    """Extracted rows as BigQuery receives them: the extract's own columns dropped, columns read
-    as stored converted (``glific_bq.convert``), RECORD columns decoded, send columns stamped;
-    rows missing a REQUIRED value are set apart (BigQuery would refuse them) and returned as
-    rejected, with the column named."""
-    if EXPORT_COLUMN in rows.column_names:  # rows the layout leaves out (their positions still count)
-        rows = rows.filter(rows.column(EXPORT_COLUMN))
-    rows = rows.drop_columns([c for c in HIDDEN_COLUMNS if c in rows.column_names])
-    rows = convert.apply(rows, shape.conversions, timezone_name)
-    rows = records.decode(rows, shape.schema, shape.records, timezone_name)
-    rows = stamp(rows, shape.stamp, timezone_name)
-    missing = None
-    for column in shape.schema:
-        if column.mode == "REQUIRED" and column.name in rows.column_names and rows.column(column.name).null_count:
-            is_null = pc.is_null(rows.column(column.name))
-            missing = is_null if missing is None else pc.or_(missing, is_null)
-    if missing is None:
-        return rows, []
-    rejected = []
-    for index in pc.indices_nonzero(missing).to_pylist():
-        row = rows.slice(index, 1).to_pylist()[0]
-        empty = [f.name for f in shape.schema if f.mode == "REQUIRED" and row.get(f.name, "") is None]
-        rejected.append(Rejected(row, f"REQUIRED column(s) {', '.join(empty)} NULL in {shape.table}"))
-    return rows.filter(pc.invert(missing)), rejected
 
 
 def _check_tenant(rows, organization_id: int, table: str) -> None:

@@ -76,7 +76,7 @@ class Shape:
         refresh: ``{looked-up table: how a row refers to it}`` for the values this table copies
             from others (``glific_bq.lookups``); empty in the raw layout.
         conversions: ``{column: glific_bq.convert.Conversion}``: columns ``select`` reads as
-            stored, converted on the worker (``sync.prepare``) instead of in the source database.
+            stored, converted on the worker (``layouts.pages.prepare``) instead of in the source database.
     """
 
     table: str

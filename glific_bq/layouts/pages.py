@@ -1,0 +1,45 @@
+"""What an extracted page becomes before BigQuery receives it: the layout's left-out rows
+filtered, the extract's own columns dropped, columns read as stored converted on the worker,
+RECORD columns decoded, the send columns stamped, and rows missing a REQUIRED value set apart."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from glific_bq import convert
+from glific_bq.extract import EXPORT_COLUMN, HIDDEN_COLUMNS
+from glific_bq.layouts import Shape, records
+from glific_bq.stamping import stamp
+from glific_bq.warehouse import Rejected
+
+
+def exported(rows: pa.Table) -> int:
+    """Rows of an extracted page that the layout exports (see ``extract.EXPORT_COLUMN``)."""
+    return pc.sum(rows.column(EXPORT_COLUMN)).as_py() or 0 if EXPORT_COLUMN in rows.column_names else rows.num_rows
+
+
+def prepare(rows: pa.Table, shape: Shape, timezone_name: str) -> tuple[pa.Table, list[Rejected]]:
+    """Extracted rows as BigQuery receives them: the extract's own columns dropped, columns read
+    as stored converted (``glific_bq.convert``), RECORD columns decoded, send columns stamped;
+    rows missing a REQUIRED value are set apart (BigQuery would refuse them) and returned as
+    rejected, with the column named."""
+    if EXPORT_COLUMN in rows.column_names:  # rows the layout leaves out (their positions still count)
+        rows = rows.filter(rows.column(EXPORT_COLUMN))
+    rows = rows.drop_columns([c for c in HIDDEN_COLUMNS if c in rows.column_names])
+    rows = convert.apply(rows, shape.conversions, timezone_name)
+    rows = records.decode(rows, shape.schema, shape.records, timezone_name)
+    rows = stamp(rows, shape.stamp, timezone_name)
+    missing = None
+    for column in shape.schema:
+        if column.mode == "REQUIRED" and column.name in rows.column_names and rows.column(column.name).null_count:
+            is_null = pc.is_null(rows.column(column.name))
+            missing = is_null if missing is None else pc.or_(missing, is_null)
+    if missing is None:
+        return rows, []
+    rejected = []
+    for index in pc.indices_nonzero(missing).to_pylist():
+        row = rows.slice(index, 1).to_pylist()[0]
+        empty = [f.name for f in shape.schema if f.mode == "REQUIRED" and row.get(f.name, "") is None]
+        rejected.append(Rejected(row, f"REQUIRED column(s) {', '.join(empty)} NULL in {shape.table}"))
+    return rows.filter(pc.invert(missing)), rejected
