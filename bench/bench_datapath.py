@@ -312,8 +312,8 @@ def run_ours(url: str, layout: str, page_rows: int, work: str) -> dict:
     modules_before = set(sys.modules)
     from glific_bq import extract
     from glific_bq.extract import Pass
-    from glific_bq.source import Source
     from glific_bq.layouts.pages import prepare
+    from glific_bq.source import Source
     from glific_bq.sync import SyncOptions, _check_tenant, _pipeline
 
     if work == "load_ready":
