@@ -68,6 +68,7 @@ WITH current AS (
     INSERT INTO glific_bq_lookups (organization_id, parent, id, digest)
     SELECT %(org)s, %(parent)s, id, digest FROM current
     ON CONFLICT (organization_id, parent, id) DO UPDATE SET digest = EXCLUDED.digest
+    WHERE glific_bq_lookups.digest <> EXCLUDED.digest  -- most changes copy nothing: no write
 ), queued AS (
     INSERT INTO glific_bq_refresh (organization_id, "table", parent, id)
     SELECT %(org)s, d.name, %(parent)s, changed.id FROM changed CROSS JOIN unnest(%(tables)s::text[]) AS d(name)
