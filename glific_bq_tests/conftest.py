@@ -57,6 +57,16 @@ def db(database_url) -> Iterator[psycopg.Connection]:
 
 
 @pytest.fixture
+def notes(db) -> psycopg.Connection:
+    """``db`` with ``notes``, a small table of our own (``helpers.NOTES_DDL``) for testing the copy
+    machine on columns Glific's tables don't have."""
+    from .helpers import NOTES_DDL
+
+    db.execute(NOTES_DDL)
+    return db
+
+
+@pytest.fixture
 def source(database_url, db) -> Iterator[Source]:
     with Source(database_url) as source:
         yield source

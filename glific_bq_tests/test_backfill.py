@@ -11,7 +11,7 @@ from glific_bq.registry import TableSpec
 from glific_bq.sync import SyncOptions, sync_table
 from glific_bq.warehouse import writes
 
-from .helpers import NOTES_DDL, add_notes, add_organization, warehouse_rows
+from .helpers import add_notes, add_organization, warehouse_rows
 from .test_types import ALL_TYPES_DDL, LONG, TRICKY
 
 NOTES = TableSpec("notes")
@@ -21,12 +21,6 @@ BACKFILL = SyncOptions(page_rows=100, load_backlog_rows=1_000, load_rows=400)
 
 class Crash(Exception):
     pass
-
-
-@pytest.fixture
-def notes(db):
-    db.execute(NOTES_DDL)
-    return db
 
 
 def test_a_large_backlog_goes_by_load_jobs_and_the_next_minute_sync_by_storage_write(notes, source, warehouse_for):

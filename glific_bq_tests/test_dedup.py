@@ -22,7 +22,7 @@ from glific_bq.schema import METADATA_FIELDS
 from glific_bq.sync import sync_table
 from glific_bq.tenants import Organization
 
-from .helpers import NOTES_DDL, add_notes, add_organization, latest_versions, warehouse_rows
+from .helpers import add_notes, add_organization, latest_versions, warehouse_rows
 
 NOTES = TableSpec("notes")
 NOW = datetime(2024, 11, 10, 12, 0, tzinfo=timezone.utc)
@@ -115,12 +115,6 @@ def guard(warehouse, monkeypatch):
     guard = BufferGuard(warehouse.client)
     monkeypatch.setattr(warehouse.client, "query", guard.query)
     return guard
-
-
-@pytest.fixture
-def notes(db):
-    db.execute(NOTES_DDL)
-    return db
 
 
 def test_leaves_exactly_the_newest_version_per_id(notes, source, warehouse_for):

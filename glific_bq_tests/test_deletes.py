@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-import pytest
-
 from glific_bq.deletes import propagate_deletes
 from glific_bq.registry import DeletePolicy, TableSpec
 from glific_bq.sync import sync_table
 
-from .helpers import NOTES_DDL, add_notes, add_organization, warehouse_rows
-
-
-@pytest.fixture
-def notes(db):
-    db.execute(NOTES_DDL)
-    return db
+from .helpers import add_notes, add_organization, warehouse_rows
 
 
 def test_propagate_removes_every_version_of_rows_deleted_at_the_source(notes, source, warehouse_for):

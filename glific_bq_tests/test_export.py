@@ -32,16 +32,10 @@ from glific_bq.schema import reflect_columns, syncable_columns
 from glific_bq.sync import sync_table
 from glific_bq.tenants import Organization, get_organization
 
-from .helpers import NOTES_DDL, add_notes, add_organization, warehouse_rows
+from .helpers import add_notes, add_organization, warehouse_rows
 
 NOTES = TableSpec("notes")
 RECENTLY = "now() AT TIME ZONE 'UTC' - interval '1 minute'"  # older than the sync's horizon
-
-
-@pytest.fixture
-def notes(db):
-    db.execute(NOTES_DDL)
-    return db
 
 
 def source_rows(conn, organization: Organization, name: str) -> list[dict]:

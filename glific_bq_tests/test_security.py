@@ -15,15 +15,9 @@ from glific_bq.sync import sync_tenant
 from glific_bq.tenants import Organization
 from glific_bq.warehouse import Warehouse, WarehouseConfig
 
-from .helpers import NOTES_DDL, add_notes, add_organization, warehouse_rows
+from .helpers import add_notes, add_organization, warehouse_rows
 
 NOTES = TableSpec("notes")
-
-
-@pytest.fixture
-def notes(db):
-    db.execute(NOTES_DDL)
-    return db
 
 
 def test_table_names_in_the_registry_must_be_plain_identifiers():

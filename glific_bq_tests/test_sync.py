@@ -8,15 +8,9 @@ from glific_bq import watermarks
 from glific_bq.registry import SyncMode, TableSpec
 from glific_bq.sync import SyncOptions, sync_table, sync_tenant
 
-from .helpers import NOTES_DDL, add_notes, add_organization, latest_versions, warehouse_rows
+from .helpers import add_notes, add_organization, latest_versions, warehouse_rows
 
 NOTES = TableSpec("notes")
-
-
-@pytest.fixture
-def notes(db):
-    db.execute(NOTES_DDL)
-    return db
 
 
 def source_notes(conn, organization) -> dict[int, tuple]:

@@ -16,15 +16,9 @@ from glific_bq.tenants import get_organization
 from glific_bq.tick import TickOptions
 from glific_bq.warehouse import Warehouse, known_tables, limits
 
-from .helpers import NOTES_DDL, warehouse_rows
+from .helpers import warehouse_rows
 
 NOTES = TableSpec("notes")
-
-
-@pytest.fixture
-def notes(db):
-    db.execute(NOTES_DDL)
-    return db
 
 
 def add_tenant(conn, timezone: str = "UTC", notes: int = 3):
