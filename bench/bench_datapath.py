@@ -17,8 +17,14 @@ Variants, each in a fresh subprocess so that its peak RSS (``ru_maxrss``) is its
   bench/make_bench_venv.sh``); skipped with a note if it is missing;
 * ``ours: extract``: ``extract.pages`` of the insert pass as ``sync`` runs it, rows dropped;
 * ``ours: load-ready``: extract + convert + serialize: per page what ``sync`` does before the
-  network (tenant check, ``sync.prepare``: hidden columns dropped, conversions, stamping) and
-  the Storage Write requests (``writes.append_requests``: protobuf rows, 8 MB requests), not sent.
+  network (tenant check, ``layouts.pages.prepare``: joined columns read, hidden columns dropped,
+  conversions, stamping) and the Storage Write requests (``writes.append_requests``: protobuf
+  rows, 8 MB requests), not sent: the minute syncs' path;
+* ``ours: load-ready parquet``: the same pages written to the backfill's Parquet file
+  (``writes.ParquetLoad.add``), the load job left out: the path the sync takes for a backlog
+  this large (``SyncOptions.load_backlog_rows``), and the one comparable to dlt's Parquet files.
+
+Source CPU of the Glific layout includes the join connection's backend (``glific_bq.joins``).
 
 For every variant that reads through a connection of its own, the source database's CPU
 seconds (the backend's utime + stime from ``/proc/<pg_backend_pid()>/stat``, before and after)
@@ -43,6 +49,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = ROOT / ".local" / "bench_pg"
@@ -307,7 +314,9 @@ _HEAVY = {"pandas", "google", "grpc", "pyarrow", "numpy", "adbc_driver_manager",
 def run_ours(url: str, layout: str, page_rows: int, work: str) -> dict:
     """The insert pass of a backlog as ``sync`` runs it (rounds of ``SyncOptions().round_rows``):
     ``work`` ``extract`` drops the pages; ``load_ready`` prepares each page and builds its
-    Storage Write requests."""
+    Storage Write requests; ``load_ready_parquet`` prepares each page and writes it to the
+    backfill's Parquet file (``writes.ParquetLoad.add``), as the sync does for a backlog this
+    large, the load job itself left out."""
     base = peak_rss_mb()
     modules_before = set(sys.modules)
     from glific_bq import extract
@@ -316,7 +325,7 @@ def run_ours(url: str, layout: str, page_rows: int, work: str) -> dict:
     from glific_bq.source import Source
     from glific_bq.sync import SyncOptions, _check_tenant, _pipeline
 
-    if work == "load_ready":
+    if work.startswith("load_ready"):
         from glific_bq.warehouse import writes
 
     options = SyncOptions(page_rows=page_rows)
@@ -331,28 +340,36 @@ def run_ours(url: str, layout: str, page_rows: int, work: str) -> dict:
             cur.execute("SELECT pg_backend_pid()")
             pid = cur.fetchone()[0]
         reader.commit()
+        joins_pid = source.joiner.connection.info.backend_pid if shape.joins else None
+        parquet = writes.ParquetLoad(None, SimpleNamespace(schema=shape.schema)) if work == "load_ready_parquet" else None
         imports = sorted({m.split(".")[0] for m in set(sys.modules) - modules_before} & _HEAVY)
         before_first_row = peak_rss_mb()
         cpu, own_cpu = backend_cpu_seconds(pid), worker_cpu_seconds()
+        joins_cpu = backend_cpu_seconds(joins_pid) if joins_pid else 0.0
         started = time.perf_counter()
         id_bound = 0
 
         def ready(page):  # the sync's encode stage, timed (it runs in a thread of its own)
             t0 = time.perf_counter()
             _check_tenant(page.rows, ORGANIZATION, shape.table)
-            prepared, _ = prepare(page.rows, shape, TIMEZONE)
+            prepared, _ = prepare(page.rows, shape, TIMEZONE, source.joiner, page.snapshot)
             t1 = time.perf_counter()
-            built = writes.append_requests(stream, shape.schema, prepared)
+            if parquet is not None:
+                parquet.add(prepared)
+                built = 0
+            else:
+                built = len(writes.append_requests(stream, shape.schema, prepared))
             timings["prepare"] += t1 - t0
             timings["serialize"] += time.perf_counter() - t1
-            return page, len(built)
+            return page, built
 
         while True:
             reader.commit()
             read = 0
             pages = extract.pages(reader, query, Pass.INSERT, organization_id=ORGANIZATION, timezone=TIMEZONE,
-                                  id_bound=id_bound, page_rows=options.page_rows, max_rows=options.round_rows)
-            if work == "load_ready":  # as sync runs it: read, prepare + encode, write overlapped
+                                  id_bound=id_bound, page_rows=options.page_rows, max_rows=options.round_rows,
+                                  export_snapshot=bool(shape.joins))
+            if work.startswith("load_ready"):  # as sync runs it: read, prepare + encode, write overlapped
                 with _pipeline(pages, ready) as ready_pages:
                     for page, built in ready_pages:
                         read += page.rows.num_rows
@@ -373,10 +390,18 @@ def run_ours(url: str, layout: str, page_rows: int, work: str) -> dict:
                 break
         seconds = time.perf_counter() - started
         source_cpu = backend_cpu_seconds(pid) - cpu
+        if joins_pid:  # the joined columns' reads count as what we cost the source
+            source_cpu += backend_cpu_seconds(joins_pid) - joins_cpu
+        parquet_mb = None
+        if parquet is not None:
+            parquet._writer.close()
+            parquet_mb = os.path.getsize(parquet._file.name) / 2**20
+            parquet.discard()
         own_cpu = worker_cpu_seconds() - own_cpu
     return {"rows": rows, "seconds": seconds, "source_cpu": source_cpu, "worker_cpu": own_cpu,
             "base_rss_mb": before_first_row,
-            "interpreter_rss_mb": base, "timings": timings, "requests": requests, "imports": imports}
+            "interpreter_rss_mb": base, "timings": timings, "requests": requests, "imports": imports,
+            "parquet_mb": parquet_mb}
 
 
 def run_end_to_end(url: str, layout: str, page_rows: int, write_method: str, emulator: dict,
@@ -528,6 +553,8 @@ def main() -> None:
                 plan.append((f"ours: extract ({layout}, {p:,})", {"kind": "extract", "layout": layout, "page_rows": p}))
                 plan.append((f"ours: load-ready ({layout}, {p:,})",
                              {"kind": "load_ready", "layout": layout, "page_rows": p}))
+                plan.append((f"ours: load-ready parquet ({layout}, {p:,})",
+                             {"kind": "load_ready_parquet", "layout": layout, "page_rows": p}))
         if args.end_to_end:
             layout = args.layout[0]
             plan.append((f"end to end: storage_write only ({layout}, {pages[0]:,})",
@@ -614,6 +641,8 @@ def report(plan, best) -> None:
             print(f"{'':<6}extract / prepare / serialize {t['extract']:.2f} / {t['prepare']:.2f} / "
                   f"{t['serialize']:.2f} s (stage time; in load-ready, prepare and serialize run in the encode "
                   "thread while the next pages are read)")
+        if r.get("parquet_mb"):
+            print(f"{'':<6}Parquet file: {r['parquet_mb']:.0f} MB")
         if r.get("loads"):
             print(f"{'':<6}load jobs: {r['loads']}")
         if r.get("imports"):

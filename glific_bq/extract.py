@@ -72,6 +72,8 @@ class Page:
     rows: pa.Table
     last_id: int
     last_cursor: tuple[datetime, int] | None
+    #: The pass's exported snapshot (``export_snapshot``), for ``glific_bq.joins``; else None.
+    snapshot: str | None = None
 
 
 def _setting(name: str, cast: str) -> sql.Composable:
@@ -94,16 +96,20 @@ _HORIZON = _setting("horizon", "timestamp")
 _SETTINGS = ("organization_id", "id_bound", "ids", "limit", "timezone", "cursor_ts", "cursor_id", "horizon")
 
 
-def bind(reader, **values: object) -> None:
-    """Set the values the next queries of this transaction read (see ``build_query``)."""
+def bind(reader, export_snapshot: bool = False, **values: object) -> str | None:
+    """Set the values the next queries of this transaction read (see ``build_query``); with
+    ``export_snapshot``, also export the transaction's snapshot (``pg_export_snapshot``, for
+    ``glific_bq.joins``) and return its id, in the same round trip."""
     unknown = set(values) - set(_SETTINGS)
     if unknown:
         raise ValueError(f"unknown query values: {sorted(unknown)}")
     names = list(values)
-    select = ", ".join(f"set_config('glific_bq.{name}', ${i}, true)" for i, name in enumerate(names, start=1))
+    select = [f"set_config('glific_bq.{name}', ${i}, true)" for i, name in enumerate(names, start=1)]
     with reader.cursor() as cur:
-        cur.execute(f"SELECT {select}", parameters=tuple("" if values[n] is None else str(values[n]) for n in names))
-        cur.fetchall()
+        cur.execute(f"SELECT {', '.join(select + ['pg_export_snapshot()'] * export_snapshot)}",
+                    parameters=tuple("" if values[n] is None else str(values[n]) for n in names))
+        row = cur.fetchone()
+    return row[-1] if export_snapshot else None
 
 
 def build_query(shape: Shape, pass_: Pass, schema: str = "public") -> str:
@@ -204,6 +210,7 @@ def pages(
     refresh_ids: dict[str, list[int]] | None = None,
     page_rows: int,
     max_rows: int | None = None,
+    export_snapshot: bool = False,
 ) -> Iterator[Page]:
     """Stream one pass as pages of at most ``page_rows`` rows, until the pass is exhausted or
     ``max_rows`` have been read (reading fewer than ``max_rows`` means it is exhausted).
@@ -211,11 +218,12 @@ def pages(
     ``reader`` is an ADBC PostgreSQL connection; run every pass of a round inside one
     REPEATABLE READ transaction so that they see one snapshot. One query per pass, streamed: the
     rows arrive in record batches of a few MB while the previous ones are being written, so
-    memory stays bounded whatever the backlog.
+    memory stays bounded whatever the backlog. With ``export_snapshot`` each page carries the
+    pass's snapshot, for the joins of its shape (``glific_bq.joins``).
     """
     if pass_ is Pass.UPDATE and (cursor is None or horizon is None):
         raise ValueError("the update pass needs a cursor and a horizon")
-    bind(reader, organization_id=organization_id, timezone=timezone, id_bound=id_bound,
+    snapshot = bind(reader, export_snapshot, organization_id=organization_id, timezone=timezone, id_bound=id_bound,
          limit=max_rows if max_rows is not None else 2**62,
          cursor_ts=cursor[0] if cursor else None, cursor_id=cursor[1] if cursor else None, horizon=horizon,
          ids=json.dumps(refresh_ids) if refresh_ids is not None else None)
@@ -231,17 +239,17 @@ def pages(
                 rows += part.num_rows
                 start += part.num_rows
                 if rows == page_rows:
-                    yield _page(gathered)
+                    yield _page(gathered, snapshot)
                     gathered, rows = [], 0
         if gathered:
-            yield _page(gathered)
+            yield _page(gathered, snapshot)
 
 
-def _page(batches: list[pa.RecordBatch]) -> Page:
+def _page(batches: list[pa.RecordBatch], snapshot: str | None) -> Page:
     rows = pa.Table.from_batches(batches)
     last_ts = batches[-1].column(CURSOR_COLUMN)[-1].as_py()
     last_id = batches[-1].column(ID_COLUMN)[-1].as_py()
-    return Page(rows, last_id, (last_ts, last_id) if last_ts is not None else None)
+    return Page(rows, last_id, (last_ts, last_id) if last_ts is not None else None, snapshot)
 
 
 _END = object()
@@ -302,13 +310,16 @@ def _read_ahead(batches: Iterator[pa.RecordBatch], depth: int = 2) -> Iterator[p
     return ahead(batches, depth, name="glific_bq-read-ahead")
 
 
-def rows_by_id(reader, query: str, organization_id: int, timezone: str, ids: list[int]) -> pa.Table:
-    """The current rows with these ids (a ``Pass.BY_ID`` query); ids gone from the source are absent."""
-    bind(reader, organization_id=organization_id, timezone=timezone, limit=len(ids),
-         ids=",".join(str(int(i)) for i in ids))
+def rows_by_id(reader, query: str, organization_id: int, timezone: str, ids: list[int],
+               export_snapshot: bool = False) -> tuple[pa.Table, str | None]:
+    """The current rows with these ids (a ``Pass.BY_ID`` query; ids gone from the source are
+    absent), and the exported snapshot with ``export_snapshot`` (keep the transaction open
+    until the rows are joined)."""
+    snapshot = bind(reader, export_snapshot, organization_id=organization_id, timezone=timezone, limit=len(ids),
+                    ids=",".join(str(int(i)) for i in ids))
     with reader.cursor() as cur:
         cur.execute(query)
-        return cur.fetch_arrow_table()
+        return cur.fetch_arrow_table(), snapshot
 
 
 _HORIZON_QUERY = """

@@ -21,6 +21,8 @@ import adbc_driver_postgresql
 import psycopg
 import pyarrow as pa
 
+from glific_bq.joins import Joiner
+
 
 def database_url(environ: dict[str, str] | None = None) -> str:
     """``GLIFIC_DATABASE_URL``, or a clear error."""
@@ -37,6 +39,7 @@ class Source:
         self.url = url
         self.control = psycopg.connect(url, autocommit=True, application_name="glific_bq")
         self._reader = None
+        self.joiner = Joiner(url)  # its own connection, opened on first use (glific_bq.joins)
 
     @property
     def reader(self) -> ExtractConnection:
@@ -62,6 +65,7 @@ class Source:
 
     def close(self) -> None:
         self.reset_reader()
+        self.joiner.close()
         self.control.close()
 
     def __enter__(self) -> Source:

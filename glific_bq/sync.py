@@ -172,6 +172,7 @@ def _sync_table(source, warehouse, organization, spec, options, on_step) -> Tabl
         result.warnings.append(f"{spec.source} has no {spec.cursor_column} timestamp: synced by id only")
     insert_query = extract.build_query(shape, Pass.INSERT)
     update_query = extract.build_query(shape, Pass.UPDATE) if updates else None
+    joined = bool(shape.joins)  # whose pages carry the snapshot their joins are read in
 
     with watermarks.exclusive(control, organization.id, spec.name) as acquired:
         if not acquired:
@@ -184,7 +185,7 @@ def _sync_table(source, warehouse, organization, spec, options, on_step) -> Tabl
             """The encode stage (a thread of its own): the page as BigQuery receives it, its
             Storage Write requests built ahead of the write unless it goes by a load job."""
             _check_tenant(page.rows, organization.id, spec.name)
-            rows, rejected = prepare(page.rows, shape, timezone_name)
+            rows, rejected = prepare(page.rows, shape, timezone_name, source.joiner, page.snapshot)
             if encode:
                 warehouse_writes.encode_ahead(warehouse, target, rows)
             return _ReadyPage(page, rows, rejected)
@@ -252,7 +253,7 @@ def _sync_table(source, warehouse, organization, spec, options, on_step) -> Tabl
                 with pipeline(extract.pages(
                     reader, update_query, Pass.UPDATE, organization_id=organization.id,
                     timezone=timezone_name, id_bound=watermark.table_id, cursor=watermark.cursor,
-                    horizon=horizon, page_rows=options.page_rows, max_rows=round_limit,
+                    horizon=horizon, page_rows=options.page_rows, max_rows=round_limit, export_snapshot=joined,
                 )) as ready_pages:
                     for ready_page in ready_pages:
                         watermark = write(Pass.UPDATE, ready_page)
@@ -266,7 +267,7 @@ def _sync_table(source, warehouse, organization, spec, options, on_step) -> Tabl
                 with pipeline(extract.pages(
                     reader, insert_query, Pass.INSERT, organization_id=organization.id,
                     timezone=timezone_name, id_bound=watermark.table_id,
-                    page_rows=options.page_rows, max_rows=round_limit - read,
+                    page_rows=options.page_rows, max_rows=round_limit - read, export_snapshot=joined,
                 ), encode=not backfill) as ready_pages:
                     try:
                         for ready_page in ready_pages:
@@ -332,9 +333,10 @@ def redrive(source: Source, warehouse: Warehouse, organization: Organization, sp
     target = warehouse.ensure_table(spec, list(shape.schema))
     query = extract.build_query(shape, Pass.BY_ID)
     timezone_name = organization.checked_timezone()
-    rows = extract.rows_by_id(source.reader, query, organization.id, timezone_name, ids)
+    rows, snapshot = extract.rows_by_id(source.reader, query, organization.id, timezone_name, ids,
+                                        export_snapshot=bool(shape.joins))
+    rows, rejected = prepare(rows, shape, timezone_name, source.joiner, snapshot)
     source.reader.commit()
-    rows, rejected = prepare(rows, shape, timezone_name)
     rejected += warehouse.append(target, rows)
     still_refused = {r.row.get("id") for r in rejected}
     warehouse.forget_dead_letters(spec.name, [i for i in ids if i not in still_refused])
@@ -367,6 +369,7 @@ def _refresh(source, organization, spec, shape, watermark, timezone_name, option
         for page in extract.pages(
             reader, query, Pass.REFRESH, organization_id=organization.id, timezone=timezone_name,
             id_bound=watermark.table_id, refresh_ids=batch, page_rows=options.page_rows,
+            export_snapshot=bool(shape.joins),
         ):
             write(page)
             sent += exported(page.rows)

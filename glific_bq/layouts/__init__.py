@@ -26,6 +26,7 @@ from psycopg import sql
 
 if TYPE_CHECKING:
     from glific_bq.convert import Conversion
+    from glific_bq.joins import Join
 
 LAYOUT_ENV = "GLIFIC_BQ_LAYOUT"
 
@@ -77,6 +78,8 @@ class Shape:
             from others (``glific_bq.lookups``); empty in the raw layout.
         conversions: ``{column: glific_bq.convert.Conversion}``: columns ``select`` reads as
             stored, converted on the worker (``layouts.pages.prepare``) instead of in the source database.
+        joins: ``{column: glific_bq.joins.Join}``: columns copied from other tables, ``select``ed as
+            typed NULLs beside their keys and filled on the worker (``glific_bq.joins.Joiner``).
     """
 
     table: str
@@ -91,6 +94,7 @@ class Shape:
     warnings: tuple[str, ...] = ()
     refresh: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
     conversions: Mapping[str, Conversion] = dataclasses.field(default_factory=dict)
+    joins: Mapping[str, Join] = dataclasses.field(default_factory=dict)
 
     @property
     def column_names(self) -> list[str]:

@@ -34,6 +34,7 @@ from psycopg import sql
 
 from glific_bq.convert import Conversion, To, on_worker
 from glific_bq.extract import TIMEZONE
+from glific_bq.joins import Fetch, Join, Rows, key_column, keys_of
 from glific_bq.layouts import Shape, Stamp
 from glific_bq.schema import BQ_INSERTED_AT, BQ_UUID, Column
 
@@ -49,15 +50,19 @@ class Expr:
     needs: tuple[str, ...] = ()
 
 
-def lookup(table: str, column: str, key: str, schema: str = "public") -> Expr:
-    """``table.column`` of the row whose id is ``t.<key>``."""
-    return Expr(f"(SELECT x.{column} FROM {schema}.{table} x WHERE x.id = t.{key})", (key,))
+def lookup(table: str, column: str, key: str, schema: str = "public") -> Join:
+    """``table.column`` of the row whose id is ``t.<key>``, joined on the worker (``glific_bq.joins``)."""
+    return Join(Fetch(f"{schema}.{table} x"), f"x.{column}", key)
+
+
+def _needs(expr: Expr | Join) -> tuple[str, ...]:
+    return (expr.key,) if isinstance(expr, Join) else expr.needs
 
 
 NULL = Expr("NULL")
 
 #: Looked-up columns by convention, used in every table whose source row has the key column.
-_LOOKUPS: dict[str, Expr] = {
+_LOOKUPS: dict[str, Join] = {
     "contact_phone": lookup("contacts", "phone", "contact_id"),
     "contact_name": lookup("contacts", "name", "contact_id"),
     "phone": lookup("contacts", "phone", "contact_id"),
@@ -91,12 +96,13 @@ def _json_fields(column: str) -> Expr:
     )
 
 
-def _contact_user(column: str) -> Expr:
-    """A column of the staff user whose contact this is."""
-    return Expr(f"(SELECT {column} FROM public.users u WHERE u.contact_id = t.id ORDER BY u.id LIMIT 1)")
+def _contact_user(column: str) -> Join:
+    """A column of the staff user whose contact this is (the first one, by id)."""
+    return Join(Fetch("public.users x", "x.contact_id", Rows.FIRST), column, "id")
 
 
-_CONTACT_GROUPS = "FROM public.contacts_groups cg JOIN public.groups g ON g.id = cg.group_id WHERE cg.contact_id = t.id"
+_CONTACT_GROUPS = Fetch("public.contacts_groups x JOIN public.groups g ON g.id = x.group_id", "x.contact_id", Rows.GROUP)
+_LOCATION = Fetch("public.locations x", "x.message_id", Rows.FIRST)
 _NOT_SIMULATOR = f"NOT LIKE '{SIMULATOR_PHONE_PREFIX}%'"
 
 
@@ -104,7 +110,7 @@ _NOT_SIMULATOR = f"NOT LIKE '{SIMULATOR_PHONE_PREFIX}%'"
 class GlificTable:
     """How one of Glific's BigQuery tables is filled (see the module docstring)."""
 
-    columns: dict[str, Expr]
+    columns: dict[str, Expr | Join]
     source: str = ""
     where: str | None = None
     update_where: str | None = None
@@ -114,35 +120,32 @@ _TABLES: dict[str, GlificTable] = {
     "messages": GlificTable({
         "sender_phone": lookup("contacts", "phone", "sender_id"),
         "receiver_phone": lookup("contacts", "phone", "receiver_id"),
-        "tags_label": Expr(
-            "COALESCE((SELECT string_agg(tg.label, ', ' ORDER BY mt.id) FROM public.messages_tags mt "
-            "JOIN public.tags tg ON tg.id = mt.tag_id WHERE mt.message_id = t.id), '')"
-        ),
+        "tags_label": Join(Fetch("public.messages_tags x JOIN public.tags tg ON tg.id = x.tag_id", "x.message_id",
+                                 Rows.GROUP), "COALESCE(string_agg(tg.label, ', ' ORDER BY x.id), '')", "id", ""),
         "flow_id": NULL,
         "group_message_id": NULL,
         "flow_broadcast_id": NULL,
-        "longitude": Expr("(SELECT l.longitude::text FROM public.locations l WHERE l.message_id = t.id ORDER BY l.id LIMIT 1)"),
-        "latitude": Expr("(SELECT l.latitude::text FROM public.locations l WHERE l.message_id = t.id ORDER BY l.id LIMIT 1)"),
+        "longitude": Join(_LOCATION, "x.longitude::text", "id"),
+        "latitude": Join(_LOCATION, "x.latitude::text", "id"),
         "template_uuid": lookup("session_templates", "uuid::text", "template_id"),
     }),
     "contacts": GlificTable(
         {
             "provider_status": Expr("t.bsp_status::text", ("bsp_status",)),
             "contact_optin_method": Expr("t.optin_method", ("optin_method",)),
-            "user_name": _contact_user("u.name"),
-            "user_role": _contact_user("array_to_json(u.roles::text[])::text"),
-            "last_login_as_staff_at": _contact_user("""to_char(u.last_login_at, 'YYYY-MM-DD"T"HH24:MI:SS"Z"')"""),
-            "last_login_from_as_staff": _contact_user("u.last_login_from"),
-            "is_restricted_user": _contact_user("u.is_restricted"),
+            "user_name": _contact_user("x.name"),
+            "user_role": _contact_user("array_to_json(x.roles::text[])::text"),
+            "last_login_as_staff_at": _contact_user("""to_char(x.last_login_at, 'YYYY-MM-DD"T"HH24:MI:SS"Z"')"""),
+            "last_login_from_as_staff": _contact_user("x.last_login_from"),
+            "is_restricted_user": _contact_user("x.is_restricted"),
             "fields": _json_fields("fields"),
             "settings": NULL,
-            "groups": Expr(f"(SELECT jsonb_agg(jsonb_build_object('label', g.label, 'description', g.description) "
-                           f"ORDER BY cg.id) {_CONTACT_GROUPS})::text"),
-            "tags": Expr("(SELECT jsonb_agg(jsonb_build_object('label', tg.label) ORDER BY ct.id) "
-                         "FROM public.contacts_tags ct JOIN public.tags tg ON tg.id = ct.tag_id "
-                         "WHERE ct.contact_id = t.id)::text"),
+            "groups": Join(_CONTACT_GROUPS, "jsonb_agg(jsonb_build_object('label', g.label, 'description', "
+                           "g.description) ORDER BY x.id)::text", "id"),
+            "tags": Join(Fetch("public.contacts_tags x JOIN public.tags tg ON tg.id = x.tag_id", "x.contact_id",
+                               Rows.GROUP), "jsonb_agg(jsonb_build_object('label', tg.label) ORDER BY x.id)::text", "id"),
             "raw_fields": Expr("t.fields::text", ("fields",)),
-            "group_labels": Expr(f"COALESCE((SELECT string_agg(g.label, ',' ORDER BY cg.id) {_CONTACT_GROUPS}), '')"),
+            "group_labels": Join(_CONTACT_GROUPS, "COALESCE(string_agg(g.label, ',' ORDER BY x.id), '')", "id", ""),
         },
         where=f"t.phone {_NOT_SIMULATOR}",
     ),
@@ -169,11 +172,11 @@ _TABLES: dict[str, GlificTable] = {
             "id": Expr("t.flow_id", ("flow_id",)),
             "name": lookup("flows", "name", "flow_id"),
             "uuid": lookup("flows", "uuid::text", "flow_id"),
-            "keywords": Expr("(SELECT array_to_json(COALESCE(f.keywords, '{}')::text[])::text "
-                             "FROM public.flows f WHERE f.id = t.flow_id)", ("flow_id",)),
+            "keywords": Join(Fetch("public.flows x"), "array_to_json(COALESCE(x.keywords, '{}')::text[])::text",
+                             "flow_id"),
             "revision": Expr("t.definition::text", ("definition",)),
-            "tag": Expr("(SELECT tg.label FROM public.flows f JOIN public.tags tg ON tg.id = f.tag_id "
-                        "WHERE f.id = t.flow_id)", ("flow_id",)),
+            "tag": Join(Fetch("public.flows x"), "(SELECT tg.label FROM public.tags tg WHERE tg.id = x.tag_id)",
+                        "flow_id"),
         },
         source="flow_revisions",
         where="t.status IN ('published', 'archived')",
@@ -217,8 +220,8 @@ _TABLES: dict[str, GlificTable] = {
         {
             "conversation_id": NULL,
             "conversation_uuid": Expr("t.conversation_id", ("conversation_id",)),
-            "phone": Expr("(SELECT c.phone FROM public.messages m JOIN public.contacts c ON c.id = m.contact_id "
-                          "WHERE m.id = t.message_id)", ("message_id",)),
+            "phone": Join(Fetch("public.messages x"),
+                          "(SELECT c.phone FROM public.contacts c WHERE c.id = x.contact_id)", "message_id"),
         },
         source="messages_conversations",
     ),
@@ -316,18 +319,22 @@ def shape(table: str, columns: list[Column], cursor: sql.Composable | None) -> S
     schema = reference_schema()[table]
     spec = _TABLES.get(table, GlificTable({}))
     by_name = {c.name: c for c in columns}
-    select, warnings, records, conversions = [], [], [], {}
+    select, warnings, records, conversions, joins = [], [], [], {}, {}
     for field in schema:
         if field.name in (BQ_UUID, BQ_INSERTED_AT):
             continue
         expression, warning = _column_expression(table, field, spec, by_name)
         if isinstance(expression, tuple):  # a same-named column, converted on the worker
             expression, conversions[field.name] = expression
+        elif isinstance(expression, Join):  # a typed NULL here, joined on the worker
+            expression, joins[field.name] = _null(field), expression
         if warning:
             warnings.append(warning)
         if field.field_type == "RECORD":
             records.append(field.name)
         select.append(sql.SQL("{} AS {}").format(expression, sql.Identifier(field.name)))
+    select += [sql.SQL("t.{} AS {}").format(sql.Identifier(key), sql.Identifier(key_column(key)))
+               for key in keys_of(joins)]
     names = {f.name for f in schema}
     stamp = Stamp.LOCAL if {BQ_UUID, BQ_INSERTED_AT} <= names else Stamp.NONE
     return Shape(
@@ -342,6 +349,7 @@ def shape(table: str, columns: list[Column], cursor: sql.Composable | None) -> S
         records=tuple(records),
         warnings=tuple(warnings),
         conversions=conversions,
+        joins=joins,
         refresh={
             parent: usable
             for parent, keys in REFERENCES.get(table, {}).items()
@@ -352,7 +360,7 @@ def shape(table: str, columns: list[Column], cursor: sql.Composable | None) -> S
 
 def _column_expression(table: str, field: SchemaField, spec: GlificTable, source: dict[str, Column]):
     expr = spec.columns.get(field.name)
-    if expr is None and field.name in _LOOKUPS and set(_LOOKUPS[field.name].needs) <= set(source):
+    if expr is None and field.name in _LOOKUPS and set(_needs(_LOOKUPS[field.name])) <= set(source):
         expr = _LOOKUPS[field.name]
     if expr is None and field.name in source:
         return _converted(source[field.name], field), None
@@ -360,9 +368,11 @@ def _column_expression(table: str, field: SchemaField, spec: GlificTable, source
         if field.mode == "REQUIRED":
             return _null(field), f"{table}.{field.name}: REQUIRED, but the source has no such column"
         return _null(field), None
-    missing = [n for n in expr.needs if n not in source]
+    missing = [n for n in _needs(expr) if n not in source]
     if missing:
         return _null(field), f"{table}.{field.name}: the source lacks {', '.join(missing)}; sent as NULL"
+    if isinstance(expr, Join):
+        return expr, None
     return (_null(field) if expr is NULL else _render(expr.sql)), None
 
 

@@ -9,6 +9,7 @@ import pyarrow.compute as pc
 
 from glific_bq import convert
 from glific_bq.extract import EXPORT_COLUMN, HIDDEN_COLUMNS
+from glific_bq.joins import KEY_PREFIX, Joiner
 from glific_bq.layouts import Shape, records
 from glific_bq.stamping import stamp
 from glific_bq.warehouse import Rejected
@@ -19,14 +20,20 @@ def exported(rows: pa.Table) -> int:
     return pc.sum(rows.column(EXPORT_COLUMN)).as_py() or 0 if EXPORT_COLUMN in rows.column_names else rows.num_rows
 
 
-def prepare(rows: pa.Table, shape: Shape, timezone_name: str) -> tuple[pa.Table, list[Rejected]]:
-    """Extracted rows as BigQuery receives them: the extract's own columns dropped, columns read
-    as stored converted (``glific_bq.convert``), RECORD columns decoded, send columns stamped;
-    rows missing a REQUIRED value are set apart (BigQuery would refuse them) and returned as
-    rejected, with the column named."""
+def prepare(rows: pa.Table, shape: Shape, timezone_name: str, joiner: Joiner | None = None,
+            snapshot: str | None = None) -> tuple[pa.Table, list[Rejected]]:
+    """Extracted rows as BigQuery receives them: columns copied from other tables joined
+    (``joiner``, in the extract's ``snapshot``: see ``glific_bq.joins``), the extract's own
+    columns dropped, columns read as stored converted (``glific_bq.convert``), RECORD columns
+    decoded, send columns stamped; rows missing a REQUIRED value are set apart (BigQuery would
+    refuse them) and returned as rejected, with the column named."""
     if EXPORT_COLUMN in rows.column_names:  # rows the layout leaves out (their positions still count)
         rows = rows.filter(rows.column(EXPORT_COLUMN))
-    rows = rows.drop_columns([c for c in HIDDEN_COLUMNS if c in rows.column_names])
+    if shape.joins:
+        if joiner is None:
+            raise ValueError(f"{shape.table} copies columns from other tables: prepare it with a Joiner")
+        rows = joiner.fill(rows, shape.joins, snapshot)
+    rows = rows.drop_columns([c for c in rows.column_names if c in HIDDEN_COLUMNS or c.startswith(KEY_PREFIX)])
     rows = convert.apply(rows, shape.conversions, timezone_name)
     rows = records.decode(rows, shape.schema, shape.records, timezone_name)
     rows = stamp(rows, shape.stamp, timezone_name)
