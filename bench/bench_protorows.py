@@ -13,13 +13,26 @@ Two batches:
 Both encoders run on the same batch in the same process and must produce identical bytes; each
 is timed best-of-N.
 
-Run: ``.venv/bin/python bench/bench_protorows.py [--rows 200000] [--repeat 5] [--batch messages|contacts]``
+Then the whole ``writes.append_requests`` (encoding, 8 MB chunks, AppendRowsRequests: what a Storage
+Write append does before the network) on a 20,000-row page of Glific ``messages`` as the sync
+hands it over, in both layouts (``--page raw glific``): the raw layout's 35 columns and the Glific
+layout's 39 (its reference schema), with the types, NULL shares, value lengths and record batches
+(three per page: 42 + 10,021 + 9,937 rows, 9,757 + 9,882 + 361) of pages extracted from
+bench_datapath's table. It is timed in CPU seconds (``time.process_time``, best of N) against the
+encoder of ``--baseline`` (a git revision: its ``protorows.py`` and its ``append_requests``, run from
+``git show``), and both must produce byte-identical requests.
+
+Run: ``.venv/bin/python bench/bench_protorows.py [--rows 200000] [--repeat 5] [--batch messages|contacts|none]
+[--page raw glific] [--baseline e61095c]``
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
 import time
+import types as pytypes
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -263,14 +276,196 @@ def run(name: str, rows: int, repeat: int) -> None:
         print(f"{encoder:<30}{seconds:>10.3f}{rows / seconds:>14,.0f}{baseline_s / seconds:>9.1f}x")
 
 
+# ---------------------------------------------------------------------------------------------
+# A page of messages as the sync encodes it: writes.append_requests, before and after
+# ---------------------------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+#: The encoder before protorows encoded a page in one pass (the commit this bench compares to).
+BASELINE = "e61095c"
+STREAM = "projects/p/datasets/d/tables/messages/streams/_default"
+#: Record batches of a 20,000-row page as extracted (pages of bench_datapath's table).
+PAGE_BATCHES = {"raw": (42, 10_021, 9_937), "glific": (9_757, 9_882, 361)}
+
+RAW_MESSAGES = [
+    SchemaField(name, kind) for name, kind in [
+        ("id", "INT64"), ("uuid", "STRING"), ("body", "STRING"), ("type", "STRING"), ("is_hsm", "BOOL"),
+        ("flow", "STRING"), ("status", "STRING"), ("bsp_message_id", "STRING"), ("bsp_status", "STRING"),
+        ("errors", "STRING"), ("message_number", "INT64"), ("sender_id", "INT64"), ("receiver_id", "INT64"),
+        ("contact_id", "INT64"), ("user_id", "INT64"), ("media_id", "INT64"), ("send_at", "DATETIME"),
+        ("sent_at", "DATETIME"), ("organization_id", "INT64"), ("inserted_at", "DATETIME"),
+        ("updated_at", "DATETIME"), ("session_uuid", "STRING"), ("flow_label", "STRING"), ("flow_id", "INT64"),
+        ("group_id", "INT64"), ("context_id", "STRING"), ("context_message_id", "INT64"),
+        ("interactive_content", "STRING"), ("group_message_id", "INT64"), ("template_id", "INT64"),
+        ("interactive_template_id", "INT64"), ("message_broadcast_id", "INT64"), ("profile_id", "INT64"),
+        ("bq_uuid", "STRING"), ("bq_inserted_at", "TIMESTAMP"),
+    ]
+]
+
+
+def page_schema(layout: str) -> list[SchemaField]:
+    if layout == "raw":
+        return RAW_MESSAGES
+    from glific_bq.layouts import glific
+
+    return list(glific.reference_schema()["messages"])
+
+
+def _page_batch(schema: list[SchemaField], rows: int, first_id: int, rng: np.random.Generator) -> pa.RecordBatch:
+    """``rows`` messages in ``schema``'s columns; a column not modelled here is NULL in every row
+    (as most of Glific's optional foreign keys are in bench_datapath's table)."""
+
+    def nulls(share: float) -> np.ndarray | None:
+        return rng.random(rows) < share if share else None
+
+    def choice(options: list[str], share: float = 0.0) -> pa.Array:
+        return pa.array(np.array(options, dtype=object)[rng.integers(0, len(options), rows)], pa.string(),
+                        mask=nulls(share))
+
+    def ints(low: int, high: int, share: float = 0.0) -> pa.Array:
+        return pa.array(rng.integers(low, high, rows), mask=nulls(share))
+
+    def uuids(share: float = 0.0) -> pa.Array:
+        return pa.array([f"{a:08x}-{b:04x}-4{c:03x}-8{d:03x}-{e:012x}" for a, b, c, d, e in zip(
+            *(rng.integers(0, 16**k, rows).tolist() for k in (8, 4, 3, 3, 12)))], mask=nulls(share))
+
+    def wamids(share: float) -> pa.Array:
+        return pa.array([f"wamid.HBgM{n:024X}" for n in rng.integers(0, 2**62, rows).tolist()], mask=nulls(share))
+
+    def moments(share: float = 0.0, later: int = 0) -> pa.Array:
+        return pa.array(inserted + later, pa.timestamp("us"), mask=nulls(share))
+
+    inserted = 1_700_000_000_000_000 + first_id * 1_000_000 + np.arange(rows) * 1_000_000
+    long_bodies = BODIES + [("Dear parent, your child's weekly report is ready 📊. " * 20)[:1000], "नमस्ते 🙏 " * 400]
+    phones = [f"9198000{n:05d}" for n in range(1001, 1201)]
+    error_texts = ["{}"] * 60 + ['{"message": "Re-engagement required", "code": 470}', json_error := (
+        '{"payload": {"code": 131026, "title": "Message undeliverable", "href": "https://developers.facebook.com/'
+        'docs/whatsapp/cloud-api/support/error-codes/"}, "message": "Message undeliverable"}')]
+    columns = {
+        "id": pa.array(np.arange(first_id, first_id + rows)),
+        "uuid": uuids(0.03),
+        "bq_uuid": uuids(),
+        "body": choice(BODIES * 40 + long_bodies, 0.075),
+        "type": choice(["text"] * 6 + ["image", "audio", "video", "document", "sticker", "location", "quick_reply",
+                                       "list"]),
+        "is_hsm": pa.array(rng.random(rows) < 0.1),
+        "flow": choice(["inbound", "outbound"]),
+        "status": choice(["sent", "delivered", "read", "received", "error", "enqueued"]),
+        "bsp_message_id": wamids(0.098),
+        "bsp_status": choice(["sent", "delivered", "read", "received", "error", "enqueued"], 0.098),
+        "errors": choice(error_texts, 0.011),
+        "message_number": ints(1_000, 2_000),
+        "sender_id": ints(1, 201),
+        "receiver_id": ints(1, 201),
+        "contact_id": ints(2, 201),
+        "media_id": ints(1, 101, 0.814),
+        "send_at": moments(0.974, 60_000_000),
+        "sent_at": moments(0.447, 1_500_000),
+        "organization_id": pa.array(np.ones(rows, dtype=np.int64)),
+        "inserted_at": moments(),
+        "updated_at": moments(later=2_000_000),
+        "bq_inserted_at": moments(later=86_400_000_000),
+        "session_uuid": uuids(0.601),
+        "flow_label": choice(["feedback", "registration", "quiz", "help", "optin"], 0.601),
+        "flow_id": ints(1, 6, 0.601),
+        "context_id": wamids(0.958),
+        "context_message_id": ints(first_id, first_id + rows, 0.958),
+        "interactive_content": choice(["{}"] * 200 + ['{"type": "quick_reply", "options": [' + json_error + "]}"]),
+        "sender_phone": choice(phones),
+        "receiver_phone": choice(phones),
+        "contact_phone": choice(phones),
+        "contact_name": choice([f"Contact {n} 😀" for n in range(1, 200)]),
+        "media_url": choice([f"https://filemanager.gupshup.io/wa/{n:032x}/media.jpg" for n in range(101)], 0.814),
+        "tags_label": pa.array([""] * rows),
+        "flow_name": choice([f"Flow {n}" for n in range(1, 7)], 0.601),
+        "flow_uuid": choice([f"9afa6782-d990-4281-9207-4fb0fd34{n:04d}" for n in range(6)], 0.601),
+    }
+    arrays = {}
+    for field in schema:
+        values = columns.get(field.name, pa.nulls(rows))
+        arrays[field.name] = values.cast(protorows.arrow_type(field))
+    return pa.record_batch(arrays)
+
+
+def messages_page(layout: str, seed: int = 5) -> tuple[list[SchemaField], pa.Table]:
+    """A 20,000-row page of messages in ``layout`` as the sync encodes it (after ``prepare``)."""
+    rng = np.random.default_rng(seed)
+    schema = page_schema(layout)
+    batches, first = [], 21_001
+    for rows in PAGE_BATCHES[layout]:
+        batches.append(_page_batch(schema, rows, first, rng))
+        first += rows
+    return schema, pa.Table.from_batches(batches)
+
+
+def baseline_append_requests(rev: str):
+    """``append_requests`` as of git revision ``rev`` (its protorows module and its encoding loop)."""
+    source = subprocess.run(["git", "show", f"{rev}:glific_bq/protorows.py"], cwd=ROOT, check=True,
+                            capture_output=True, text=True).stdout
+    module = pytypes.ModuleType(f"protorows_{rev}")
+    module.__dict__["__name__"] = module.__name__
+    exec(compile(source, f"{rev}:glific_bq/protorows.py", "exec"), module.__dict__)
+
+    def append_requests(stream: str, schema, rows: pa.Table) -> list:  # writes.append_requests of e61095c
+        descriptor = module.descriptor_for(schema)
+        chunks = [c for b in rows.to_batches() for c in module.proto_rows(b, schema, 8 * 1024 * 1024)]
+        requests = []
+        for chunk, count in chunks:
+            request = types.AppendRowsRequest.pb()(write_stream=stream)
+            request.proto_rows.writer_schema.proto_descriptor.CopyFrom(descriptor)
+            request.proto_rows.rows.MergeFromString(chunk)
+            requests.append((types.AppendRowsRequest.wrap(request), count))
+        return requests
+
+    return append_requests
+
+
+def cpu_time(encode, repeat: int) -> tuple[float, list]:
+    """Best CPU seconds of ``encode()`` over ``repeat`` runs (after one warm-up run), and its result."""
+    result = encode()
+    best = float("inf")
+    for _ in range(repeat):
+        started = time.process_time()
+        result = encode()
+        best = min(best, time.process_time() - started)
+    return best, result
+
+
+def request_bytes(requests: list) -> list[tuple[bytes, int]]:
+    return [(types.AppendRowsRequest.pb(request).SerializeToString(), count) for request, count in requests]
+
+
+def run_page(layout: str, repeat: int, baseline: str) -> None:
+    from glific_bq.warehouse import writes
+
+    schema, page = messages_page(layout)
+    before = baseline_append_requests(baseline)
+    before_s, theirs = cpu_time(lambda: before(STREAM, schema, page), repeat)
+    after_s, ours = cpu_time(lambda: writes.append_requests(STREAM, schema, page), repeat)
+    if request_bytes(ours) != request_bytes(theirs):
+        raise SystemExit(f"{layout}: append_requests differs from {baseline}'s")
+    rows = page.num_rows
+    print(f"append_requests, {layout} layout: {rows:,} messages x {len(schema)} columns in "
+          f"{page.column(0).num_chunks} record batches, {len(ours)} requests of "
+          f"{sum(len(b) for b, _ in request_bytes(ours)) / 1e6:.1f} MB; CPU, best of {repeat}")
+    print(f"{'':<30}{'ms/page':>10}{'CPU s/M rows':>14}{'speed-up':>10}")
+    for name, seconds in [(f"before ({baseline})", before_s), ("after (this checkout)", after_s)]:
+        print(f"{name:<30}{seconds * 1000:>10.1f}{seconds / rows * 1e6:>14.2f}{before_s / seconds:>9.1f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--batch", choices=[*BATCHES, "all"], default="all")
+    parser.add_argument("--batch", choices=[*BATCHES, "all", "none"], default="all")
+    parser.add_argument("--page", nargs="*", choices=("raw", "glific"), default=["raw", "glific"])
+    parser.add_argument("--baseline", default=BASELINE, help="git revision whose append_requests is 'before'")
     args = parser.parse_args()
-    for name in BATCHES if args.batch == "all" else [args.batch]:
+    for name in {"all": list(BATCHES), "none": []}.get(args.batch, [args.batch]):
         run(name, args.rows, args.repeat)
+        print()
+    for layout in args.page:
+        run_page(layout, max(args.repeat, 10), args.baseline)
         print()
 
 

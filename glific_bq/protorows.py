@@ -74,36 +74,54 @@ def serialize(batch: pa.RecordBatch, schema: Sequence[SchemaField]) -> list[byte
     return _concat_rows(segments, batch.num_rows).to_pylist()
 
 
-def proto_rows(batch: pa.RecordBatch, schema: Sequence[SchemaField], max_bytes: int) -> list[tuple[bytes, int]]:
-    """The rows of ``batch`` as encoded ``ProtoRows`` messages (what an AppendRowsRequest carries
+def proto_rows(
+    rows: pa.RecordBatch | pa.Table, schema: Sequence[SchemaField], max_bytes: int
+) -> list[tuple[bytes, int]]:
+    """The rows of ``rows`` as encoded ``ProtoRows`` messages (what an AppendRowsRequest carries
     in ``proto_rows.rows``) of at most ``max_bytes`` each (a row larger than that alone), with
     their row counts.
 
     The same rows as ``serialize``, each behind ProtoRows' ``serialized_rows`` tag and its length,
     built in the same single join, so that no Python object is made per row: the request parses
-    the chunk in C (``MergeFromString``). A third less time than ``serialize`` and a loop over its
-    rows (bench/bench_protorows.py).
+    the chunk in C (``MergeFromString``).
+
+    A table is encoded in one pass (its columns combined), but no chunk spans two of its record
+    batches: the chunks are exactly those of its batches encoded one by one, in one third of the
+    time for a page of three batches (bench/bench_protorows.py), since most of the cost is per
+    column, not per row.
     """
-    rows = batch.num_rows
+    if isinstance(rows, pa.Table):
+        sizes = [b.num_rows for b in rows.to_batches()]
+        try:
+            batch = _combined(rows)
+        except pa.ArrowInvalid:  # a column too large for one array (2 GB of strings): batch by batch
+            return [c for b in rows.to_batches() for c in proto_rows(b, schema, max_bytes)]
+    else:
+        sizes, batch = [rows.num_rows], rows
+    count = batch.num_rows
     segments = _message_segments(schema, zip(batch.schema.names, batch.columns, strict=True), "")
-    if rows == 0:
+    if count == 0:
         return []
-    pieces = _pieces(segments, rows)
-    lengths = np.zeros(rows, dtype=np.int64)
-    for piece in pieces:  # each row's message length, from the pieces' offsets
-        lengths += _numpy(pc.binary_length(piece)) if piece.null_count else np.diff(_offsets(piece))
-    prefix = _grids_to_array([_tag_grid(1, _LEN, None, rows), _varint_grid(lengths, None)], rows)
-    entries = _join([prefix, *pieces])
+    lengths = _segment_lengths(segments, count)  # each row's message length
+    entries = _concat_rows([_tag_grid(1, _LEN, None, count), _varint_grid(lengths, None), *segments], count)
     offsets = _offsets(entries)
     data = entries.buffers()[2]
     chunks = []
     start = 0
-    while start < rows:
-        end = int(np.searchsorted(offsets, offsets[start] + max_bytes, side="right")) - 1
-        end = min(rows, max(end, start + 1))
-        chunks.append((data[int(offsets[start]) : int(offsets[end])].to_pybytes(), end - start))
-        start = end
+    for size in sizes:
+        stop = start + size  # this batch's rows
+        while start < stop:
+            end = int(np.searchsorted(offsets, offsets[start] + max_bytes, side="right")) - 1
+            end = min(stop, max(end, start + 1))
+            chunks.append((data[int(offsets[start]) : int(offsets[end])].to_pybytes(), end - start))
+            start = end
     return chunks
+
+
+def _combined(rows: pa.Table) -> pa.RecordBatch:
+    """``rows`` as one record batch (columns of one chunk are not copied)."""
+    batches = rows.combine_chunks().to_batches()
+    return batches[0] if batches else pa.RecordBatch.from_pylist([], schema=rows.schema)
 
 
 def arrow_type(field: SchemaField) -> pa.DataType:
@@ -206,6 +224,8 @@ def _record_segments(number: int, field: SchemaField, values: pa.Array, path: st
     children = zip((f.name for f in values.type), values.flatten(), strict=True)
     child_segments = _message_segments(_subfields(field, path), children, f"{path}.")
     present = _present(values)
+    if present is not None and not present.any():
+        return []
     lengths = _segment_lengths(child_segments, len(values))
     return [_tag_grid(number, _LEN, present, len(values)), _varint_grid(lengths, present), *child_segments]
 
@@ -351,10 +371,10 @@ class _Grid(NamedTuple):
     """Row i contributes ``values[:, i][mask[:, i]]``: up to ``width`` bytes, kept per the mask."""
 
     values: np.ndarray  # uint8, shape (width, rows)
-    mask: np.ndarray  # bool, shape (width, rows)
+    mask: np.ndarray | None  # bool, shape (width, rows); None: every row keeps all ``width`` bytes
 
 
-_Segment = _Grid | pa.Array  # an Arrow large_binary array contributes each value; NULL = nothing
+_Segment = _Grid | pa.Array  # a large_binary array without NULLs contributes each value
 
 _VARINT, _I64, _LEN = 0, 1, 2  # protobuf wire types
 
@@ -368,7 +388,7 @@ def _field_segments(number: int, field: SchemaField, column: pa.Array, path: str
         if _is_record(field):
             return _record_segments(number, field, column, path)
         kind, values = _convert(field, column, column.type, path)
-        return _value_segments(number, kind, values)
+        return _value_segments(number, kind, values) if values.null_count < len(values) else []
 
     if not is_list:
         raise TypeError(f"column {path!r}: REPEATED field needs an Arrow list, got {column.type}")
@@ -384,8 +404,10 @@ def _field_segments(number: int, field: SchemaField, column: pa.Array, path: str
         if not pa.types.is_struct(elements.type):
             raise TypeError(f"column {path!r}: a REPEATED RECORD needs an Arrow list of structs, got {column.type}")
         encoded = _concat_rows(_record_segments(number, field, elements, path), len(elements))
-        return [_regroup(encoded, row_starts)]
+        return [_regroup(encoded, row_starts)] if len(elements) else []
     kind, elements = _convert(field, elements, column.type, path)
+    if not len(elements):
+        return []
     if kind is _Kind.BYTES:  # one (tag, length, bytes) entry per element
         encoded = _concat_rows(_value_segments(number, kind, elements), len(elements))
         return [_regroup(encoded, row_starts)]
@@ -402,7 +424,8 @@ def _value_segments(number: int, kind: _Kind, values: pa.Array) -> list[_Segment
     present = _present(values)
     rows = len(values)
     if kind is _Kind.BYTES:
-        lengths = _numpy(pc.binary_length(values))
+        values = _empty_nulls(values, present)
+        lengths = np.diff(_offsets(values))
         return [_tag_grid(number, _LEN, present, rows), _varint_grid(lengths, present), values]
     wire_type = _I64 if kind is _Kind.DOUBLE else _VARINT
     return [_tag_grid(number, wire_type, present, rows), _payload_grid(kind, values, present)]
@@ -424,6 +447,12 @@ def _varint_grid(numbers: np.ndarray, present: np.ndarray | None) -> _Grid:
     unsigned = numbers.astype(np.int64, copy=False).view(np.uint64)
     width = max(1, -(-int(unsigned.max(initial=0)).bit_length() // 7))
     values = np.empty((width, len(unsigned)), dtype=np.uint8)
+    if present is None and int(unsigned.min(initial=0)) >> (7 * (width - 1)):  # all of the same width
+        for k in range(width):
+            np.copyto(values[k], unsigned >> np.uint64(7 * k), casting="unsafe")
+            if k + 1 < width:
+                values[k] |= 0x80
+        return _Grid(values, None)
     mask = np.empty((width, len(unsigned)), dtype=bool)
     mask[0] = True if present is None else present
     for k in range(width):  # byte k: bits 7k.., with the high bit set when another byte follows
@@ -467,9 +496,10 @@ def _concat_rows(segments: Sequence[_Segment], rows: int) -> pa.LargeBinaryArray
 
 
 def _join(pieces: list[pa.Array]) -> pa.LargeBinaryArray:
-    if len(pieces) == 1 and pieces[0].null_count == 0:
+    """Per row, the values of ``pieces`` (large_binary, no NULLs: a NULL would make the row NULL)."""
+    if len(pieces) == 1:
         return pieces[0]
-    return pc.binary_join_element_wise(*pieces, _NOTHING, null_handling="replace", null_replacement="")
+    return pc.binary_join_element_wise(*pieces, _NOTHING)
 
 
 def _pieces(segments: Sequence[_Segment], rows: int) -> list[pa.Array]:
@@ -491,11 +521,15 @@ def _pieces(segments: Sequence[_Segment], rows: int) -> list[pa.Array]:
 
 def _grids_to_array(grids: list[_Grid], rows: int) -> pa.LargeBinaryArray:
     """Per row, the kept bytes of every grid in order, as one binary value."""
-    values = np.concatenate([g.values for g in grids])
-    mask = np.concatenate([g.mask for g in grids])
-    offsets = np.zeros(rows + 1, dtype=np.int64)
-    np.cumsum(mask.sum(axis=0, dtype=np.uint32), out=offsets[1:])
-    data = values.T[mask.T]  # row by row: all of row 0's kept bytes, then row 1's, ...
+    values = np.concatenate([g.values for g in grids]) if len(grids) > 1 else grids[0].values
+    if all(g.mask is None for g in grids):  # every row keeps every byte: a transpose
+        offsets = np.arange(0, (rows + 1) * len(values), len(values), dtype=np.int64)
+        data = np.ascontiguousarray(values.T)
+    else:
+        mask = np.concatenate([np.ones(g.values.shape, dtype=bool) if g.mask is None else g.mask for g in grids])
+        offsets = np.zeros(rows + 1, dtype=np.int64)
+        np.cumsum(mask.sum(axis=0, dtype=np.uint32), out=offsets[1:])
+        data = values.T[mask.T]  # row by row: all of row 0's kept bytes, then row 1's, ...
     return pa.Array.from_buffers(pa.large_binary(), rows, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
 
 
@@ -504,9 +538,9 @@ def _segment_lengths(segments: Sequence[_Segment], rows: int) -> np.ndarray:
     lengths = np.zeros(rows, dtype=np.int64)
     for segment in segments:
         if isinstance(segment, _Grid):
-            lengths += segment.mask.sum(axis=0)
+            lengths += len(segment.values) if segment.mask is None else segment.mask.sum(axis=0)
         else:
-            lengths += _numpy(pc.binary_length(segment))
+            lengths += np.diff(_offsets(segment))
     return lengths
 
 
@@ -533,14 +567,31 @@ def _numpy(values: pa.Array) -> np.ndarray:
 
 def _present(values: pa.Array) -> np.ndarray | None:
     """Which rows hold a value, or None when all of them do."""
-    return values.is_valid().to_numpy(zero_copy_only=False) if values.null_count else None
+    if not values.null_count:
+        return None
+    bitmap = values.buffers()[0]
+    if bitmap is None or values.type.id == pa.null().id:
+        return values.is_valid().to_numpy(zero_copy_only=False)
+    bits = np.unpackbits(np.frombuffer(bitmap, dtype=np.uint8), count=values.offset + len(values), bitorder="little")
+    return bits[values.offset :].view(bool)
 
 
-def _present_mask(present: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
-    """A grid mask keeping every byte of the present rows."""
+def _present_mask(present: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray | None:
+    """A grid mask keeping every byte of the present rows (None: of every row)."""
     if present is None:
-        return np.ones(shape, dtype=bool)
+        return None
     return np.repeat(present[None, :], shape[0], axis=0)
+
+
+def _empty_nulls(values: pa.LargeBinaryArray, present: np.ndarray | None) -> pa.LargeBinaryArray:
+    """``values`` without NULLs: a NULL becomes an empty value (no copy when its slot is empty)."""
+    if present is None:
+        return values
+    offsets = _offsets(values)
+    if int(offsets[-1] - offsets[0]) == int(np.diff(offsets)[present].sum()):  # NULL slots hold no bytes
+        buffers = values.buffers()
+        return pa.Array.from_buffers(pa.large_binary(), len(values), [None, *buffers[1:]], offset=values.offset)
+    return values.fill_null(b"")
 
 
 def _absent(values: pa.Array) -> np.ndarray | None:

@@ -221,7 +221,7 @@ def append_requests(stream: str, schema: tuple[SchemaField, ...], rows: pa.Table
     value protobuf rows cannot carry."""
     descriptor = protorows.descriptor_for(schema)
     try:
-        chunks = [c for b in rows.to_batches() for c in protorows.proto_rows(b, schema, _MAX_REQUEST_BYTES)]
+        chunks = protorows.proto_rows(rows, schema, _MAX_REQUEST_BYTES)  # the page in one pass
     except ValueError as error:  # a value protobuf rows cannot carry
         raise RowsRefused(str(error)) from error
     return [(_proto_request(stream, descriptor, chunk), count) for chunk, count in chunks]
