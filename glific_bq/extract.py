@@ -53,7 +53,8 @@ ORGANIZATION_COLUMN = "_glific_bq_organization_id"
 CURSOR_COLUMN = "_glific_bq_cursor"
 #: Whether the row is exported (a layout's row filters: Glific leaves out simulator contacts and
 #: draft flow revisions). Filtered rows are read and their positions passed like any other, so
-#: that a page of rows all filtered out still moves its watermark (glific#4108).
+#: that a page of rows all filtered out still moves its watermark (glific#4108). Read only when
+#: the shape has a filter: without one every row is exported.
 EXPORT_COLUMN = "_glific_bq_export"
 HIDDEN_COLUMNS = (ID_COLUMN, ORGANIZATION_COLUMN, CURSOR_COLUMN, EXPORT_COLUMN)
 
@@ -125,15 +126,15 @@ def build_query(shape: Shape, pass_: Pass, schema: str = "public") -> str:
     """
     cursor_expr = shape.cursor or sql.SQL("NULL::timestamp")
     filters = [f for f in (shape.where, shape.update_where if pass_ is Pass.UPDATE else None) if f is not None]
-    exported = sql.SQL(" AND ").join(sql.SQL("({})").format(f) for f in filters) if filters else sql.SQL("true")
+    exported = sql.SQL(" AND ").join(sql.SQL("({})").format(f) for f in filters)
     select = sql.SQL(", ").join(
         list(shape.select)
         + [
             sql.SQL("t.id AS {}").format(sql.Identifier(ID_COLUMN)),
             sql.SQL("t.organization_id AS {}").format(sql.Identifier(ORGANIZATION_COLUMN)),
             sql.SQL("{} AS {}").format(cursor_expr, sql.Identifier(CURSOR_COLUMN)),
-            sql.SQL("COALESCE({}, false) AS {}").format(exported, sql.Identifier(EXPORT_COLUMN)),
         ]
+        + ([sql.SQL("COALESCE({}, false) AS {}").format(exported, sql.Identifier(EXPORT_COLUMN))] if filters else [])
     )
     table = sql.Identifier(schema, shape.source)
     conditions = [sql.SQL("t.organization_id = {}").format(_ORG)]

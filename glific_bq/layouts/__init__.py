@@ -25,6 +25,8 @@ from google.cloud.bigquery import SchemaField
 from psycopg import sql
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from glific_bq.convert import Conversion
     from glific_bq.joins import Join
 
@@ -78,8 +80,11 @@ class Shape:
             from others (``glific_bq.lookups``); empty in the raw layout.
         conversions: ``{column: glific_bq.convert.Conversion}``: columns ``select`` reads as
             stored, converted on the worker (``layouts.pages.prepare``) instead of in the source database.
-        joins: ``{column: glific_bq.joins.Join}``: columns copied from other tables, ``select``ed as
-            typed NULLs beside their keys and filled on the worker (``glific_bq.joins.Joiner``).
+        joins: ``{column: glific_bq.joins.Join}``: columns copied from other tables, filled on the
+            worker from the keys ``select`` reads (``glific_bq.joins.Joiner``).
+        added: ``{column: Arrow type}``: the columns ``select`` does not read, added on the worker
+            as NULLs of the type the extract would give them: the joined ones, then filled, and
+            those always NULL (columns Glific declares but never fills).
     """
 
     table: str
@@ -95,6 +100,7 @@ class Shape:
     refresh: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
     conversions: Mapping[str, Conversion] = dataclasses.field(default_factory=dict)
     joins: Mapping[str, Join] = dataclasses.field(default_factory=dict)
+    added: Mapping[str, pa.DataType] = dataclasses.field(default_factory=dict)
 
     @property
     def column_names(self) -> list[str]:

@@ -8,8 +8,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from glific_bq import convert
-from glific_bq.extract import EXPORT_COLUMN, HIDDEN_COLUMNS
-from glific_bq.joins import KEY_PREFIX, Joiner
+from glific_bq.extract import EXPORT_COLUMN
+from glific_bq.joins import Joiner
 from glific_bq.layouts import Shape, records
 from glific_bq.stamping import stamp
 from glific_bq.warehouse import Rejected
@@ -29,11 +29,13 @@ def prepare(rows: pa.Table, shape: Shape, timezone_name: str, joiner: Joiner | N
     refuse them) and returned as rejected, with the column named."""
     if EXPORT_COLUMN in rows.column_names:  # rows the layout leaves out (their positions still count)
         rows = rows.filter(rows.column(EXPORT_COLUMN))
+    for name, kind in shape.added.items():  # not read by the extract: NULL, or joined below
+        rows = rows.append_column(pa.field(name, kind), pa.nulls(rows.num_rows, kind))
     if shape.joins:
         if joiner is None:
             raise ValueError(f"{shape.table} copies columns from other tables: prepare it with a Joiner")
         rows = joiner.fill(rows, shape.joins, snapshot)
-    rows = rows.drop_columns([c for c in rows.column_names if c in HIDDEN_COLUMNS or c.startswith(KEY_PREFIX)])
+    rows = rows.select([f.name for f in shape.schema if f.name in rows.column_names])  # the extract's own dropped
     rows = convert.apply(rows, shape.conversions, timezone_name)
     rows = records.decode(rows, shape.schema, shape.records, timezone_name)
     rows = stamp(rows, shape.stamp, timezone_name)
