@@ -145,10 +145,12 @@ class Joiner:
         found = self._read(snapshot, {group: _keys(rows, [j.key for _, j in members])
                                       for group, members in groups.items()})
         for group, members in groups.items():
-            matched = found[group]
+            matched, positions = found[group], {}
             for column, join in members:
-                keys = pc.cast(rows.column(key_column(join.key)), pa.int64())
-                where = pc.index_in(keys, value_set=matched.column("key").combine_chunks())
+                if join.key not in positions:  # each key column matched once (contact_phone, contact_name)
+                    keys = pc.cast(rows.column(key_column(join.key)), pa.int64())
+                    positions[join.key] = pc.index_in(keys, value_set=matched.column("key").combine_chunks())
+                where = positions[join.key]
                 values = matched.column(f"v{group.values.index(join.value)}").take(where)
                 if join.default is not None:
                     values = pc.fill_null(values, pa.scalar(join.default, values.type))
