@@ -238,8 +238,8 @@ def _load_parquet(warehouse: Warehouse, target: Target, rows: pa.Table) -> None:
 #: ZSTD data blocks) writes about as fast as Snappy, Arrow's default, and the file is 38 % smaller
 #: (66 against 106 MB per million Glific messages: less to upload); without dictionaries (ZSTD
 #: compresses as well without) and without statistics (a load job reads every row anyway) it
-#: writes in 0.80 CPU s per million rows instead of 0.99. Measured on 200,000 rows of
-#: bench/bench_datapath.py's table, the same pages written each way (pyarrow 26).
+#: writes in 0.71–0.80 CPU s per million rows instead of 0.95–0.99 (Snappy: 0.95–1.16), measured
+#: by bench/bench_decode.py on 200,000 prepared rows written each way (pyarrow 26).
 PARQUET_OPTIONS = {"compression": "zstd", "use_dictionary": False, "write_statistics": False}
 
 
