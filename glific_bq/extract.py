@@ -56,7 +56,6 @@ CURSOR_COLUMN = "_glific_bq_cursor"
 #: that a page of rows all filtered out still moves its watermark (glific#4108). Read only when
 #: the shape has a filter: without one every row is exported.
 EXPORT_COLUMN = "_glific_bq_export"
-HIDDEN_COLUMNS = (ID_COLUMN, ORGANIZATION_COLUMN, CURSOR_COLUMN, EXPORT_COLUMN)
 
 
 class Pass(str, Enum):
@@ -106,8 +105,10 @@ def bind(reader, export_snapshot: bool = False, **values: object) -> str | None:
         raise ValueError(f"unknown query values: {sorted(unknown)}")
     names = list(values)
     select = [f"set_config('glific_bq.{name}', ${i}, true)" for i, name in enumerate(names, start=1)]
+    if export_snapshot:
+        select.append("pg_export_snapshot()")
     with reader.cursor() as cur:
-        cur.execute(f"SELECT {', '.join(select + ['pg_export_snapshot()'] * export_snapshot)}",
+        cur.execute(f"SELECT {', '.join(select)}",
                     parameters=tuple("" if values[n] is None else str(values[n]) for n in names))
         row = cur.fetchone()
     return row[-1] if export_snapshot else None

@@ -5,7 +5,7 @@ Glific's BigQuery rows copy values from the rows they refer to. Written as corre
 subqueries in the extract's SELECT, every row of a backlog ran about fifteen of them on the
 server Glific's chatbots run on: 4.7 times the CPU of reading the rows plainly
 (``bench/bench_datapath.py``, "server COPY our query (glific)"). Here the extract reads the key
-columns only (``extract.KEY_PREFIX``); per page, the worker reads the rows of the other tables
+columns only (``KEY_PREFIX``); per page, the worker reads the rows of the other tables
 those keys name, one query per table, each distinct key once per snapshot, and joins them in
 Arrow (``Joiner``).
 
@@ -128,8 +128,9 @@ class Joiner:
         return self._conn
 
     def fill(self, rows: pa.Table, joins: Mapping[str, Join], snapshot: str | None) -> pa.Table:
-        """``rows`` with each joined column (selected as a typed NULL) replaced by its values, read
-        in ``snapshot`` (the extract's ``pg_export_snapshot()``, whose transaction is still open)."""
+        """``rows`` with each joined column (added as NULLs by ``layouts.pages.prepare``) replaced by
+        its values, read in ``snapshot`` (the extract's ``pg_export_snapshot()``, whose transaction
+        is still open)."""
         if not joins or rows.num_rows == 0:
             return rows
         if snapshot is None:

@@ -93,9 +93,9 @@ def test_joined_columns_equal_the_subqueries_across_pages_and_tenants(db, source
         assert {r["tags_label"] for r in got} >= {"", "Greeting", "Greeting, Quiz, नमस्ते"}
 
 
-def test_ids_far_apart_are_read_as_a_list(db, source):
-    """The update pass's pages hold ids in change order, far apart: the reverse joins read them
-    by list, not as one range that would scan everything between."""
+def test_ids_far_apart_get_their_own_values(db, source):
+    """The update pass's and redrive's pages hold ids far apart (read by list, not as one range):
+    each row still gets exactly its own tags."""
     org = add_organization(db)
     made = _messages(db, org.id, 30)
     shape = _shape(db)
