@@ -418,7 +418,7 @@ def run_end_to_end(url: str, layout: str, page_rows: int, write_method: str, emu
     from glific_bq.warehouse import Warehouse, WarehouseConfig
 
     chosen = layouts.Layout(layout)
-    config = WarehouseConfig(project=emulator["project"], dataset_template=f"e2e_{uuid.uuid4().hex[:8]}_{{organization_id}}",
+    config = WarehouseConfig(organizations="active", project=emulator["project"], dataset_template=f"e2e_{uuid.uuid4().hex[:8]}_{{organization_id}}",
                              write_method=write_method, emulator_host=emulator["rest"],
                              storage_emulator_host=emulator["grpc"], layout=chosen)
     with Source(url) as source:

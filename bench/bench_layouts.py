@@ -67,7 +67,7 @@ def main() -> None:
         organization = get_organization(source.control, org_id)
         print(f"{'layout':<8} {'rows':>9} {'seconds':>8} {'rows/s':>9}")
         for layout in (Layout.RAW, Layout.GLIFIC):
-            config = WarehouseConfig(project=emulator.project, emulator_host=emulator.rest_url,
+            config = WarehouseConfig(organizations="active", project=emulator.project, emulator_host=emulator.rest_url,
                                      storage_emulator_host=emulator.grpc_endpoint, layout=layout,
                                      dataset_template=f"b{uuid.uuid4().hex[:6]}_{{organization_id}}")
             source.control.execute("DELETE FROM bigquery_jobs")

@@ -143,11 +143,7 @@ def run_tick(database_url: str, config, workers: int) -> list:
     except ImportError:  # before glific_bq.tick: the loop sync_partitions ran
         tick = None
     if tick is not None:
-        from glific_bq.warehouse import Warehouse
-
-        return tick.run_tick(
-            database_url, lambda organization: Warehouse(config, organization), tick.TickOptions(workers=workers)
-        ).results
+        return tick.run_tick(database_url, config, tick.TickOptions(workers=workers)).results
     from collections import defaultdict
 
     from glific_bq import plan, watermarks
@@ -329,6 +325,7 @@ def main() -> None:
             "control_port": control,
             "rows": args.rows,
             "warehouse": {
+                "organizations": "active",
                 "project": "glific-local",
                 "dataset_template": f"b{uuid.uuid4().hex[:6]}_{{organization_id}}",
                 "emulator_host": f"http://127.0.0.1:{proxy_rest}",

@@ -107,7 +107,7 @@ def main() -> None:
     finally:
         stop_process_group(dagster)
 
-    config = WarehouseConfig(project="glific-local", emulator_host=env["BIGQUERY_EMULATOR_HOST"],
+    config = WarehouseConfig(organizations="active", project="glific-local", emulator_host=env["BIGQUERY_EMULATOR_HOST"],
                              storage_emulator_host=env["BIGQUERY_STORAGE_EMULATOR_HOST"])
     problems = 0
     with Source(url) as source:

@@ -621,7 +621,7 @@ def local_stack(tenants: int, seed: int):
             seed_data(conn, organizations=tenants, messages_per_org=500, contacts_per_org=80, seed=seed)
         bigquery = LocalBigQuery().start()
         try:
-            yield url, WarehouseConfig(project=bigquery.project, emulator_host=bigquery.rest_url, layout=Layout.RAW,
+            yield url, WarehouseConfig(organizations="active", project=bigquery.project, emulator_host=bigquery.rest_url, layout=Layout.RAW,
                                        storage_emulator_host=bigquery.grpc_endpoint)
         finally:
             bigquery.stop()

@@ -26,6 +26,16 @@ def _tables(args: argparse.Namespace) -> list:
     return [registry.table(name) for name in args.table] if args.table else list(registry.TABLES)
 
 
+def _checked_tenant(source: Source, config, organization_id: int) -> None:
+    """Refuse, with the reason, an organization the roster does not sync (``glific_bq.roster``)."""
+    from glific_bq.roster import select_tenants
+
+    roster = select_tenants(source.control, config)
+    if roster.tenant(organization_id) is None:
+        why = roster.why_not(organization_id)
+        raise LookupError(f"organization {organization_id} is not synced: {why.reason if why else 'no such organization'}")
+
+
 def _sync(args: argparse.Namespace) -> int:
     from glific_bq.sync import sync_tenant
     from glific_bq.warehouse import Warehouse, WarehouseConfig
@@ -34,6 +44,7 @@ def _sync(args: argparse.Namespace) -> int:
     config = WarehouseConfig.from_env()
     with Source(database_url()) as source:
         watermarks.ensure_table(source.control)
+        _checked_tenant(source, config, args.organization)
         results = sync_tenant(
             source, lambda org: Warehouse(config, org), args.organization, tables, SyncOptions(page_rows=args.page_rows)
         )
@@ -42,12 +53,16 @@ def _sync(args: argparse.Namespace) -> int:
     return 0 if all(r.status in ("synced", "busy") for r in results) else 1
 
 
-def _warehouse(source: Source, organization_id: int):
-    """The warehouse of one organization, configured from the environment; the caller closes it."""
+def _warehouse(source: Source, organization_id: int, *, tenant_only: bool = True):
+    """The warehouse of one organization, configured from the environment; the caller closes it.
+    Writing (``tenant_only``) needs an organization the roster syncs; an export only reads."""
     from glific_bq.tenants import get_organization
     from glific_bq.warehouse import Warehouse, WarehouseConfig
 
-    return Warehouse(WarehouseConfig.from_env(), get_organization(source.control, organization_id))
+    config = WarehouseConfig.from_env()
+    if tenant_only:
+        _checked_tenant(source, config, organization_id)
+    return Warehouse(config, get_organization(source.control, organization_id))
 
 
 def _redrive(args: argparse.Namespace) -> int:
@@ -70,7 +85,7 @@ def _export(args: argparse.Namespace) -> int:
 
     tables = _tables(args)
     with Source(database_url()) as source:
-        warehouse = _warehouse(source, args.organization)
+        warehouse = _warehouse(source, args.organization, tenant_only=False)
     try:
         result = export_tenant(warehouse, tables, args.format or FORMATS, args.to, args.date_from, args.date_to)
     except ExportError as error:
@@ -91,10 +106,11 @@ def _register_tenants(args: argparse.Namespace) -> int:
     import dagster as dg
 
     from glific_bq.defs.partitions import tenants
-    from glific_bq.tenants import list_organizations
+    from glific_bq.roster import select_tenants
+    from glific_bq.warehouse import WarehouseConfig
 
     with Source(database_url()) as source:
-        keys = [o.partition_key for o in list_organizations(source.control) if o.is_active]
+        keys = [t.organization.partition_key for t in select_tenants(source.control, WarehouseConfig.from_env()).tenants]
     instance = dg.DagsterInstance.get()
     known = set(instance.get_dynamic_partitions(tenants.name))
     new = [k for k in keys if k not in known]
@@ -122,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("--from", dest="date_from", type=date.fromisoformat,
                         help="first day, ISO, on inserted_at in the organization's time")
     export.add_argument("--to-date", dest="date_to", type=date.fromisoformat, help="last day, ISO, inclusive")
-    commands.add_parser("register-tenants", help="add active organizations as Dagster partitions")
+    commands.add_parser("register-tenants", help="add the synced organizations as Dagster partitions")
     demo = commands.add_parser("demo", help="run the local demo", add_help=False)
     demo.add_argument("rest", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)

@@ -35,6 +35,10 @@ def is_dataset(name: object) -> bool:
     return isinstance(name, str) and DATASET.match(name) is not None
 
 
+def is_project(name: object) -> bool:
+    return isinstance(name, str) and PROJECT.match(name) is not None
+
+
 def checked_table(name: object) -> str:
     """``name`` if it is a table name we splice into SQL; a clear error otherwise."""
     if not is_table(name):

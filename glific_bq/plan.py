@@ -9,6 +9,8 @@ probes (``(organization_id, id)`` and ``(organization_id, updated_at, id)``), ne
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import psycopg
 from psycopg import sql
 
@@ -21,7 +23,7 @@ _DIRTY = """
 SELECT o.id
 FROM organizations o
 LEFT JOIN bigquery_jobs w ON w.organization_id = o.id AND w."table" = {name}
-WHERE COALESCE(o.is_active, true)
+WHERE o.id = ANY(%(tenants)s)
   AND NOT (COALESCE(w.failures, 0) > 0  -- back off after failures: 1, 2, 4 … 60 minutes
            AND w.last_failed_at > now() - make_interval(mins => least(power(2, w.failures - 1), 60)::int))
   AND (EXISTS (SELECT 1 FROM {table} t WHERE t.organization_id = o.id AND t.id > COALESCE(w.table_id, 0))
@@ -39,10 +41,11 @@ _UPDATES = """
 
 
 def dirty_organizations(
-    conn: psycopg.Connection, spec: TableSpec, horizon_seconds: float = HORIZON_SECONDS
+    conn: psycopg.Connection, spec: TableSpec, tenants: Mapping[int, str], horizon_seconds: float = HORIZON_SECONDS
 ) -> list[int]:
-    """Ids of active organizations with rows of ``spec``'s table beyond their watermark (changes
-    newer than the sync's horizon do not count yet)."""
+    """Ids of the tenants (``tenants``: organization id -> destination, from
+    ``glific_bq.roster``) with rows of ``spec``'s table beyond their watermark (changes newer
+    than the sync's horizon do not count yet)."""
     columns = reflect_columns(conn, spec.source)
     if not columns:
         return []
@@ -51,11 +54,11 @@ def dirty_organizations(
     cursor = cursor_expression(spec, columns)
     updates = sql.SQL(_UPDATES).format(table=table, cursor=cursor, margin=sql.Literal(horizon_seconds)) if cursor else sql.SQL("")
     query = sql.SQL(_DIRTY).format(name=sql.Literal(spec.name), table=table, updates=updates)
-    return [row[0] for row in conn.execute(query).fetchall()]
+    return [row[0] for row in conn.execute(query, {"tenants": sorted(tenants)}).fetchall()]
 
 
-def dirty(conn: psycopg.Connection, tables: tuple[TableSpec, ...]) -> dict[str, list[int]]:
+def dirty(conn: psycopg.Connection, tables: tuple[TableSpec, ...], tenants: Mapping[int, str]) -> dict[str, list[int]]:
     """``{table: [organization ids]}`` for every table with work to do: rows beyond the
     watermarks, or rows to send again because a value they copy changed (``glific_bq.lookups``)."""
-    plan = {spec.name: dirty_organizations(conn, spec) for spec in tables}
+    plan = {spec.name: dirty_organizations(conn, spec, tenants) for spec in tables}
     return {name: ids for name, ids in plan.items() if ids}

@@ -23,17 +23,18 @@ import queue
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from glific_bq import plan, watermarks
+from glific_bq import notices, plan, watermarks
 from glific_bq.registry import TABLES, TableSpec
+from glific_bq.roster import Roster, select_tenants
 from glific_bq.source import Source
 from glific_bq.sync import SyncOptions, TableSync, sync_tenant
 from glific_bq.tenants import Organization
-from glific_bq.warehouse import Warehouse
+from glific_bq.warehouse import Warehouse, WarehouseConfig
 
 #: Environment variables behind ``TickOptions.from_env``.
 WORKERS_ENV = "GLIFIC_BQ_TICK_WORKERS"
@@ -94,14 +95,16 @@ class Tick:
     results: list[TableSync]
     seconds: float
     pairs_planned: int
+    roster: Roster | None = None
 
 
-def plan_tick(source: Source, tables: Sequence[TableSpec] = TABLES) -> TenantWork:
-    """The tenants with rows beyond their watermarks, and which of their tables
-    (``glific_bq.plan``: one query per table, whatever the number of tenants)."""
+def plan_tick(source: Source, tenants: Mapping[int, str], tables: Sequence[TableSpec] = TABLES) -> TenantWork:
+    """The tenants (``tenants``: organization id -> destination, ``Roster.destinations``) with rows
+    beyond their watermarks, and which of their tables (``glific_bq.plan``: one query per table,
+    whatever the number of tenants)."""
     by_name = {spec.name: spec for spec in tables}
     work: TenantWork = defaultdict(list)
-    for name, organization_ids in plan.dirty(source.control, tuple(tables)).items():
+    for name, organization_ids in plan.dirty(source.control, tuple(tables), tenants).items():
         for organization_id in organization_ids:
             work[organization_id].append(by_name[name])
     return dict(sorted(work.items()))
@@ -161,16 +164,31 @@ def sync_tenants(
     work: TenantWork,
     options: TickOptions = TickOptions(),
     on_result: Callable[[TableSync], None] = lambda result: None,
+    *,
+    roster: Roster | None = None,
 ) -> list[TableSync]:
     """Sync each tenant's tables, ``options.workers`` tenants at once; never raises for a
     tenant's own trouble. ``on_result`` is called in the calling thread for every pair, as its
-    tenant completes."""
+    tenant completes.
+
+    With a ``roster`` (every caller but tests of the sync itself), an organization it does not
+    list as a tenant is not synced: each of its pairs comes back ``not_synced`` with the reason.
+    """
     results: list[TableSync] = []
 
     def report(tenant_results: list[TableSync]) -> None:
         for result in tenant_results:
             results.append(result)
             on_result(result)
+
+    if roster is not None:
+        refused = {org: specs for org, specs in work.items() if roster.tenant(org) is None}
+        for organization_id, specs in refused.items():
+            why = roster.why_not(organization_id)
+            reason = why.reason if why else "no such organization"
+            report([TableSync(organization_id, spec.name, status="not_synced", message=f"not synced: {reason}")
+                    for spec in specs])
+        work = {org: specs for org, specs in work.items() if org not in refused}
 
     if options.workers == 1 or len(work) <= 1:
         with Source(database_url) as source:
@@ -202,18 +220,39 @@ def sync_tenants(
 
 def run_tick(
     database_url: str,
-    open_warehouse: Callable[[Organization], Warehouse],
+    config: WarehouseConfig,
     options: TickOptions = TickOptions(),
     tables: Sequence[TableSpec] = TABLES,
     on_result: Callable[[TableSync], None] = lambda result: None,
+    open_warehouse: Callable[[Organization], Warehouse] | None = None,
 ) -> Tick:
-    """One whole tick in this process: plan, then sync every dirty tenant (all shards)."""
+    """One whole tick in this process: the roster (who is synced, from Glific's control plane),
+    the plan, every dirty tenant synced (all shards), then the NGOs told (``tell_organizations``)."""
     started = time.monotonic()
+    open_warehouse = open_warehouse or (lambda organization: Warehouse(config, organization))
     with Source(database_url) as source:
         watermarks.ensure_table(source.control)
-        work = plan_tick(source, tables)
-    results = sync_tenants(database_url, open_warehouse, work, options, on_result)
-    return Tick(results, time.monotonic() - started, sum(len(specs) for specs in work.values()))
+        roster = select_tenants(source.control, config)
+        work = plan_tick(source, roster.destinations, tables)
+    results = sync_tenants(database_url, open_warehouse, work, options, on_result, roster=roster)
+    with Source(database_url) as source:
+        tell_organizations(source, roster, results)
+    return Tick(results, time.monotonic() - started, sum(len(specs) for specs in work.values()), roster)
+
+
+def tell_organizations(source: Source, roster: Roster, results: Sequence[TableSync]) -> tuple[list[int], list[int]]:
+    """Tell each NGO, in Glific's own notifications, when its sync stops for a reason only it can
+    fix (a key that cannot be used, a missing permission, its project or dataset gone), and when it
+    works again (``glific_bq.notices``). Returns (told of a failure, told of a recovery)."""
+    failed = {n.id: notices.KEY_UNUSABLE for n in roster.unusable_keys}
+    working = set()
+    for result in results:
+        kind = notices.kind_of(result.message) if result.status == "failed" else None
+        if kind:
+            failed.setdefault(result.organization_id, kind)
+        elif result.status == "synced":
+            working.add(result.organization_id)
+    return notices.report(source.control, failed, working)
 
 
 __all__ = [
@@ -229,4 +268,5 @@ __all__ = [
     "shard_of",
     "split_into_shards",
     "sync_tenants",
+    "tell_organizations",
 ]

@@ -18,9 +18,10 @@ from glific_bq import plan, watermarks
 from glific_bq.dedup import version_key
 from glific_bq.reconcile import compare_ids
 from glific_bq.registry import DeletePolicy, TableSpec
+from glific_bq.roster import Roster
 from glific_bq.source import Source
 from glific_bq.tenancy import each_tenant
-from glific_bq.tenants import Organization, list_organizations
+from glific_bq.tenants import Organization
 from glific_bq.views import latest_sql_for, latest_view_name
 from glific_bq.warehouse import Warehouse
 
@@ -67,9 +68,9 @@ def reconcile(source: Source, warehouse: Warehouse, organization_id: int, spec: 
     return Finding(organization_id, spec.name, not diff.missing, summary, numbers)
 
 
-def waiting_organizations(source: Source, spec: TableSpec) -> set[int]:
-    """Organizations with changes of ``spec`` waiting: one query for all of them (``plan``)."""
-    return set(plan.dirty_organizations(source.control, spec))
+def waiting_organizations(source: Source, spec: TableSpec, roster: Roster) -> set[int]:
+    """Tenants with changes of ``spec`` waiting: one query for all of them (``plan``)."""
+    return set(plan.dirty_organizations(source.control, spec, roster.destinations))
 
 
 def lag(source: Source, organization_id: int, spec: TableSpec, max_lag_seconds: float, waiting: set[int]) -> Finding:
@@ -96,13 +97,14 @@ class TableFindings:
     fresh: list[Finding]
 
 
-def check_table(source: Source, open_warehouse: Callable[[Organization], Warehouse], spec: TableSpec,
-                max_lag_seconds: float) -> TableFindings:
-    """Every active tenant's checks of ``spec``. A tenant whose warehouse cannot be opened or
-    queried (invalid credentials, say) fails its own ``latest_ids_unique`` and ``reconciled``
-    findings with the reason; every other tenant is still checked (``tenancy.each_tenant``)."""
-    waiting = waiting_organizations(source, spec)
-    organizations = [o for o in list_organizations(source.control) if o.is_active]
+def check_table(source: Source, roster: Roster, open_warehouse: Callable[[Organization], Warehouse],
+                spec: TableSpec, max_lag_seconds: float) -> TableFindings:
+    """Every tenant's checks of ``spec`` (``roster``: who is synced). A tenant whose warehouse
+    cannot be opened or queried (invalid credentials, say) fails its own ``latest_ids_unique`` and
+    ``reconciled`` findings with the reason; every other tenant is still checked
+    (``tenancy.each_tenant``)."""
+    waiting = waiting_organizations(source, spec, roster)
+    organizations = [t.organization for t in roster.tenants]
 
     def in_bigquery(organization: Organization, warehouse: Warehouse) -> tuple[Finding, Finding] | None:
         if not warehouse.table_exists(spec.name):

@@ -92,8 +92,12 @@ def glific_warehouse_config(bigquery_emulator) -> WarehouseConfig:
 
 
 def _emulator_config(emulator: LocalBigQuery, dataset: str, layout: Layout) -> WarehouseConfig:
+    """The copy machine's tests sync organizations that have no BigQuery credential in Glific:
+    the explicit ``active`` rule (every active organization, into the emulator's project).
+    Glific's own rule is tested with credentials in test_control_plane.py."""
     return WarehouseConfig(
         project=emulator.project,
+        organizations="active",
         dataset_template=f"t{uuid.uuid4().hex[:8]}_{dataset}",
         emulator_host=emulator.rest_url,
         storage_emulator_host=emulator.grpc_endpoint,

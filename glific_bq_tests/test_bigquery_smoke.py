@@ -63,7 +63,7 @@ BIG = Decimal("123456789012345678901234567890123456.1234567890123456789012345678
 
 @pytest.fixture(scope="module")
 def warehouse():
-    config = WarehouseConfig(
+    config = WarehouseConfig(organizations="active",
         project=PROJECT, location=os.environ.get("GLIFIC_BQ_TEST_LOCATION", "US"), layout=Layout.RAW,
         dataset_template=f"glific_bq_smoke_{uuid.uuid4().hex[:8]}_{{organization_id}}",
         gcp_credentials=os.environ.get("GLIFIC_BQ_CREDENTIALS"),

@@ -57,7 +57,7 @@ def silent_port() -> Iterator[int]:
 
 @pytest.fixture
 def silent_warehouse(silent_port) -> Warehouse:
-    config = WarehouseConfig(
+    config = WarehouseConfig(organizations="active",
         project="silent-project", dataset_template="glific_{organization_id}", layout=Layout.RAW,
         emulator_host=f"http://127.0.0.1:{silent_port}", deadline_seconds=DEADLINE,
     )
@@ -104,4 +104,4 @@ def test_a_silent_bigquery_fails_the_call_within_the_deadline(call, silent_wareh
 
 def test_a_deadline_that_is_not_positive_is_refused():
     with pytest.raises(ValueError, match="deadline"):
-        WarehouseConfig(project="p", deadline_seconds=0)
+        WarehouseConfig(organizations="active", project="p", deadline_seconds=0)

@@ -115,11 +115,10 @@ def test_a_failing_tenant_fails_alone_and_results_come_back_to_the_calling_threa
 
 def test_run_tick_plans_the_dirty_tenants_and_syncs_only_them(notes, database_url, warehouse_config):
     tenants = [add_tenant(notes) for _ in range(3)]
-    open_warehouse = lambda o: Warehouse(warehouse_config, o)  # noqa: E731
-    first = tick.run_tick(database_url, open_warehouse, TickOptions(workers=2), tables=[NOTES])
+    first = tick.run_tick(database_url, warehouse_config, TickOptions(workers=2), tables=[NOTES])
     notes.execute("INSERT INTO notes (organization_id, body) VALUES (%s, 'new')", (tenants[1].id,))
 
-    second = tick.run_tick(database_url, open_warehouse, TickOptions(workers=2), tables=[NOTES])
+    second = tick.run_tick(database_url, warehouse_config, TickOptions(workers=2), tables=[NOTES])
 
     assert first.pairs_planned == 3 and {r.organization_id for r in first.results} == {t.id for t in tenants}
     assert [(r.organization_id, r.inserted) for r in second.results] == [(tenants[1].id, 1)]

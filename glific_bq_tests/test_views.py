@@ -118,7 +118,7 @@ def world(pg_server, bigquery_emulator):
     with psycopg.connect(base, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
     url = base.replace("/postgres?", f"/{name}?", 1)
-    config = WarehouseConfig(
+    config = WarehouseConfig(organizations="active",
         project=bigquery_emulator.project, dataset_template=f"v{uuid.uuid4().hex[:8]}_{{organization_id}}",
         emulator_host=bigquery_emulator.rest_url, storage_emulator_host=bigquery_emulator.grpc_endpoint,
         layout=Layout.RAW,  # the raw layout's reports (the Glific layout's: test_glific_layout.py)

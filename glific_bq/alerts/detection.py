@@ -54,13 +54,14 @@ SELECT o.id, o.name, w."table",
        COALESCE(w.failures, 0), w.last_error, w.last_failed_at
 FROM organizations o
 LEFT JOIN bigquery_jobs w ON w.organization_id = o.id AND w."table" = ANY(%s)
-WHERE COALESCE(o.is_active, true)
+WHERE o.id = ANY(%s)
 ORDER BY o.id, w."table"
 """
 
 
-def read_status(conn: psycopg.Connection, tables: Sequence[TableSpec]) -> Snapshot:
-    """Every active (organization, table) that has a watermark or rows waiting.
+def read_status(conn: psycopg.Connection, tables: Sequence[TableSpec], tenants: Mapping[int, str]) -> Snapshot:
+    """Every tenant's (organization, table) that has a watermark or rows waiting (``tenants``:
+    organization id -> destination, ``Roster.destinations``).
 
     Queries: ``plan``'s dirty query per table plus one over the watermarks, whatever the number of
     organizations. A pair whose last sync failed counts as pending even while ``plan`` holds it
@@ -68,11 +69,11 @@ def read_status(conn: psycopg.Connection, tables: Sequence[TableSpec]) -> Snapsh
     reopen with each backoff period.
     """
     names = [spec.name for spec in tables]
-    dirty = {spec.name: set(plan.dirty_organizations(conn, spec)) for spec in tables}
+    dirty = {spec.name: set(plan.dirty_organizations(conn, spec, tenants)) for spec in tables}
     (now,) = conn.execute("SELECT now()").fetchone()
     names_by_org: dict[int, str | None] = {}
     rows: dict[tuple[int, str], tuple] = {}
-    for org_id, org_name, table, moved_at, failures, last_error, last_failed_at in conn.execute(_STATUS, (names,)):
+    for org_id, org_name, table, moved_at, failures, last_error, last_failed_at in conn.execute(_STATUS, (names, sorted(tenants))):
         names_by_org[org_id] = org_name
         if table is not None:
             rows[(org_id, table)] = (moved_at, failures, last_error, last_failed_at)
@@ -147,13 +148,14 @@ def problems_in(
 def find_problems(
     conn: psycopg.Connection,
     tables: Sequence[TableSpec],
+    tenants: Mapping[int, str],
     *,
     stall_after: timedelta = STALL_AFTER,
     failures_after: int = FAILURES_AFTER,
     waiting_since: Mapping[tuple[int, str], datetime] | None = None,
 ) -> list[Problem]:
     """Every (organization, table) that is stalled or failing now (see the module's docstring)."""
-    return problems_in(read_status(conn, tables), stall_after=stall_after, failures_after=failures_after,
+    return problems_in(read_status(conn, tables, tenants), stall_after=stall_after, failures_after=failures_after,
                        waiting_since=waiting_since)
 
 

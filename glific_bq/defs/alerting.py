@@ -14,9 +14,10 @@ import dagster as dg
 
 from glific_bq import alerts
 from glific_bq.registry import TABLES
+from glific_bq.roster import select_tenants
 
 from .partitions import tenants
-from .resources import GlificPostgres
+from .resources import GlificBigQuery, GlificPostgres
 
 
 def observation(incident: dict, status: str) -> dg.AssetObservation:
@@ -68,10 +69,11 @@ def deliver(context: dg.SensorEvaluationContext, webhook_url: str | None, state:
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Alerts once when a tenant-table stops syncing (stalled watermark, repeated failures), once when it recovers.",
 )
-def stalled_watermarks(context: dg.SensorEvaluationContext, postgres: GlificPostgres):
+def stalled_watermarks(context: dg.SensorEvaluationContext, postgres: GlificPostgres, bigquery: GlificBigQuery):
     settings = alerts.AlertSettings.from_env()
     with postgres.source() as source:
-        snapshot = alerts.read_status(source.control, TABLES)
+        roster = select_tenants(source.control, bigquery.config())
+        snapshot = alerts.read_status(source.control, TABLES, roster.destinations)
     tick = alerts.evaluate(
         alerts.load_state(context.cursor), snapshot,
         stall_after=settings.stall_after, failures_after=settings.failures_after,

@@ -7,8 +7,9 @@ from collections.abc import Iterable
 import dagster as dg
 
 from glific_bq.registry import TABLES, TableSpec
+from glific_bq.roster import select_tenants
 from glific_bq.sync import TableSync
-from glific_bq.tick import TickOptions, sync_tenants
+from glific_bq.tick import TickOptions, sync_tenants, tell_organizations
 
 from .partitions import tenants
 from .resources import GlificBigQuery, GlificPostgres
@@ -80,10 +81,16 @@ def sync_partitions(
         else:
             context.log.info(f"organization {result.organization_id}, {result.table}: {result.status}: {result.message}")
 
-    with postgres.source():  # creates or upgrades the watermark table before any worker starts
-        pass
-    results = sync_tenants(postgres.database_url, bigquery.open_warehouse, dict(by_tenant), TickOptions.from_env(), record)
-    failures = [r for r in results if r.status in ("failed", "missing")]
+    # The watermark table is created or upgraded before any worker starts; the roster says who
+    # may be synced (a hand-run materialization of an organization that is not comes back
+    # not_synced, with the reason, and fails the run).
+    with postgres.source() as source:
+        roster = select_tenants(source.control, bigquery.config())
+    results = sync_tenants(postgres.database_url, bigquery.open_warehouse, dict(by_tenant), TickOptions.from_env(),
+                           record, roster=roster)
+    with postgres.source() as source:
+        tell_organizations(source, roster, results)
+    failures = [r for r in results if r.status in ("failed", "missing", "not_synced")]
     if failures:
         raise dg.Failure(
             f"{len(failures)} tenant-table sync(s) failed",

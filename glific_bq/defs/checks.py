@@ -5,6 +5,7 @@ import dagster as dg
 
 from glific_bq import upkeep_checks
 from glific_bq.registry import TABLES, TableSpec
+from glific_bq.roster import select_tenants
 
 from .assets import table_key
 from .resources import GlificBigQuery, GlificPostgres
@@ -36,7 +37,8 @@ def table_checks(spec: TableSpec) -> dg.AssetChecksDefinition:
     )
     def _checks(postgres: GlificPostgres, bigquery: GlificBigQuery):
         with postgres.source() as source:
-            findings = upkeep_checks.check_table(source, bigquery.open_warehouse, spec, MAX_LAG_SECONDS)
+            roster = select_tenants(source.control, bigquery.config())
+            findings = upkeep_checks.check_table(source, roster, bigquery.open_warehouse, spec, MAX_LAG_SECONDS)
         yield _result(key, "latest_ids_unique", findings.unique, dg.AssetCheckSeverity.ERROR)
         yield _result(key, "reconciled", findings.reconciled, dg.AssetCheckSeverity.ERROR)
         yield _result(key, "fresh", findings.fresh, dg.AssetCheckSeverity.WARN)

@@ -12,7 +12,7 @@ import dagster as dg
 
 from glific_bq import tick, upkeep, watermarks
 from glific_bq.registry import TABLES, table
-from glific_bq.tenants import list_organizations
+from glific_bq.roster import select_tenants
 from glific_bq.tick import TickOptions
 
 from .assets import sync_partitions
@@ -39,7 +39,8 @@ def sync_dirty_tenants(context: dg.OpExecutionContext, config: TickConfig, postg
     options = TickOptions.from_env()
     shards = config.shards or options.shards
     with postgres.source() as source:
-        dirty = tick.plan_tick(source, TABLES)
+        roster = select_tenants(source.control, bigquery.config())
+        dirty = tick.plan_tick(source, roster.destinations, TABLES)
     work = [(str(org_id), spec) for org_id, specs in dirty.items() for spec in specs]
     keys = sorted({key for key, _ in work}, key=int)
     known = set(context.instance.get_dynamic_partitions(tenants.name))
@@ -116,11 +117,17 @@ class DedupConfig(dg.Config):
 @dg.op(out={}, description="Delete older row versions (keep the newest per id) and propagate deletes, per tenant.")
 def dedup_tenants(context: dg.OpExecutionContext, config: DedupConfig, postgres: GlificPostgres, bigquery: GlificBigQuery):
     with postgres.source() as source:
-        organizations = [o for o in list_organizations(source.control) if o.is_active]
+        # Only tenants: an organization that stopped being synced (switched off, suspended,
+        # deleted) gets no dedup pass and no delete propagation: its leaving is not "all its rows
+        # were deleted".
+        roster = select_tenants(source.control, bigquery.config())
+        organizations = [t.organization for t in roster.tenants]
         if config.organization_id is not None:
             organizations = [o for o in organizations if o.id == config.organization_id]
             if not organizations:
-                raise dg.Failure(f"organization {config.organization_id} is not an active organization")
+                why = roster.why_not(config.organization_id)
+                raise dg.Failure(f"organization {config.organization_id} is not synced"
+                                 + (f": {why.reason}" if why else ": no such organization"))
         results = upkeep.dedup_tenants(source, bigquery.open_warehouse, organizations, TABLES, full=config.full,
                                        buffer_window=timedelta(minutes=config.buffer_minutes))
     for result in results:

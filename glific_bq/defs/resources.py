@@ -44,7 +44,7 @@ class GlificBigQuery(dg.ConfigurableResource):
     credentials and an optional local emulator. Fields mirror ``WarehouseConfig``; the one way to
     a BigQuery client is ``open_warehouse`` (``Warehouse.client``), which honours every one of them."""
 
-    project: str = Field(description="BigQuery project of the datasets")
+    project: str = Field(default="", description="BigQuery project of the datasets (only with organizations=active)")
     location: str | None = Field(default=None, description="Dataset location, e.g. US, EU, asia-south1")
     gcp_credentials: str | None = Field(default=None, description="Base64 service-account JSON (a secret: set by EnvVar)")
 
@@ -61,6 +61,13 @@ class GlificBigQuery(dg.ConfigurableResource):
     credentials_dir: str | None = Field(default=None, description="Directory of <organization_id>.json service-account keys")
     emulator_host: str | None = Field(default=None, description="BigQuery REST emulator URL, with scheme")
     storage_emulator_host: str | None = Field(default=None, description="Emulator gRPC endpoint, host:port")
+    organizations: str = Field(default="glific", description="Who is synced: glific (Glific's own rule and keys) "
+                               "or active (every active organization, bypassing Glific's consent; keys configured here)")
+    include_organizations: str = Field(default="", description="Only these organization ids (comma-separated)")
+    exclude_organizations: str = Field(default="", description="Never these organization ids (comma-separated)")
+    locations: str = Field(default="", description="Per-organization dataset locations, e.g. 12=asia-south1")
+    cipher_key: str | None = Field(default=None, description="Glific's CIPHER_KEY (a secret: set by EnvVar)")
+    old_cipher_key: str | None = Field(default=None, description="Glific's OLD_CIPHER_KEY (a secret: set by EnvVar)")
 
     def config(self) -> WarehouseConfig:
         return WarehouseConfig(**{field: getattr(self, field) for field in ENVIRONMENT})
@@ -73,7 +80,7 @@ class GlificBigQuery(dg.ConfigurableResource):
 def resources_from_env() -> dict[str, dg.ConfigurableResource]:
     """The resources as deployed: development and production differ only by environment, and
     values stay ``EnvVar``s so that secrets never show in the UI."""
-    bigquery = {field: dg.EnvVar(var) for field, var in ENVIRONMENT.items() if field == "project" or os.environ.get(var)}
+    bigquery = {field: dg.EnvVar(var) for field, var in ENVIRONMENT.items() if os.environ.get(var)}
     return {
         "postgres": GlificPostgres(database_url=dg.EnvVar("GLIFIC_DATABASE_URL")),
         "bigquery": GlificBigQuery(**bigquery),

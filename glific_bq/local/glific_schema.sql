@@ -94,7 +94,8 @@ CREATE TABLE organizations (
     is_suspended boolean DEFAULT false,
     suspended_until timestamp(0),
     regx_flow jsonb,
-    optin_flow_id bigint
+    optin_flow_id bigint,
+    deleted_at timestamp(0)  -- soft delete (a 2026 migration; older databases lack the column)
 );
 CREATE UNIQUE INDEX organizations_contact_id_index ON organizations (contact_id);
 CREATE UNIQUE INDEX organizations_shortcode_index ON organizations (shortcode);
@@ -582,6 +583,34 @@ CREATE TABLE saved_searches (
     updated_at timestamp(0) NOT NULL
 );
 CREATE UNIQUE INDEX saved_searches_shortcode_organization_id_index ON saved_searches (shortcode, organization_id);
+
+-- Glific's control plane for BigQuery: each organization's credential per provider (its secrets
+-- a Cloak AES-GCM envelope of a JSON map: glific_bq.cloak), and the notices NGO staff see in
+-- Glific's UI (the bell).
+CREATE TABLE credentials (
+    id bigserial PRIMARY KEY,
+    keys jsonb DEFAULT '{}'::jsonb,
+    secrets bytea,
+    is_active boolean DEFAULT false,
+    is_valid boolean DEFAULT true,
+    provider_id bigint NOT NULL REFERENCES global.providers (id) ON DELETE CASCADE,
+    organization_id bigint NOT NULL REFERENCES organizations (id) ON DELETE CASCADE,
+    inserted_at timestamp(0) NOT NULL,
+    updated_at timestamp(0) NOT NULL
+);
+CREATE UNIQUE INDEX credentials_provider_id_organization_id_index ON credentials (provider_id, organization_id);
+
+CREATE TABLE notifications (
+    id bigserial PRIMARY KEY,
+    entity jsonb DEFAULT '{}'::jsonb,
+    category varchar(255),
+    message text,
+    severity text DEFAULT 'Error'::text,
+    organization_id bigint NOT NULL REFERENCES organizations (id) ON DELETE CASCADE,
+    inserted_at timestamp(0) NOT NULL,
+    updated_at timestamp(0) NOT NULL,
+    is_read boolean DEFAULT false
+);
 
 -- Glific's watermark table, as Glific has it: no defaults for the timestamps, an integer table_id,
 -- a nullable last_updated_at and only a non-unique index (glific_bq.watermarks adopts it).

@@ -32,6 +32,8 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from glific_bq.cloak import DEFAULT_TAG, Vault
+
 __all__ = [
     "add_to_group", "contact", "contact_fields", "delete", "flow", "insert", "insert_one", "iso",
     "language", "message", "message_row", "organization", "provider", "publish_revision",
@@ -229,6 +231,38 @@ def organization(conn: psycopg.Connection, name: str, shortcode: str, phone: str
                   bsp_status="session_and_hsm", optin_status=True, optin_method="BSP")
     update(conn, "organizations", organization_id, at=at, contact_id=bot)
     return organization_id
+
+
+def bigquery_credential(conn: psycopg.Connection, organization_id: int, service_account: Mapping[str, Any] | str,
+                        vault: Vault, *, active: bool = True, tag: str = DEFAULT_TAG,
+                        at: datetime | None = None) -> int:
+    """What Glific's settings page saves when an NGO turns BigQuery on: its ``credentials`` row of
+    the ``bigquery`` provider, the service-account key as a JSON string inside the map Cloak
+    encrypts (``secrets``). Saving again replaces the key and moves ``updated_at``, as Glific does."""
+    provider_id = _get_or_insert(conn, "global.providers", {"shortcode": "bigquery"}, at, name="BigQuery",
+                                 group="bigquery", keys={}, secrets={"service_account": {"type": "string"}})
+    key = service_account if isinstance(service_account, str) else json.dumps(service_account)
+    secrets = vault.encrypt_map({"service_account": key}, tag)
+    found = conn.execute("SELECT id FROM credentials WHERE organization_id = %s AND provider_id = %s",
+                         (organization_id, provider_id)).fetchone()
+    if found:
+        update(conn, "credentials", found[0], at=at, secrets=secrets, is_active=active)
+        return found[0]
+    return insert_one(conn, "credentials", at=at, organization_id=organization_id, provider_id=provider_id,
+                      keys={}, secrets=secrets, is_active=active, is_valid=True)
+
+
+def service_account_key(project_id: str, *, email: str | None = None) -> dict[str, str]:
+    """A service-account key of ``project_id`` shaped as Google issues them (a real RSA key, so
+    that Google's own parser accepts it; it opens no account anywhere)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    pem = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+    return {"type": "service_account", "project_id": project_id, "private_key_id": uuid.uuid4().hex,
+            "private_key": pem, "client_email": email or f"glific-bq@{project_id}.iam.gserviceaccount.com",
+            "client_id": "1", "token_uri": "https://oauth2.googleapis.com/token"}
 
 
 def _default_language(conn: psycopg.Connection, organization_id: int) -> int:

@@ -3,8 +3,10 @@
 A new ``bigquery.Client`` is a new HTTPS connection (TCP and TLS: 2 round trips) and new
 credentials fetch a new OAuth token (another connection and round trip); a new Storage Write
 client is a new gRPC channel (its own TLS handshake). Per tenant per tick that is 5–7 round trips
-before the first useful call. ``clients_for`` keeps them per (configuration, organization) for
-the life of the process; google-auth refreshes a cached token only when it is about to expire.
+before the first useful call. ``clients_for`` keeps them per (configuration, organization,
+credential version) for the life of the process; google-auth refreshes a cached token only when
+it is about to expire. A key saved again in Glific moves its credential's ``updated_at``, so the
+next tick builds clients from the new key (the old ones are closed).
 
 Clients are shared by every ``Warehouse`` of that organization in the process, so
 ``Warehouse.close`` leaves them open; ``close_all`` closes them (tests, shutdown).
@@ -59,7 +61,8 @@ _lock = threading.Lock()
 def clients_for(config: WarehouseConfig, organization: Organization) -> OrganizationClients:
     """The organization's clients, created on first use in this process. Invalid credentials
     raise ``CredentialsError`` every time (a failure is not cached)."""
-    key = (config, organization.id)
+    version = organization.credential.version if organization.credential else None
+    key = (config, organization.id, version)
     with _lock:
         clients = _clients.get(key)
         if clients is not None:
@@ -67,12 +70,15 @@ def clients_for(config: WarehouseConfig, organization: Organization) -> Organiza
             return clients
     credentials, project = credentials_for(config, organization)
     options = {"api_endpoint": config.emulator_host} if config.emulator_host else None
-    client = bigquery.Client(project=project, credentials=credentials, location=config.location, client_options=options)
+    client = bigquery.Client(project=project, credentials=credentials, location=config.location_for(organization.id),
+                             client_options=options)
     clients = OrganizationClients(config, credentials, project, client)
     with _lock:
         if key in _clients:  # another thread was quicker: keep one
             client.close()
             return _clients[key]
+        for stale in [k for k in _clients if k[:2] == key[:2]]:  # an older key of this organization
+            _clients.pop(stale).client.close()
         _clients[key] = clients
         while len(_clients) > MAX_ORGANIZATIONS:
             # Its idle HTTP connections are closed (a Warehouse still holding the client reopens

@@ -12,6 +12,7 @@ from enum import Enum
 from pathlib import Path
 
 from glific_bq import identifiers
+from glific_bq.cloak import DecryptionError, Vault
 from glific_bq.layouts import LAYOUT_ENV, Layout
 from glific_bq.tenants import Organization
 from glific_bq.warehouse.errors import CredentialsError
@@ -35,7 +36,34 @@ ENVIRONMENT = {
     "credentials_dir": "GLIFIC_BQ_CREDENTIALS_DIR",  # per-organization <organization_id>.json keys
     "emulator_host": "BIGQUERY_EMULATOR_HOST",  # local emulator REST URL, with http://
     "storage_emulator_host": "BIGQUERY_STORAGE_EMULATOR_HOST",  # local emulator gRPC host:port
+    "organizations": "GLIFIC_BQ_ORGANIZATIONS",  # glific (default: Glific's own rule and keys) | active
+    "include_organizations": "GLIFIC_BQ_INCLUDE_ORGANIZATIONS",  # only these ids (comma-separated)
+    "exclude_organizations": "GLIFIC_BQ_EXCLUDE_ORGANIZATIONS",  # never these ids (comma-separated)
+    "locations": "GLIFIC_BQ_LOCATIONS",  # per-organization dataset locations: 12=asia-south1,15=africa-south1
+    "cipher_key": "CIPHER_KEY",  # Glific's own: decrypts credentials tagged AES.GCM.V3
+    "old_cipher_key": "OLD_CIPHER_KEY",  # Glific's own: decrypts credentials tagged AES.GCM.V2
 }
+
+#: Fields that hold secrets: never shown (``repr``), only read from the environment.
+SECRET_FIELDS = ("gcp_credentials", "cipher_key", "old_cipher_key")
+
+
+class OrganizationRule(str, Enum):
+    """Who is synced (``GLIFIC_BQ_ORGANIZATIONS``), and where each organization's key comes from.
+
+    ``glific``: exactly the organizations Glific itself would sync (an active credential of the
+    ``bigquery`` provider, the organization active, not suspended, not soft-deleted), each with
+    the service-account key it saved in Glific, decrypted with Glific's ``CIPHER_KEY`` /
+    ``OLD_CIPHER_KEY``, into that key's project. Never any other key or project.
+
+    ``active``: every active, unsuspended, undeleted organization, **bypassing the consent each
+    NGO gives in Glific's settings**, with keys configured outside Glific
+    (``GLIFIC_BQ_CREDENTIALS_DIR``, ``GLIFIC_BQ_CREDENTIALS``, Application Default Credentials, or
+    none with the emulator) into ``GLIFIC_BQ_PROJECT`` or each key's project. Explicit only.
+    """
+
+    GLIFIC = "glific"
+    ACTIVE = "active"
 
 
 @dataclass(frozen=True)
@@ -48,29 +76,68 @@ class WarehouseConfig:
     ``shortcode`` and ``phone`` (the bot's number, which names Glific's datasets); empty means the
     layout's default: ``{phone}`` for ``glific`` (Glific's own datasets, taken over as they are),
     ``glific_{organization_id}`` for ``raw``.
+
+    ``organizations`` is the rule of who is synced and with which key (``OrganizationRule``);
+    ``project`` is needed only under the ``active`` rule (under ``glific``, each organization's
+    project is its own key's). Secrets (``SECRET_FIELDS``) never show in ``repr``.
     """
 
-    project: str
+    project: str = ""
     location: str | None = None
     dataset_template: str = ""
     write_method: str = WriteMethod.STORAGE_WRITE.value
-    gcp_credentials: str | None = None
+    gcp_credentials: str | None = field(default=None, repr=False)
     credentials_dir: str | None = None
     emulator_host: str | None = None
     storage_emulator_host: str | None = None
     #: Seconds any BigQuery query, DML or API call may take, retries included (``CallPolicy``).
     deadline_seconds: float = DEADLINE_SECONDS
     layout: Layout = field(default_factory=Layout.from_env)  # GLIFIC_BQ_LAYOUT, like registry.TABLES
+    organizations: str = OrganizationRule.GLIFIC.value
+    include_organizations: str = ""
+    exclude_organizations: str = ""
+    locations: str = ""
+    cipher_key: str | None = field(default=None, repr=False)
+    old_cipher_key: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layout", Layout.from_env({LAYOUT_ENV: str(getattr(self.layout, "value", self.layout))}))
         if not self.dataset_template:
             default = "{phone}" if self.layout is Layout.GLIFIC else "glific_{organization_id}"
             object.__setattr__(self, "dataset_template", default)
-        if not self.project:
-            raise ValueError(f"{ENVIRONMENT['project']} is not set: the BigQuery project to write to")
+        try:
+            rule = OrganizationRule(self.organizations or OrganizationRule.GLIFIC.value)
+        except ValueError:
+            raise ValueError(f"{ENVIRONMENT['organizations']} must be glific or active, got {self.organizations!r}") from None
+        object.__setattr__(self, "organizations", rule.value)
+        if rule is OrganizationRule.ACTIVE and not self.project:
+            raise ValueError(f"{ENVIRONMENT['project']} is not set: the BigQuery project to write to "
+                             f"({ENVIRONMENT['organizations']}=active)")
         WriteMethod(self.write_method)  # a clear error for an unknown method
         CallPolicy(self.deadline_seconds)  # a clear error for a deadline that is not positive
+        _ids(self.include_organizations, "include_organizations")  # clear errors for malformed lists, now
+        _ids(self.exclude_organizations, "exclude_organizations")
+        _locations(self.locations)
+
+    @property
+    def rule(self) -> OrganizationRule:
+        return OrganizationRule(self.organizations)
+
+    @property
+    def included(self) -> frozenset[int] | None:
+        """``GLIFIC_BQ_INCLUDE_ORGANIZATIONS``: only these organizations (None: no such limit)."""
+        return _ids(self.include_organizations, "include_organizations") if self.include_organizations.strip() else None
+
+    @property
+    def excluded(self) -> frozenset[int]:
+        """``GLIFIC_BQ_EXCLUDE_ORGANIZATIONS``: never these organizations."""
+        return _ids(self.exclude_organizations, "exclude_organizations")
+
+    def location_for(self, organization_id: int) -> str | None:
+        """Where a new dataset of this organization is created: its entry in
+        ``GLIFIC_BQ_LOCATIONS`` (data residency, glific#5356), else ``GLIFIC_BQ_LOCATION``, else
+        BigQuery's default (US, as Glific creates them). An existing dataset is never moved."""
+        return _locations(self.locations).get(organization_id, self.location)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> WarehouseConfig:
@@ -96,31 +163,94 @@ class WarehouseConfig:
         return dataset
 
 
-def credentials_for(config: WarehouseConfig, organization: Organization):
-    """(credentials, project) for one organization.
+def _ids(text: str, name: str) -> frozenset[int]:
+    try:
+        return frozenset(int(part) for part in text.replace(" ", "").split(",") if part)
+    except ValueError:
+        raise ValueError(f"{ENVIRONMENT[name]} must be organization ids separated by commas, got {text!r}") from None
 
-    Order: ``GLIFIC_BQ_CREDENTIALS_DIR/<organization_id>.json`` (the organization's own service
-    account and project, as Glific stores them); the base64 ``GLIFIC_BQ_CREDENTIALS``; Application
-    Default Credentials. With the emulator, configured keys are still checked (a broken key fails
-    locally as it would in production) and anonymous credentials are used.
+
+def _locations(text: str) -> dict[int, str]:
+    locations = {}
+    for part in text.replace(" ", "").split(","):
+        if not part:
+            continue
+        organization_id, _, location = part.partition("=")
+        if not organization_id.isdigit() or not location:
+            raise ValueError(f"{ENVIRONMENT['locations']} must look like 12=asia-south1,15=africa-south1, got {text!r}")
+        locations[int(organization_id)] = location
+    return locations
+
+
+def key_for(config: WarehouseConfig, organization: Organization) -> dict | None:
+    """The service-account key (as a dict) one organization is synced with, checked; None only
+    under the ``active`` rule with no key configured (Application Default Credentials, or
+    anonymous with the emulator).
+
+    ``glific`` rule: the key the organization saved in Glific (``credentials.secrets``), decrypted
+    with Glific's ciphers; a missing, switched-off, undecryptable or malformed key raises
+    ``CredentialsError`` naming what to fix. There is no fallback to any other key.
+    ``active`` rule: ``GLIFIC_BQ_CREDENTIALS_DIR/<organization_id>.json``, then the base64
+    ``GLIFIC_BQ_CREDENTIALS``.
     """
-    info = None
+    if config.rule is OrganizationRule.GLIFIC:
+        return _glific_key(config, organization)
     if config.credentials_dir:
         path = Path(config.credentials_dir) / f"{organization.id}.json"
         if path.exists():
-            info = _read_service_account(path.read_text(), path.name, organization)
-    if info is None and config.gcp_credentials:
+            return _read_service_account(path.read_text(), path.name, organization)
+    if config.gcp_credentials:
         text = base64.b64decode(config.gcp_credentials).decode()
-        info = _read_service_account(text, ENVIRONMENT["gcp_credentials"], organization)
+        return _read_service_account(text, ENVIRONMENT["gcp_credentials"], organization)
+    return None
+
+
+def _glific_key(config: WarehouseConfig, organization: Organization) -> dict:
+    credential = organization.credential
+    if credential is None or not credential.secrets:
+        raise CredentialsError(f"organization {organization.id} has no BigQuery credential in Glific")
+    if not credential.is_active:
+        raise CredentialsError(f"organization {organization.id}: its BigQuery credential is switched off in Glific")
+    try:
+        vault = Vault.from_env({ENVIRONMENT["cipher_key"]: config.cipher_key or "",
+                                ENVIRONMENT["old_cipher_key"]: config.old_cipher_key or ""})
+        secrets = vault.decrypt_map(credential.secrets)
+    except DecryptionError as error:
+        raise CredentialsError(f"organization {organization.id}: its BigQuery credential {error}") from None
+    key = secrets.get("service_account")
+    if isinstance(key, dict):  # a map rather than Glific's JSON string: the same key
+        key = json.dumps(key)
+    if not isinstance(key, str):
+        raise CredentialsError(f"organization {organization.id}: its BigQuery credential holds no service_account key")
+    return _read_service_account(key, "the service_account of its BigQuery credential", organization)
+
+
+def project_for(config: WarehouseConfig, key: dict | None) -> str:
+    """The project an organization's datasets live in: its key's own project; the configured
+    ``GLIFIC_BQ_PROJECT`` only under the ``active`` rule with no key of its own."""
+    if key is not None:
+        return key["project_id"]
+    return config.project
+
+
+def credentials_for(config: WarehouseConfig, organization: Organization):
+    """(credentials, project) for one organization (its key: ``key_for``).
+
+    With the emulator, the key is still decrypted and checked (a broken key fails locally as it
+    would in production) and anonymous credentials are used, in the key's own project: the
+    emulator keeps projects apart, so tests see each organization's rows land in its own.
+    """
+    info = key_for(config, organization)
+    project = project_for(config, info)
     if config.emulator_host:
         from google.auth.credentials import AnonymousCredentials
 
-        return AnonymousCredentials(), config.project
+        return AnonymousCredentials(), project
     if info is None:
         import google.auth
 
         credentials, _ = google.auth.default(scopes=["https://www.googleapis.com/auth/bigquery"])
-        return credentials, config.project
+        return credentials, project
     from google.oauth2 import service_account
 
     try:
@@ -129,7 +259,7 @@ def credentials_for(config: WarehouseConfig, organization: Organization):
         raise CredentialsError(
             f"organization {organization.id}: service account is not usable ({type(error).__name__})"
         ) from None
-    return credentials, info.get("project_id") or config.project
+    return credentials, project
 
 
 def _read_service_account(text: str, source: str, organization: Organization) -> dict:
@@ -140,4 +270,6 @@ def _read_service_account(text: str, source: str, organization: Organization) ->
     required = {"type", "project_id", "private_key", "client_email"}
     if not isinstance(info, dict) or info.get("type") != "service_account" or not required <= set(info):
         raise CredentialsError(f"organization {organization.id}: {source} is not a service-account key")
+    if not identifiers.is_project(info["project_id"]):
+        raise CredentialsError(f"organization {organization.id}: {source} names no valid project_id")
     return info

@@ -51,7 +51,8 @@ def ensure_table(warehouse: Warehouse, spec: TableSpec, schema: list[SchemaField
     Columns dropped at the source stay in BigQuery with their history.
     """
     client = warehouse.client
-    client.create_dataset(bigquery.Dataset(warehouse.dataset_ref), exists_ok=True, **warehouse.calls.calls)
+    dataset = client.create_dataset(bigquery.Dataset(warehouse.dataset_ref), exists_ok=True, **warehouse.calls.calls)
+    _report_location(warehouse, dataset)
     table_id = f"{warehouse.dataset_ref}.{spec.name}"
     by_name = {f.name: f for f in schema}
     table = bigquery.Table(table_id, schema=schema)
@@ -88,6 +89,15 @@ def ensure_table(warehouse: Warehouse, spec: TableSpec, schema: list[SchemaField
 
 #: Legacy SQL type names (what Glific declares, and what BigQuery's API returns) → standard names.
 _STANDARD_TYPES = {"INTEGER": "INT64", "FLOAT": "FLOAT64", "BOOLEAN": "BOOL", "STRUCT": "RECORD"}
+
+
+def _report_location(warehouse: Warehouse, dataset: bigquery.Dataset) -> None:
+    """A dataset found where the configuration does not put it (``GLIFIC_BQ_LOCATIONS``): said,
+    never acted on; BigQuery cannot move a dataset, and recreating it would lose its history."""
+    configured = warehouse.config.location_for(warehouse.organization.id)
+    if configured and dataset.location and configured.lower() != dataset.location.lower():
+        log.warning("dataset %s is in %s, but its configured location is %s: left where it is",
+                    warehouse.dataset_ref, dataset.location, configured)
 
 
 def _kind(field: SchemaField) -> tuple[str, bool]:
