@@ -5,6 +5,12 @@ Incremental sync cannot see a deleted row. For tables whose policy is ``DeletePo
 and gone from the source, and deletes every version of them. ``KEEP`` tables (the default;
 messages, which Glific purges after two months on purpose) are never touched: a purge at the
 source never erases warehouse history.
+
+A pass never removes a mass of ids at once: when more than ``MASS_DELETE_SHARE`` of a table's ids
+in BigQuery (and more than ``MASS_DELETE_FLOOR``) are gone from the source, it deletes nothing and
+raises ``MassDeleteRefused`` (an organization erased, a source restored from an old backup, a
+wrong database URL: none of them is "these rows were deleted"). An operator who knows the deletion
+is real confirms it for that tenant-table (``confirm``; ``dedup_job``'s ``confirm_deletes``).
 """
 
 from __future__ import annotations
@@ -23,15 +29,35 @@ log = logging.getLogger(__name__)
 
 #: Ids per DELETE statement.
 _CHUNK = 10_000
+#: The largest share of a table's ids one pass deletes without confirmation...
+MASS_DELETE_SHARE = 0.10
+#: ...unless it is at most this many ids (one contact erased in a small organization).
+MASS_DELETE_FLOOR = 10
 
 
-def propagate_deletes(source: Source, warehouse: Warehouse, organization: Organization, spec: TableSpec) -> int:
+class MassDeleteRefused(RuntimeError):
+    """A delete pass would remove too many ids at once; nothing was deleted."""
+
+    def __init__(self, organization_id: int, table: str, gone: int, ids: int) -> None:
+        self.organization_id, self.table, self.gone, self.ids = organization_id, table, gone, ids
+        super().__init__(
+            f"organization {organization_id}, {table}: {gone} of {ids} id(s) in BigQuery are gone from the "
+            f"source at once, more than {MASS_DELETE_SHARE:.0%}; nothing deleted. If they really were deleted, "
+            f"confirm it: dedup_job with confirm_deletes: [\"{organization_id}/{table}\"]")
+
+
+def propagate_deletes(source: Source, warehouse: Warehouse, organization: Organization, spec: TableSpec,
+                      *, confirm: bool = False) -> int:
     """Delete from BigQuery the rows of ``spec`` that no longer exist at the source; return how
-    many ids were removed. Does nothing for ``KEEP`` tables."""
+    many ids were removed. Does nothing for ``KEEP`` tables. Raises ``MassDeleteRefused`` (and
+    deletes nothing) for more than ``MASS_DELETE_SHARE`` of the table's ids, unless ``confirm``."""
     if spec.deletes is not DeletePolicy.PROPAGATE:
         return 0
     table_id = f"{warehouse.dataset_ref}.{spec.name}"
-    gone_ids = compare_ids(source, warehouse, organization.id, spec.name).gone
+    difference = compare_ids(source, warehouse, organization.id, spec.name)
+    gone_ids = difference.gone
+    if not confirm and len(gone_ids) > max(MASS_DELETE_FLOOR, MASS_DELETE_SHARE * difference.warehouse_ids):
+        raise MassDeleteRefused(organization.id, spec.name, len(gone_ids), difference.warehouse_ids)
     for start in range(0, len(gone_ids), _CHUNK):
         queries.dml(warehouse, f"DELETE FROM `{table_id}` WHERE id IN UNNEST(@ids)",
                     [bigquery.ArrayQueryParameter("ids", "INT64", gone_ids[start:start + _CHUNK])])

@@ -6,13 +6,13 @@ incremental one (``watermarks.record_dedup``) and remove rows deleted at the sou
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from glific_bq import watermarks
 from glific_bq.dedup import dedup_tenant
-from glific_bq.deletes import propagate_deletes
+from glific_bq.deletes import MassDeleteRefused, propagate_deletes
 from glific_bq.redact import describe
 from glific_bq.registry import TableSpec
 from glific_bq.source import Source
@@ -45,12 +45,15 @@ def dedup_tenants(
     full: bool = False,
     buffer_window: timedelta = timedelta(0),
     now: datetime | None = None,
+    confirm_deletes: Collection[tuple[int, str]] = (),
 ) -> list[TableUpkeep]:
     """Deduplicate ``tables`` of each organization and propagate deletes; one ``TableUpkeep`` per
     tenant-table (one per tenant that failed as a whole).
 
     ``full``: examine every id, not only those changed since each table's last pass.
     ``buffer_window``: rows sent this recently are never touched (legacy streaming only).
+    ``confirm_deletes``: (organization id, table) pairs whose mass delete an operator confirmed
+    (``deletes.MassDeleteRefused``); a refused one fails with ``metadata["deletes_refused"]``.
     """
     now = now or datetime.now(timezone.utc)
     by_name = {spec.name: spec for spec in tables}
@@ -68,8 +71,14 @@ def dedup_tenants(
             if result.skipped_reason is None:
                 spec = by_name[result.table]
                 watermarks.record_dedup(source.control, organization.id, spec.name, now)
+                confirm = (organization.id, spec.name) in confirm_deletes
                 try:
-                    metadata["rows_deleted_at_source_removed"] = propagate_deletes(source, warehouse, organization, spec)
+                    metadata["rows_deleted_at_source_removed"] = propagate_deletes(
+                        source, warehouse, organization, spec, confirm=confirm)
+                except MassDeleteRefused as refused:
+                    metadata["deletes_refused"] = refused.gone
+                    done.append(TableUpkeep(organization.id, result.table, metadata, str(refused)))
+                    continue
                 except Exception as error:  # this table only
                     done.append(TableUpkeep(organization.id, result.table, metadata, describe(error)))
                     continue

@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -68,15 +68,15 @@ def reconcile(source: Source, warehouse: Warehouse, organization_id: int, spec: 
     return Finding(organization_id, spec.name, not diff.missing, summary, numbers)
 
 
-def waiting_organizations(source: Source, spec: TableSpec, roster: Roster) -> set[int]:
-    """Tenants with changes of ``spec`` waiting: one query for all of them (``plan``)."""
-    return set(plan.dirty_organizations(source.control, spec, roster.destinations))
+def waiting_organizations(source: Source, spec: TableSpec, tenants: Mapping[int, str]) -> set[int]:
+    """Tenants (``Roster.destinations``) with changes of ``spec`` waiting: one query for all of them (``plan``)."""
+    return set(plan.dirty_organizations(source.control, spec, tenants))
 
 
 def lag(source: Source, organization_id: int, spec: TableSpec, max_lag_seconds: float, waiting: set[int]) -> Finding:
     """Fails when changes have waited longer than ``max_lag_seconds`` since the watermark last moved.
 
-    ``waiting`` is ``waiting_organizations(source, spec)``, computed once for all tenants.
+    ``waiting`` is ``waiting_organizations(source, spec, tenants)``, computed once for all tenants.
     """
     waiting = organization_id in waiting
     watermark = watermarks.get(source.control, organization_id, spec.name)
@@ -103,7 +103,7 @@ def check_table(source: Source, roster: Roster, open_warehouse: Callable[[Organi
     cannot be opened or queried (invalid credentials, say) fails its own ``latest_ids_unique`` and
     ``reconciled`` findings with the reason; every other tenant is still checked
     (``tenancy.each_tenant``)."""
-    waiting = waiting_organizations(source, spec, roster)
+    waiting = waiting_organizations(source, spec, roster.destinations)
     organizations = [t.organization for t in roster.tenants]
 
     def in_bigquery(organization: Organization, warehouse: Warehouse) -> tuple[Finding, Finding] | None:

@@ -6,9 +6,11 @@ import itertools
 
 import psycopg
 
+from glific_bq.defs.resources import GlificBigQuery
 from glific_bq.local import glific_writes
 from glific_bq.tenants import Organization, get_organization
-from glific_bq.warehouse import Warehouse
+from glific_bq.warehouse import Warehouse, WarehouseConfig
+from glific_bq.warehouse.config import ENVIRONMENT
 
 _names = itertools.count(1)
 
@@ -29,6 +31,12 @@ def add_organization(conn: psycopg.Connection, timezone: str | None = "UTC") -> 
     n = next(_names)
     organization_id = glific_writes.organization(conn, f"Org {n}", f"org{n}", f"9190000{n:05d}", timezone=timezone)
     return get_organization(conn, organization_id)
+
+
+def everyone(conn: psycopg.Connection) -> dict[int, str]:
+    """Every organization as a tenant (id -> a destination), for planning and alerting tests that
+    are not about who is synced (``glific_bq.roster`` decides that in production)."""
+    return {row[0]: "test" for row in conn.execute("SELECT id FROM organizations ORDER BY id")}
 
 
 def add_notes(conn: psycopg.Connection, organization: Organization, bodies: list[str | None]) -> list[int]:
@@ -59,3 +67,9 @@ def latest_versions(rows: list[dict]) -> dict[int, dict]:
         if current is None or (row["bq_inserted_at"], row["bq_uuid"]) > (current["bq_inserted_at"], current["bq_uuid"]):
             latest[row["id"]] = row
     return latest
+
+
+def bigquery_resource(config: WarehouseConfig, **overrides) -> GlificBigQuery:
+    """The Dagster resource holding exactly ``config`` (the emulator's, in tests)."""
+    fields = {name: getattr(getattr(config, name), "value", getattr(config, name)) for name in ENVIRONMENT}
+    return GlificBigQuery(**{**{name: value for name, value in fields.items() if value is not None}, **overrides})

@@ -23,6 +23,8 @@ from glific_bq.local.sample_data import seed
 from glific_bq.registry import TABLES, TableSpec, table
 from glific_bq.schema import reflect_columns
 
+from .helpers import bigquery_resource, everyone
+
 MESSAGES = table("messages")
 
 
@@ -65,7 +67,7 @@ def seeded(db):
     """Two organizations, every watermark caught up."""
     seed(db, organizations=2, messages_per_org=20, contacts_per_org=5)
     catch_up(db)
-    assert plan.dirty(db, TABLES) == {}
+    assert plan.dirty(db, TABLES, everyone(db)) == {}
     return db
 
 
@@ -79,7 +81,7 @@ def kinds(problems: list[alerts.Problem]) -> list[tuple[int, str, str]]:
 def test_a_stalled_watermark_is_detected(seeded):
     fall_behind(seeded, 1, "messages", last_moved=timedelta(hours=1))
 
-    problems = alerts.find_problems(seeded, TABLES)
+    problems = alerts.find_problems(seeded, TABLES, everyone(seeded))
 
     assert kinds(problems) == [(1, "messages", "stalled")]
     (problem,) = problems
@@ -93,21 +95,21 @@ def test_a_watermark_never_advanced_counts_from_its_creation(seeded):
         "UPDATE bigquery_jobs SET table_id = 0, advanced_at = NULL, updated_at = (now() AT TIME ZONE 'UTC') - interval '2 hours' "
         "WHERE organization_id = 2 AND \"table\" = 'contacts'"
     )
-    assert kinds(alerts.find_problems(seeded, TABLES)) == [(2, "contacts", "stalled")]
+    assert kinds(alerts.find_problems(seeded, TABLES, everyone(seeded))) == [(2, "contacts", "stalled")]
 
 
 def test_no_stall_when_caught_up_recently_advanced_or_rows_just_arrived(seeded):
     seeded.execute("UPDATE bigquery_jobs SET advanced_at = now() - interval '1 day'")  # idle, but caught up
-    assert alerts.find_problems(seeded, TABLES) == []
+    assert alerts.find_problems(seeded, TABLES, everyone(seeded)) == []
 
     fall_behind(seeded, 1, "messages", last_moved=timedelta(minutes=2))  # syncing, just a little behind
-    assert alerts.find_problems(seeded, TABLES) == []
-    assert kinds(alerts.find_problems(seeded, TABLES, stall_after=timedelta(minutes=1))) == [(1, "messages", "stalled")]
+    assert alerts.find_problems(seeded, TABLES, everyone(seeded)) == []
+    assert kinds(alerts.find_problems(seeded, TABLES, everyone(seeded), stall_after=timedelta(minutes=1))) == [(1, "messages", "stalled")]
 
     # A tenant idle for hours that just got a message: old watermark, but the rows only now wait.
     fall_behind(seeded, 2, "messages", last_moved=timedelta(hours=3))
     (db_now,) = seeded.execute("SELECT now()").fetchone()
-    assert alerts.find_problems(seeded, TABLES, waiting_since={(2, "messages"): db_now}) == []
+    assert alerts.find_problems(seeded, TABLES, everyone(seeded), waiting_since={(2, "messages"): db_now}) == []
 
 
 #: A fake key, assembled so that no secret scanner mistakes the test for a leak.
@@ -121,12 +123,12 @@ def test_repeated_failures_are_detected_with_a_safe_short_error(seeded):
         "token=ya29.a0AfH6SMBx3Yq8Zz " + "x" * 1000
     )
     fail(seeded, 2, "contacts", 2, secret_error)
-    assert alerts.find_problems(seeded, TABLES) == []  # two failures: not yet an incident
-    assert kinds(alerts.find_problems(seeded, TABLES, failures_after=2)) == [(2, "contacts", "failing")]
+    assert alerts.find_problems(seeded, TABLES, everyone(seeded)) == []  # two failures: not yet an incident
+    assert kinds(alerts.find_problems(seeded, TABLES, everyone(seeded), failures_after=2)) == [(2, "contacts", "failing")]
 
     fall_behind(seeded, 2, "contacts", last_moved=timedelta(hours=1))  # failing and behind: the failure says why
     fail(seeded, 2, "contacts", 1, secret_error)
-    (problem,) = alerts.find_problems(seeded, TABLES)
+    (problem,) = alerts.find_problems(seeded, TABLES, everyone(seeded))
 
     assert (problem.organization_id, problem.table, problem.kind) == (2, "contacts", "failing")
     assert problem.detail.startswith("3 consecutive failed syncs")
@@ -139,8 +141,8 @@ def test_repeated_failures_are_detected_with_a_safe_short_error(seeded):
 def test_a_stall_does_not_clear_while_a_failed_pair_is_held_back(seeded):
     fall_behind(seeded, 1, "messages", last_moved=timedelta(hours=1))
     fail(seeded, 1, "messages", 1)  # backoff: the planner skips the pair for a minute
-    assert plan.dirty(seeded, TABLES) == {}
-    assert kinds(alerts.find_problems(seeded, TABLES)) == [(1, "messages", "stalled")]
+    assert plan.dirty(seeded, TABLES, everyone(seeded)) == {}
+    assert kinds(alerts.find_problems(seeded, TABLES, everyone(seeded))) == [(1, "messages", "stalled")]
 
 
 # -- incidents (pure) --------------------------------------------------------------------------------------
@@ -242,9 +244,10 @@ class Sensor:
     """Evaluates ``stalled_watermarks`` tick after tick, passing the cursor on as the daemon does,
     and applying what it returns to the instance (observations, partitions)."""
 
-    def __init__(self, instance: dg.DagsterInstance, database_url: str) -> None:
+    def __init__(self, instance: dg.DagsterInstance, database_url: str, warehouse_config) -> None:
         self.instance = instance
-        self.resources = {"postgres": GlificPostgres(database_url=database_url)}
+        self.resources = {"postgres": GlificPostgres(database_url=database_url),
+                          "bigquery": bigquery_resource(warehouse_config)}
         self.cursor: str | None = None
         self.logs = Records()
 
@@ -281,11 +284,11 @@ def observations(instance, name: str) -> list[dg.AssetObservation]:
     return [r.asset_observation for r in reversed(records)]
 
 
-def test_one_alert_per_incident_and_one_recovery(seeded, database_url, webhook, alert_env):
+def test_one_alert_per_incident_and_one_recovery(seeded, database_url, webhook, alert_env, warehouse_config):
     alert_env.setenv(alerts.WEBHOOK_URL_ENV, webhook.url)
     fall_behind(seeded, 1, "messages", last_moved=timedelta(hours=1))
     with dg.instance_for_test() as instance:
-        sensor = Sensor(instance, database_url)
+        sensor = Sensor(instance, database_url, warehouse_config)
 
         # The rows just started waiting (an idle tenant's watermark is old): not a stall yet.
         assert isinstance(sensor.tick(), dg.SkipReason)
@@ -331,11 +334,11 @@ def test_one_alert_per_incident_and_one_recovery(seeded, database_url, webhook, 
         assert [(o.partition, o.metadata["status"].value) for o in shown] == [("1", "open"), ("1", "resolved")]
 
 
-def test_webhook_down_does_not_crash_the_sensor_and_is_retried(seeded, database_url, webhook, alert_env):
+def test_webhook_down_does_not_crash_the_sensor_and_is_retried(seeded, database_url, webhook, alert_env, warehouse_config):
     alert_env.setenv(alerts.WEBHOOK_URL_ENV, closed_port_url())
     fail(seeded, 2, "contacts", 3)
     with dg.instance_for_test() as instance:
-        sensor = Sensor(instance, database_url)
+        sensor = Sensor(instance, database_url, warehouse_config)
 
         first = sensor.tick()  # connection refused
         assert isinstance(first, dg.SensorResult) and len(first.asset_events) == 1
@@ -361,10 +364,10 @@ def test_webhook_down_does_not_crash_the_sensor_and_is_retried(seeded, database_
         assert len(webhook.posts) == 1  # delivered once
 
 
-def test_without_a_webhook_incidents_are_only_logged_and_observed(seeded, database_url, alert_env):
+def test_without_a_webhook_incidents_are_only_logged_and_observed(seeded, database_url, alert_env, warehouse_config):
     fail(seeded, 1, "flows", 5)
     with dg.instance_for_test() as instance:
-        sensor = Sensor(instance, database_url)
+        sensor = Sensor(instance, database_url, warehouse_config)
         assert isinstance(sensor.tick(), dg.SensorResult)
         assert sensor.state()["incidents"]["1/flows/failing"]["notified"] is True  # nothing to retry
         assert isinstance(sensor.tick(), dg.SkipReason)
@@ -398,10 +401,10 @@ def test_settings_from_the_environment():
         alerts.AlertSettings.from_env({alerts.FAILURES_ENV: "three"})
 
 
-def test_caught_up_tenants_raise_no_alert_however_long_they_idle(seeded, database_url, webhook, alert_env):
+def test_caught_up_tenants_raise_no_alert_however_long_they_idle(seeded, database_url, webhook, alert_env, warehouse_config):
     alert_env.setenv(alerts.WEBHOOK_URL_ENV, webhook.url)
     with dg.instance_for_test() as instance:
-        sensor = Sensor(instance, database_url)
+        sensor = Sensor(instance, database_url, warehouse_config)
 
         assert isinstance(sensor.tick(), dg.SkipReason)
         sensor.time_passes(timedelta(hours=6))

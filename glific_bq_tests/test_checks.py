@@ -9,10 +9,11 @@ import pytest
 
 from glific_bq import upkeep_checks
 from glific_bq.registry import DeletePolicy, TableSpec
+from glific_bq.roster import select_tenants
 from glific_bq.sync import sync_table
 from glific_bq.warehouse import Warehouse
 
-from .helpers import NOTES_DDL, add_notes, add_organization
+from .helpers import NOTES_DDL, add_notes, add_organization, bigquery_resource, everyone
 
 NOTES = TableSpec("notes", deletes=DeletePolicy.KEEP)
 
@@ -34,7 +35,7 @@ def test_a_synced_table_passes_every_check(synced, source):
     assert upkeep_checks.duplicate_ids(warehouse, org.id, "notes").passed
     reconciled = upkeep_checks.reconcile(source, warehouse, org.id, NOTES)
     assert reconciled.passed and reconciled.numbers["missing"] == 0 and reconciled.numbers["source_rows"] == 6
-    assert upkeep_checks.lag(source, org.id, NOTES, 60, upkeep_checks.waiting_organizations(source, NOTES)).passed
+    assert upkeep_checks.lag(source, org.id, NOTES, 60, upkeep_checks.waiting_organizations(source, NOTES, everyone(source.control))).passed
 
 
 def test_reconciliation_names_a_row_missing_from_bigquery(synced, source):
@@ -61,7 +62,7 @@ def test_changes_waiting_too_long_fail_the_lag_check(synced, source, db):
     db.execute("UPDATE bigquery_jobs SET advanced_at = now() - interval '1 hour' WHERE organization_id = %s", (org.id,))
     db.execute("UPDATE notes SET body = 'waiting', updated_at = updated_at + interval '2 seconds' WHERE id = %s", (ids[1],))
 
-    finding = upkeep_checks.lag(source, org.id, NOTES, 600, upkeep_checks.waiting_organizations(source, NOTES))
+    finding = upkeep_checks.lag(source, org.id, NOTES, 600, upkeep_checks.waiting_organizations(source, NOTES, everyone(source.control)))
 
     assert not finding.passed and finding.numbers["lag_seconds"] >= 3600
 
@@ -70,15 +71,13 @@ def test_the_dagster_checks_name_the_failing_tenant(db, source, warehouse_for, d
     from glific_bq.defs.assets import table_assets
     from glific_bq.defs.checks import asset_checks, checks_job
     from glific_bq.defs.jobs import sync_job
-    from glific_bq.defs.resources import GlificBigQuery, GlificPostgres
+    from glific_bq.defs.resources import GlificPostgres
     from glific_bq.local.sample_data import seed
 
     seed(db, organizations=2, messages_per_org=20, contacts_per_org=5)
     resources = {
         "postgres": GlificPostgres(database_url=database_url),
-        "bigquery": GlificBigQuery(project=warehouse_config.project, dataset_template=warehouse_config.dataset_template,
-                                   emulator_host=warehouse_config.emulator_host,
-                                   storage_emulator_host=warehouse_config.storage_emulator_host),
+        "bigquery": bigquery_resource(warehouse_config),
     }
     defs = dg.Definitions(assets=table_assets, asset_checks=asset_checks, jobs=[checks_job, sync_job], resources=resources)
     instance = dg.DagsterInstance.ephemeral()
@@ -97,16 +96,32 @@ def test_the_dagster_checks_name_the_failing_tenant(db, source, warehouse_for, d
     assert evaluations[("messages", "latest_ids_unique")].passed
 
 
-def test_a_tenant_with_bad_credentials_fails_its_own_checks_and_no_one_elses(synced, source, db, warehouse_config, tmp_path):
+def test_a_tenant_whose_bigquery_fails_fails_its_own_checks_and_no_one_elses(synced, source, db, warehouse_config):
     org, ids, warehouse = synced
     broken = add_organization(db)
-    (tmp_path / f"{broken.id}.json").write_text("not a key")  # what a bad upload leaves
-    config = dataclasses.replace(warehouse_config, credentials_dir=str(tmp_path))
+    roster = select_tenants(db, warehouse_config)
+    assert {t.id for t in roster.tenants} >= {org.id, broken.id}
 
-    findings = upkeep_checks.check_table(source, lambda organization: Warehouse(config, organization), NOTES, 600)
+    def open_warehouse(organization):
+        if organization.id == broken.id:  # its project is gone, say, after the roster was read
+            raise PermissionError("403 Access Denied: Project p-gone")
+        return Warehouse(warehouse_config, organization)
+
+    findings = upkeep_checks.check_table(source, roster, open_warehouse, NOTES, 600)
 
     for found in (findings.unique, findings.reconciled):
         by_tenant = {f.organization_id: f for f in found}
         assert by_tenant[org.id].passed
-        assert not by_tenant[broken.id].passed and "not valid JSON" in by_tenant[broken.id].summary
+        assert not by_tenant[broken.id].passed and "Access Denied" in by_tenant[broken.id].summary
     assert {f.organization_id for f in findings.fresh} >= {org.id, broken.id}
+
+
+def test_an_organization_with_an_unusable_key_is_not_checked_but_said_not_synced(synced, source, db, warehouse_config, tmp_path):
+    org, ids, warehouse = synced
+    broken = add_organization(db)
+    (tmp_path / f"{broken.id}.json").write_text("not a key")  # what a bad upload leaves
+    roster = select_tenants(db, dataclasses.replace(warehouse_config, credentials_dir=str(tmp_path)))
+
+    assert "not valid JSON" in roster.why_not(broken.id).reason
+    findings = upkeep_checks.check_table(source, roster, lambda o: Warehouse(warehouse_config, o), NOTES, 600)
+    assert broken.id not in {f.organization_id for f in findings.unique + findings.reconciled + findings.fresh}

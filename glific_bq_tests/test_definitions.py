@@ -13,7 +13,7 @@ from glific_bq import plan
 from glific_bq.defs.assets import table_assets
 from glific_bq.defs.jobs import sync_job
 from glific_bq.defs.partitions import tenants
-from glific_bq.defs.resources import GlificBigQuery, GlificPostgres
+from glific_bq.defs.resources import GlificPostgres
 from glific_bq.defs.schedules import sync_every_minute
 from glific_bq.defs.sensors import tenant_discovery
 from glific_bq.local.sample_data import seed
@@ -21,7 +21,7 @@ from glific_bq.registry import TABLES
 from glific_bq.tenants import get_organization
 from glific_bq.warehouse import Warehouse
 
-from .helpers import warehouse_rows
+from .helpers import bigquery_resource, everyone, warehouse_rows
 
 
 @pytest.fixture
@@ -34,12 +34,7 @@ def seeded(db):
 def resources(database_url, warehouse_config):
     return {
         "postgres": GlificPostgres(database_url=database_url),
-        "bigquery": GlificBigQuery(
-            project=warehouse_config.project,
-            dataset_template=warehouse_config.dataset_template,
-            emulator_host=warehouse_config.emulator_host,
-            storage_emulator_host=warehouse_config.storage_emulator_host,
-        ),
+        "bigquery": bigquery_resource(warehouse_config),
     }
 
 
@@ -137,7 +132,7 @@ def test_tenant_discovery_says_once_when_an_organization_stops_being_synced(seed
 
     assert isinstance(first, dg.SkipReason) and "1 no longer synced (just now: 2)" in first.skip_message
     assert isinstance(again, dg.SkipReason) and "just now" not in again.skip_message
-    assert 2 not in plan.dirty(seeded, TABLES).get("messages", [])  # not scheduled any more
+    assert 2 not in plan.dirty(seeded, TABLES, everyone(seeded)).get("messages", [])  # not scheduled any more
     assert instance.get_dynamic_partitions(tenants.name) == ["1", "2"]  # history kept
 
 
@@ -150,15 +145,15 @@ def test_minute_schedule_requests_a_run_unless_one_is_in_flight():
 
 
 def test_plan_finds_exactly_the_tenant_tables_beyond_their_watermarks(seeded, resources, warehouse_config):
-    everything = plan.dirty(seeded, TABLES)
+    everything = plan.dirty(seeded, TABLES, everyone(seeded))
     assert everything["messages"] == [1, 2] and everything["contacts"] == [1, 2]
 
     result = sync_job.execute_in_process(resources=resources, instance=dg.DagsterInstance.ephemeral())
     assert result.success
-    assert plan.dirty(seeded, TABLES) == {}
+    assert plan.dirty(seeded, TABLES, everyone(seeded)) == {}
 
     seeded.execute("UPDATE messages SET status = 'read', updated_at = now() AT TIME ZONE 'UTC' - interval '6 seconds' WHERE id = (SELECT max(id) FROM messages WHERE organization_id = 2)")
-    assert plan.dirty(seeded, TABLES) == {"messages": [2]}
+    assert plan.dirty(seeded, TABLES, everyone(seeded)) == {"messages": [2]}
 
 
 def test_resync_needs_confirmation_then_resends_the_tenant_table(seeded, resources, warehouse_config):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from glific_bq.deletes import propagate_deletes
+import pytest
+
+from glific_bq.deletes import MassDeleteRefused, propagate_deletes
 from glific_bq.registry import DeletePolicy, TableSpec
 from glific_bq.sync import sync_table
 
@@ -39,3 +41,30 @@ def test_keep_tables_never_lose_history_when_the_source_purges(notes, source, wa
     assert propagate_deletes(source, warehouse, org, spec) == 0
     sync_table(source, warehouse, org, spec)
     assert sorted(r["id"] for r in warehouse_rows(warehouse, "notes")) == ids
+
+
+def test_a_mass_delete_is_refused_until_confirmed(notes, source, warehouse_for):
+    spec = TableSpec("notes", deletes=DeletePolicy.PROPAGATE)
+    org = add_organization(notes)
+    ids = add_notes(notes, org, [f"n{i}" for i in range(40)])
+    warehouse = warehouse_for(org)
+    sync_table(source, warehouse, org, spec)
+    notes.execute("DELETE FROM notes WHERE id = ANY(%s)", (ids[:12],))  # 30 %: a restore, a wrong database...
+
+    with pytest.raises(MassDeleteRefused, match=r"12 of 40 id\(s\).*nothing deleted.*confirm_deletes"):
+        propagate_deletes(source, warehouse, org, spec)
+    assert len({r["id"] for r in warehouse_rows(warehouse, "notes")}) == 40  # nothing deleted
+
+    assert propagate_deletes(source, warehouse, org, spec, confirm=True) == 12
+    assert sorted({r["id"] for r in warehouse_rows(warehouse, "notes")}) == ids[12:]
+
+
+def test_a_few_deletes_below_the_floor_need_no_confirmation(notes, source, warehouse_for):
+    spec = TableSpec("notes", deletes=DeletePolicy.PROPAGATE)
+    org = add_organization(notes)
+    ids = add_notes(notes, org, ["a", "b", "c"])
+    warehouse = warehouse_for(org)
+    sync_table(source, warehouse, org, spec)
+    notes.execute("DELETE FROM notes WHERE id = %s", (ids[0],))  # one contact erased: a third of a tiny table
+
+    assert propagate_deletes(source, warehouse, org, spec) == 1

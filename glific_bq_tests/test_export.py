@@ -18,7 +18,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from glific_bq.defs.exports import export_job
-from glific_bq.defs.resources import GlificBigQuery, GlificPostgres
+from glific_bq.defs.resources import GlificPostgres
 from glific_bq.export import (
     EXCEL_MAX_CHARS,
     TRUNCATION_MARKER,
@@ -32,7 +32,7 @@ from glific_bq.schema import reflect_columns, syncable_columns
 from glific_bq.sync import sync_table
 from glific_bq.tenants import Organization, get_organization
 
-from .helpers import add_notes, add_organization, warehouse_rows
+from .helpers import add_notes, add_organization, bigquery_resource, warehouse_rows
 
 NOTES = TableSpec("notes")
 RECENTLY = "now() AT TIME ZONE 'UTC' - interval '1 minute'"  # older than the sync's horizon
@@ -301,10 +301,7 @@ def test_export_job_records_each_file_with_its_row_count(db, source, database_ur
         sync_table(source, warehouse_for(org), org, table(name))
     resources = {
         "postgres": GlificPostgres(database_url=database_url),
-        "bigquery": GlificBigQuery(
-            project=warehouse_config.project, dataset_template=warehouse_config.dataset_template,
-            emulator_host=warehouse_config.emulator_host, storage_emulator_host=warehouse_config.storage_emulator_host,
-        ),
+        "bigquery": bigquery_resource(warehouse_config),
     }
     config = {"organization_id": 1, "tables": ["contacts", "tickets"], "formats": ["csv", "xlsx"], "destination": str(tmp_path)}
 

@@ -18,7 +18,7 @@ from glific_bq.sync import SyncOptions, sync_table, sync_tenant
 from glific_bq.tenants import get_organization
 from glific_bq.warehouse import DEAD_LETTERS, Warehouse
 
-from .helpers import add_organization
+from .helpers import add_organization, everyone
 
 TABLES = registry.GLIFIC_TABLES
 NOW = datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(minutes=5)  # past the sync's horizon
@@ -262,9 +262,9 @@ def test_rows_the_layout_leaves_out_still_move_the_watermark(db, source, glific_
         _sync_all(source, warehouse, org)
         simulator = gw.contact(db, org.id, "9876543210_2", name="Simulator 2", at=NOW)  # the newest contact
         gw.revision(db, ids["flow"], {"name": "draft", "nodes": []}, at=NOW)  # a draft: not exported
-        assert org.id in plan.dirty_organizations(db, contacts) and org.id in plan.dirty_organizations(db, flows)
+        assert org.id in plan.dirty_organizations(db, contacts, everyone(db)) and org.id in plan.dirty_organizations(db, flows, everyone(db))
         sync_table(source, warehouse, org, contacts)
         sync_table(source, warehouse, org, flows)
         assert simulator not in _latest(warehouse, "contacts") and len(_rows(warehouse, "flows")) == 1
     assert watermarks.get(db, org.id, "contacts").table_id == simulator
-    assert org.id not in plan.dirty_organizations(db, contacts) and org.id not in plan.dirty_organizations(db, flows)
+    assert org.id not in plan.dirty_organizations(db, contacts, everyone(db)) and org.id not in plan.dirty_organizations(db, flows, everyone(db))

@@ -7,7 +7,7 @@ import pytest
 from glific_bq.defs.resources import GlificBigQuery, GlificPostgres
 from glific_bq.warehouse import CredentialsError
 
-from .helpers import add_organization
+from .helpers import add_organization, bigquery_resource
 
 
 def test_the_watermark_table_is_set_up_once_per_process_not_at_every_open(db, database_url):
@@ -26,10 +26,7 @@ def test_the_watermark_table_is_set_up_once_per_process_not_at_every_open(db, da
 def test_a_bigquery_client_comes_only_with_the_organizations_own_settings(db, warehouse_config, tmp_path):
     org = add_organization(db)
     (tmp_path / f"{org.id}.json").write_text("{}")
-    bigquery = GlificBigQuery(project=warehouse_config.project, layout="raw",
-                              dataset_template=warehouse_config.dataset_template,
-                              emulator_host=warehouse_config.emulator_host,
-                              storage_emulator_host=warehouse_config.storage_emulator_host)
+    bigquery = bigquery_resource(warehouse_config, layout="raw")
 
     warehouse = bigquery.open_warehouse(org)
     try:

@@ -38,7 +38,7 @@ import psycopg
 import pytest
 
 from glific_bq import watermarks
-from glific_bq.local.sample_data import create_schema, seed
+from glific_bq.local.sample_data import DEMO_CIPHER_KEY, create_schema, enable_bigquery, seed
 from glific_bq.registry import TABLES
 from glific_bq.tenants import get_organization
 from glific_bq.warehouse import Warehouse, WarehouseConfig
@@ -50,7 +50,8 @@ pytestmark = pytest.mark.ui
 PROJECT = Path(__file__).resolve().parents[1]
 ARTIFACTS = PROJECT / "artifacts" / "ui"
 LOCATION = "glific_bq.definitions"  # the code location workspace.yaml defines
-TENANTS = ["1", "2", "3"]
+ORGANIZATIONS = 3  # the first two turn BigQuery on, the third turns it off again (enable_bigquery)
+TENANTS = ["1", "2"]
 MESSAGES_PER_TENANT = 100
 STARTUP_DEADLINE_S = 90  # dagster dev answering with the code location loaded
 SYNC_DEADLINE_S = 150  # from starting dagster dev to a successful scheduled sync_job run
@@ -116,11 +117,13 @@ def artifacts() -> Path:
 
 @pytest.fixture
 def glific_url(database_url) -> str:
-    """A fresh database with Glific's schema, the watermark table and a small sample."""
+    """A fresh database with Glific's schema, the watermark table, a small sample and the demo's
+    BigQuery settings (two organizations synced into their own projects, one switched off)."""
     with psycopg.connect(database_url, autocommit=True) as conn:
         create_schema(conn)
         watermarks.ensure_table(conn)
-        seed(conn, organizations=len(TENANTS), messages_per_org=MESSAGES_PER_TENANT, contacts_per_org=30)
+        seed(conn, organizations=ORGANIZATIONS, messages_per_org=MESSAGES_PER_TENANT, contacts_per_org=30)
+        assert sorted(map(str, enable_bigquery(conn))) == TENANTS
     return database_url
 
 
@@ -192,6 +195,7 @@ def dagster_dev(glific_url, bigquery_emulator, tmp_path, artifacts) -> Iterator[
         bigquery_emulator.environment(),  # GLIFIC_BQ_PROJECT, BIGQUERY_EMULATOR_HOST, BIGQUERY_STORAGE_EMULATOR_HOST
         GLIFIC_DATABASE_URL=glific_url,
         GLIFIC_BQ_DATASET_TEMPLATE=dataset_template,
+        CIPHER_KEY=DEMO_CIPHER_KEY,  # Glific's own variable: the keys come from its credentials table
         DAGSTER_HOME=str(home),
     )
     port = free_port()
@@ -213,6 +217,7 @@ def dagster_dev(glific_url, bigquery_emulator, tmp_path, artifacts) -> Iterator[
             dataset_template=dataset_template,
             emulator_host=bigquery_emulator.rest_url,
             storage_emulator_host=bigquery_emulator.grpc_endpoint,
+            cipher_key=DEMO_CIPHER_KEY,
         ),
     )
     try:
@@ -320,7 +325,8 @@ def check_api(dev: DagsterDev) -> int:
 
 
 def check_bigquery(dev: DagsterDev, database_url: str) -> None:
-    """Every tenant's messages arrived in its own dataset of the emulator."""
+    """Every tenant's messages arrived in its own dataset of its own project (its key's), and the
+    organization that switched BigQuery off has no dataset anywhere."""
     with psycopg.connect(database_url, autocommit=True) as conn:
         organizations = [get_organization(conn, int(key)) for key in TENANTS]
     for organization in organizations:
@@ -332,6 +338,7 @@ def check_bigquery(dev: DagsterDev, database_url: str) -> None:
         assert len(rows) == MESSAGES_PER_TENANT, (organization.id, len(rows))
         # Glific's layout: a dataset per bot number, rows carrying their contacts' phones.
         assert warehouse.dataset.endswith(organization.phone)
+        assert warehouse.dataset_ref.startswith(f"{organization.shortcode}-analytics."), warehouse.dataset_ref
         with psycopg.connect(database_url, autocommit=True) as conn:
             phones = {p for (p,) in conn.execute("SELECT phone FROM contacts WHERE organization_id = %s",
                                                  (organization.id,))}
@@ -427,10 +434,17 @@ def test_ui_shows_the_minute_sync(chromium, dagster_dev, glific_url, artifacts, 
                 expect(page.get_by_text("Failed (0)")).to_be_visible()
                 expect(page.get_by_text("Materialized", exact=True)).to_be_visible()  # this tenant's tag
                 with psycopg.connect(glific_url, autocommit=True) as conn:
-                    dataset = dagster_dev.warehouse.dataset_for(get_organization(conn, int(key)))
-                expect(page.get_by_text(f"{dagster_dev.warehouse.project}.{dataset}", exact=True)).to_be_visible()
+                    organization = get_organization(conn, int(key))
+                dataset = dagster_dev.warehouse.dataset_for(organization)
+                expect(page.get_by_text(f"{organization.shortcode}-analytics.{dataset}", exact=True)).to_be_visible()
                 expect(page.get_by_text(run["runId"][:8], exact=True)).to_be_visible()  # the scheduled run
             page.screenshot(path=artifacts / "partitions-bigquery-messages-1.png")
+
+            # The roster: who is synced into which project, and why organization 3 is not.
+            page.goto(f"{url}/assets/glific/tenant_roster")
+            expect(page.get_by_text("BigQuery credential switched off").first).to_be_visible()
+            expect(page.get_by_text("saathi-analytics.", exact=False).first).to_be_visible()
+            page.screenshot(path=artifacts / "tenant-roster.png")
         except BaseException:
             try:
                 page.screenshot(path=artifacts / "failure.png")

@@ -35,7 +35,7 @@ from glific_bq.sync import sync_table
 from glific_bq.tenants import Organization
 from glific_bq.warehouse import Warehouse, WarehouseConfig
 
-from .helpers import NOTES_DDL, add_notes, add_organization, latest_versions, warehouse_rows
+from .helpers import NOTES_DDL, add_notes, add_organization, bigquery_resource, latest_versions, warehouse_rows
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "looker-studio.md"
 KOLKATA, SAO_PAULO = "Asia/Kolkata", "America/Sao_Paulo"
@@ -434,10 +434,7 @@ def test_identifiers_are_validated_before_any_sql_is_built():
 def resources(database_url, warehouse_config):
     return {
         "postgres": GlificPostgres(database_url=database_url),
-        "bigquery": GlificBigQuery(
-            project=warehouse_config.project, dataset_template=warehouse_config.dataset_template,
-            emulator_host=warehouse_config.emulator_host, storage_emulator_host=warehouse_config.storage_emulator_host,
-        ),
+        "bigquery": bigquery_resource(warehouse_config),
     }
 
 

@@ -41,6 +41,7 @@ from glific_bq.alerts.notification import (
     MAX_LISTED,
     WebhookError,
     alert_text,
+    announce,
     post_webhook,
     recovery_text,
     webhook_text,
@@ -68,7 +69,7 @@ from glific_bq.alerts.state import (
 __all__ = [
     "FAILING", "FAILURES_AFTER", "FAILURES_ENV", "MAX_ERROR_CHARS", "MAX_LISTED", "MAX_UNDELIVERED_RECOVERIES",
     "STALLED", "STALL_AFTER", "STALL_MINUTES_ENV", "STATE_VERSION", "WEBHOOK_URL_ENV", "AlertSettings",
-    "Evaluation", "PairStatus", "Problem", "Snapshot", "WebhookError", "alert_text", "diff", "dump_state",
+    "Evaluation", "PairStatus", "Problem", "Snapshot", "WebhookError", "alert_text", "announce", "diff", "dump_state",
     "empty_state", "evaluate", "find_problems", "incident_key", "load_state", "mark_delivered", "post_webhook",
     "problems_in", "read_status", "recovery_text", "safe_error", "undelivered", "webhook_text",
 ]

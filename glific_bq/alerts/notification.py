@@ -98,6 +98,23 @@ def post_webhook(url: str, text: str, *, timeout: float = 10) -> None:
         raise WebhookError(f"alert webhook at {host} failed: {type(error).__name__}: {error}") from None
 
 
+def announce(log, text: str, environ: Mapping[str, str] | None = None) -> bool:
+    """A one-off alert (not an incident of the sensor's): logged as an error, and posted to
+    ``GLIFIC_ALERT_WEBHOOK_URL`` when set. Never raises; returns whether the webhook took it."""
+    from glific_bq.alerts.settings import AlertSettings
+
+    log.error(text)
+    url = AlertSettings.from_env(environ).webhook_url
+    if not url:
+        return False
+    try:
+        post_webhook(url, text)
+    except WebhookError as error:
+        log.warning(f"could not deliver the alert: {error}")
+        return False
+    return True
+
+
 def _slack_escape(text: str) -> str:
     """Slack reads ``<…>`` as links and mentions: an error text must not ping ``<!channel>``."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

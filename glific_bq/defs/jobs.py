@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import dagster as dg
 
-from glific_bq import tick, upkeep, watermarks
+from glific_bq import alerts, tick, upkeep, watermarks
 from glific_bq.registry import TABLES, table
 from glific_bq.roster import select_tenants
 from glific_bq.tick import TickOptions
@@ -112,6 +112,17 @@ class DedupConfig(dg.Config):
     organization_id: int | None = None
     buffer_minutes: int = 0  # only for rows written by legacy streaming: DML never touches newer rows
     full: bool = False  # examine every id, not only those changed since the last pass
+    #: "<organization id>/<table>" pairs whose mass delete (deletes.MassDeleteRefused) is confirmed
+    confirm_deletes: list[str] = []
+
+    def confirmed(self) -> set[tuple[int, str]]:
+        pairs = set()
+        for pair in self.confirm_deletes:
+            organization, _, table = pair.partition("/")
+            if not organization.strip().isdigit() or not table.strip():
+                raise dg.Failure(f"confirm_deletes: {pair!r} is not <organization id>/<table>")
+            pairs.add((int(organization), table.strip()))
+        return pairs
 
 
 @dg.op(out={}, description="Delete older row versions (keep the newest per id) and propagate deletes, per tenant.")
@@ -129,12 +140,16 @@ def dedup_tenants(context: dg.OpExecutionContext, config: DedupConfig, postgres:
                 raise dg.Failure(f"organization {config.organization_id} is not synced"
                                  + (f": {why.reason}" if why else ": no such organization"))
         results = upkeep.dedup_tenants(source, bigquery.open_warehouse, organizations, TABLES, full=config.full,
-                                       buffer_window=timedelta(minutes=config.buffer_minutes))
+                                       buffer_window=timedelta(minutes=config.buffer_minutes),
+                                       confirm_deletes=config.confirmed())
     for result in results:
         if result.error is None:
             context.log_event(dg.AssetObservation(
                 asset_key=["bigquery", result.table], partition=str(result.organization_id), metadata=result.metadata,
             ))
+    refused = [r.error for r in results if r.metadata.get("deletes_refused")]
+    if refused:
+        alerts.announce(context.log, "[glific_bq] mass delete REFUSED, nothing deleted:\n" + "\n".join(refused))
     failures = [r.describe_failure() for r in results if r.error]
     if failures:
         raise dg.Failure(f"dedup failed for {len(failures)} tenant-table(s)",

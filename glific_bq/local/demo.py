@@ -1,7 +1,8 @@
 """The local demo: everything glific_bq needs, on one machine, in one command.
 
-Starts an embedded PostgreSQL (pgserver) with a Glific-like schema and sample data for three
-organizations, the BigQuery emulator, a traffic simulator that keeps inserting and updating
+Starts an embedded PostgreSQL (pgserver) with Glific's schema and sample data for four
+organizations (two turned BigQuery on, each with a key of its own project, encrypted with a demo
+``CIPHER_KEY``; one turned it off again; one never turned it on), the BigQuery emulator, a traffic simulator that keeps inserting and updating
 rows, and ``dagster dev`` with the minute sync schedule and the tenant sensor running. Ctrl-C
 stops everything. All state lives under ``.local/`` (git-ignored); ``--fresh`` starts over.
 """
@@ -54,14 +55,17 @@ def stop_process_group(process: subprocess.Popen, grace_seconds: float = 30) -> 
 
 
 def prepare_database(url: str) -> dict[str, int]:
-    """Glific's schema, the watermark table and sample data (only into an empty database)."""
+    """Glific's schema, the watermark table, sample data and BigQuery settings (only into an
+    empty database)."""
     from glific_bq import watermarks
-    from glific_bq.local.sample_data import create_schema, seed
+    from glific_bq.local.sample_data import create_schema, enable_bigquery, seed
 
     with psycopg.connect(url, autocommit=True) as conn:
         create_schema(conn)
         watermarks.ensure_table(conn)
-        return seed(conn)
+        counts = seed(conn, organizations=4)
+        enable_bigquery(conn)
+        return counts
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -97,7 +101,10 @@ def main(argv: list[str] | None = None) -> None:
     dagster_home = args.state_dir / "dagster_home"
     dagster_home.mkdir(parents=True, exist_ok=True)
     shutil.copy(PROJECT / "dagster.yaml", dagster_home / "dagster.yaml")
-    env = {**os.environ, **bigquery.environment(), "GLIFIC_DATABASE_URL": url, "DAGSTER_HOME": str(dagster_home)}
+    from glific_bq.local.sample_data import DEMO_CIPHER_KEY
+
+    env = {**os.environ, **bigquery.environment(), "GLIFIC_DATABASE_URL": url, "DAGSTER_HOME": str(dagster_home),
+           "CIPHER_KEY": DEMO_CIPHER_KEY}
 
     simulator = None
     if args.traffic_rate > 0:

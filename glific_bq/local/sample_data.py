@@ -25,6 +25,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from glific_bq.cloak import Vault
 from glific_bq.local import glific_writes as gw
 from glific_bq.local.glific_schema import TENANT_TABLES, create_glific_schema
 
@@ -199,6 +200,29 @@ def seed(
             _Seeder(conn, random.Random(seed), now).run(organizations, messages_per_org, contacts_per_org)
         return {table: conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()[0]
                 for table in TABLES}
+
+
+#: The demo's stand-in for Glific's ``CIPHER_KEY`` (base64 of 32 bytes). Public, for local data only.
+DEMO_CIPHER_KEY = "Z2xpZmljX2JxIGRlbW8ga2V5LCBub3QgYSBzZWNyZXQ="
+
+
+def enable_bigquery(conn: psycopg.Connection, cipher_key: str = DEMO_CIPHER_KEY) -> dict[int, str]:
+    """Glific's BigQuery settings for the seeded organizations, as NGOs leave them: the first
+    two turned BigQuery on, each with a service-account key of its own project (encrypted as
+    Glific does, with ``cipher_key`` as ``CIPHER_KEY``); the third turned it on and then off
+    again; any others never did. Returns ``{organization id: its project}`` of the first two.
+    Only into a database without credentials: like ``seed``, a one-time step."""
+    if conn.execute("SELECT EXISTS (SELECT FROM credentials)").fetchone()[0]:
+        return {}
+    vault = Vault.from_env({"CIPHER_KEY": cipher_key})
+    organizations = conn.execute("SELECT id, shortcode FROM organizations ORDER BY id LIMIT 3").fetchall()
+    projects = {}
+    for n, (organization_id, shortcode) in enumerate(organizations):
+        project = f"{shortcode}-analytics"
+        gw.bigquery_credential(conn, organization_id, gw.service_account_key(project), vault, active=n < 2)
+        if n < 2:
+            projects[organization_id] = project
+    return projects
 
 
 def _sec(ts: datetime) -> datetime:
