@@ -422,7 +422,7 @@ def run_end_to_end(url: str, layout: str, page_rows: int, write_method: str, emu
                              write_method=write_method, emulator_host=emulator["rest"],
                              storage_emulator_host=emulator["grpc"], layout=chosen)
     with Source(url) as source:
-        source.control.execute("DELETE FROM bigquery_jobs WHERE organization_id = %s", (ORGANIZATION,))
+        source.control.execute("DELETE FROM glific_bq_watermarks WHERE organization_id = %s", (ORGANIZATION,))
         organization = get_organization(source.control, ORGANIZATION)
         warehouse = Warehouse(config, organization)
         spec = registry.table("messages", registry.tables_for(chosen))

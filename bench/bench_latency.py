@@ -86,7 +86,7 @@ def main() -> None:
         if missing:  # say why, before the stack goes
             print("not arrived:", missing)
             print("watermark:", conn.execute(
-                'SELECT table_id, last_updated_at, last_updated_id, failures, last_error FROM bigquery_jobs '
+                'SELECT table_id, last_updated_at, last_updated_id, failures, last_error FROM glific_bq_watermarks '
                 "WHERE organization_id = 1 AND \"table\" = 'messages'").fetchone())
             print("their rows:", conn.execute(
                 "SELECT id, inserted_at, updated_at FROM messages WHERE body = ANY(%s)", (missing,)).fetchall())

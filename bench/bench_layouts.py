@@ -70,7 +70,7 @@ def main() -> None:
             config = WarehouseConfig(organizations="active", project=emulator.project, emulator_host=emulator.rest_url,
                                      storage_emulator_host=emulator.grpc_endpoint, layout=layout,
                                      dataset_template=f"b{uuid.uuid4().hex[:6]}_{{organization_id}}")
-            source.control.execute("DELETE FROM bigquery_jobs")
+            source.control.execute("DELETE FROM glific_bq_watermarks")
             spec = registry.table("messages", registry.tables_for(layout))
             with Warehouse(config, organization) as warehouse:
                 started = time.monotonic()

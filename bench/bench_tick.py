@@ -3,7 +3,7 @@
 The minute schedule must find the (tenant, table) pairs with rows beyond their watermarks.
 glific_bq plans with one query per table (``glific_bq.plan.dirty``): its cost grows with tables,
 and with tenants only by two index probes each. The baseline asks per tenant-table, as a cron
-that walks ``bigquery_jobs`` row by row does (Glific's minute worker): 2 queries per pair.
+that walks the watermark rows one by one does (Glific's minute worker): 2 queries per pair.
 
 Each size gets 10 tables of 20 rows per tenant, watermarks caught up, then 2 % of the pairs
 receive a new row or an update. Both planners must find exactly those pairs.
@@ -26,10 +26,16 @@ from glific_bq import plan, watermarks
 from glific_bq.registry import TableSpec
 
 TABLES = tuple(TableSpec(f"t{i}") for i in range(10))
+DESTINATION = "raw:bench.dataset"
+
+
+def tenants_of(conn: psycopg.Connection) -> dict[int, str]:
+    """Every organization, as the roster would give them (one destination each)."""
+    return {row[0]: DESTINATION for row in conn.execute("SELECT id FROM organizations")}
 
 
 def build(conn: psycopg.Connection, tenants: int, rows: int) -> None:
-    conn.execute("DROP TABLE IF EXISTS bigquery_jobs, organizations CASCADE")
+    conn.execute("DROP TABLE IF EXISTS glific_bq_watermarks, bigquery_jobs, organizations CASCADE")
     for spec in TABLES:
         conn.execute(f"DROP TABLE IF EXISTS {spec.name}")
     conn.execute("CREATE TABLE organizations (id bigint PRIMARY KEY, shortcode text, timezone text, is_active boolean)")
@@ -51,12 +57,13 @@ def build(conn: psycopg.Connection, tenants: int, rows: int) -> None:
         conn.execute(f"CREATE INDEX ON {spec.name} (organization_id, updated_at, id)")
         # Caught up: watermarks at each tenant's max id and max (updated_at, id).
         conn.execute(
-            'INSERT INTO bigquery_jobs (organization_id, "table", table_id, last_updated_at, last_updated_id) '
-            f"SELECT organization_id, %s, max(id), max(updated_at), max(id) FROM {spec.name} GROUP BY organization_id",
-            (spec.name,),
+            'INSERT INTO glific_bq_watermarks (organization_id, "table", destination, table_id, last_updated_at, '
+            f"last_updated_id) SELECT organization_id, %s, %s, max(id), max(updated_at), max(id) FROM {spec.name} "
+            "GROUP BY organization_id",
+            (spec.name, DESTINATION),
         )
         conn.execute(f"ANALYZE {spec.name}")
-    conn.execute("ANALYZE bigquery_jobs")
+    conn.execute("ANALYZE glific_bq_watermarks")
 
 
 def make_dirty(conn: psycopg.Connection, tenants: int, share: float, rng: random.Random) -> set[tuple[str, int]]:
@@ -81,7 +88,7 @@ def make_dirty(conn: psycopg.Connection, tenants: int, share: float, rng: random
 def plan_per_pair(conn: psycopg.Connection) -> set[tuple[str, int]]:
     """The baseline: two queries per (tenant, table) watermark row."""
     found = set()
-    jobs = conn.execute('SELECT organization_id, "table", table_id, last_updated_at, last_updated_id FROM bigquery_jobs').fetchall()
+    jobs = conn.execute('SELECT organization_id, "table", table_id, last_updated_at, last_updated_id FROM glific_bq_watermarks').fetchall()
     for org, name, table_id, last_updated_at, last_updated_id in jobs:
         new = conn.execute(f"SELECT 1 FROM {name} WHERE organization_id = %s AND id > %s LIMIT 1", (org, table_id)).fetchone()
         changed = new or conn.execute(
@@ -95,7 +102,7 @@ def plan_per_pair(conn: psycopg.Connection) -> set[tuple[str, int]]:
 
 
 def plan_per_table(conn: psycopg.Connection) -> set[tuple[str, int]]:
-    return {(name, org) for name, orgs in plan.dirty(conn, TABLES).items() for org in orgs}
+    return {(name, org) for name, orgs in plan.dirty(conn, TABLES, tenants_of(conn)).items() for org in orgs}
 
 
 def timed(fn, conn, repeat: int) -> tuple[float, set]:

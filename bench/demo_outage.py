@@ -123,7 +123,7 @@ def main() -> None:
                 print(f"organization {organization.id} {spec.name:18} source {diff.source_rows:6}  bigquery ids {row['ids']:6}  "
                       f"missing {len(diff.missing)}  duplicated after dedup {duplicates}")
             warehouse.close()
-        failing = source.control.execute("SELECT count(*) FROM bigquery_jobs WHERE failures > 0").fetchone()[0]
+        failing = source.control.execute("SELECT count(*) FROM glific_bq_watermarks WHERE failures > 0").fetchone()[0]
     stop_process_group(emulator)
     postgres.cleanup()
     for at, what in timeline:

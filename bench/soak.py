@@ -3,7 +3,7 @@ comparison of PostgreSQL and BigQuery.
 
 Everything runs locally and is set up from scratch: an embedded PostgreSQL (pgserver, in a temp
 dir) with Glific's schema and a small seed for ``--tenants`` organizations, the BigQuery emulator,
-and ``bigquery_jobs``. For ``--minutes`` minutes, concurrently:
+and the watermarks. For ``--minutes`` minutes, concurrently:
 
 * ``--writers`` writer processes (~``--rate`` transactions/s each, every tenant) insert messages,
   contacts, flow runs, tickets and contact history; update statuses, contact fields, flow results
@@ -19,7 +19,7 @@ and ``bigquery_jobs``. For ``--minutes`` minutes, concurrently:
   ``sync_table`` (``on_step``) or half-way through a BigQuery write (``DyingWarehouse``). The
   next sync starts on fresh connections, as a restarted process would.
 * a dedup thread, every 20-30 s, runs an incremental ``dedup_tenant`` (``since`` = the last pass,
-  kept in ``bigquery_jobs.deduped_at`` as the dedup job does) and ``propagate_deletes``. Its
+  kept in ``glific_bq_watermarks.deduped_at`` as the dedup job does) and ``propagate_deletes``. Its
   BigQuery requests and the syncer's take turns (the emulator cannot serve two at once, see
   ``EMULATOR``), so dedup statements interleave with appends request by request.
 
@@ -436,14 +436,15 @@ def dedup_and_propagate(source: Source, config: WarehouseConfig, organization_id
     started = datetime.now(timezone.utc)
     try:
         since = None if full else {
-            spec.name: watermarks.get(source.control, organization_id, spec.name).deduped_at for spec in TABLES
+            spec.name: watermarks.get(source.control, organization_id, spec.name, warehouse.destination).deduped_at
+            for spec in TABLES
         }
         for result in dedup_tenant(warehouse, TABLES, since, now=started):
             stats.counts["versions_deleted"] += result.deleted
             if result.error:
                 stats.error(f"dedup organization {organization_id}, {result.table}: {result.error}")
             elif result.skipped_reason is None:
-                watermarks.record_dedup(source.control, organization_id, result.table, started)
+                watermarks.record_dedup(source.control, organization_id, result.table, warehouse.destination, started)
         stats.counts["dedups"] += 1
         for spec in TABLES:
             if spec.deletes is DeletePolicy.PROPAGATE:
@@ -598,7 +599,7 @@ def compare(url: str, config: WarehouseConfig, tenant_ids: list[int]) -> list[Ta
 
 @contextlib.contextmanager
 def local_stack(tenants: int, seed: int):
-    """An embedded PostgreSQL with Glific's schema, seed data and ``bigquery_jobs``, and the
+    """An embedded PostgreSQL with Glific's schema, seed data and the watermark tables, and the
     BigQuery emulator; yields (database url, warehouse config); stops both after, and removes
     their files at exit."""
     workdir = Path(tempfile.mkdtemp(prefix="glific_bq_soak_"))  # 0700

@@ -17,6 +17,7 @@ import sys
 from datetime import date
 
 from glific_bq import registry, watermarks
+from glific_bq.roster import Tenant
 from glific_bq.source import Source, database_url
 from glific_bq.sync import SyncOptions
 
@@ -26,14 +27,16 @@ def _tables(args: argparse.Namespace) -> list:
     return [registry.table(name) for name in args.table] if args.table else list(registry.TABLES)
 
 
-def _checked_tenant(source: Source, config, organization_id: int) -> None:
-    """Refuse, with the reason, an organization the roster does not sync (``glific_bq.roster``)."""
+def _checked_tenant(source: Source, config, organization_id: int) -> Tenant:
+    """The roster's tenant, or a refusal with the reason for an organization it does not sync."""
     from glific_bq.roster import select_tenants
 
     roster = select_tenants(source.control, config)
-    if roster.tenant(organization_id) is None:
+    tenant = roster.tenant(organization_id)
+    if tenant is None:
         why = roster.why_not(organization_id)
         raise LookupError(f"organization {organization_id} is not synced: {why.reason if why else 'no such organization'}")
+    return tenant
 
 
 def _sync(args: argparse.Namespace) -> int:
@@ -44,10 +47,9 @@ def _sync(args: argparse.Namespace) -> int:
     config = WarehouseConfig.from_env()
     with Source(database_url()) as source:
         watermarks.ensure_table(source.control)
-        _checked_tenant(source, config, args.organization)
-        results = sync_tenant(
-            source, lambda org: Warehouse(config, org), args.organization, tables, SyncOptions(page_rows=args.page_rows)
-        )
+        tenant = _checked_tenant(source, config, args.organization)
+        results = sync_tenant(source, lambda org: Warehouse(config, org), args.organization, tables,
+                              SyncOptions(page_rows=args.page_rows), destination=tenant.destination)
     for result in results:
         print(json.dumps(result.as_metadata(), default=str))
     return 0 if all(r.status in ("synced", "busy") for r in results) else 1

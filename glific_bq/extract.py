@@ -32,6 +32,8 @@ from psycopg import sql
 from glific_bq.schema import Column
 
 if TYPE_CHECKING:
+    import psycopg
+
     from glific_bq.layouts import Shape
     from glific_bq.registry import TableSpec
 
@@ -359,6 +361,25 @@ def horizon(reader, margin_seconds: float) -> datetime:
         cur.execute(_HORIZON_QUERY, parameters=(float(margin_seconds),))
         (value,) = cur.fetchone()
     return value
+
+
+_SEES_ALL_TRANSACTIONS = """
+SELECT current_user, rolsuper OR pg_has_role(current_user, 'pg_read_all_stats', 'MEMBER')
+FROM pg_roles WHERE rolname = current_user
+"""
+
+
+def late_commit_warning(conn: psycopg.Connection, margin_seconds: float = HORIZON_SECONDS) -> str | None:
+    """What to say when the ``horizon`` cannot see other roles' open transactions (the database
+    role is neither superuser nor a member of ``pg_read_all_stats``), or None when it can. Then a
+    transaction of Glific's open longer than the margin can commit rows the cursor has passed."""
+    row = conn.execute(_SEES_ALL_TRANSACTIONS).fetchone()
+    if row is None or row[1]:
+        return None
+    return (f"late-commit protection is OFF: the database role {row[0]} cannot see other roles' open "
+            "transactions (it is not a member of pg_read_all_stats), so a Glific transaction open for more "
+            f"than {margin_seconds:g} s can commit rows the sync has already passed, and they are never sent. "
+            f"Fix: GRANT pg_read_all_stats TO {row[0]}")
 
 
 def max_cursor(rows: pa.Table, below: datetime) -> tuple[datetime, int] | None:

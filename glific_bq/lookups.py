@@ -13,7 +13,7 @@ rows again when the value changes (glific#4586). Here the change reaches them:
    go. At most ``budget`` rows per call: a parent with more dependents (a flow renamed after a
    million messages) goes on at the next sync, never in one burst.
 
-The state lives in the source database beside ``bigquery_jobs``. Cost: for each organization
+The state lives in the source database beside ``glific_bq_watermarks``. Cost: for each organization
 synced, one probe per looked-up table; per change of a copied value, the dependent rows once.
 The first look at an organization records the digests and sends nothing again.
 """

@@ -21,10 +21,10 @@ from glific_bq.schema import reflect_columns
 
 _DIRTY = """
 SELECT o.id
-FROM organizations o
-LEFT JOIN bigquery_jobs w ON w.organization_id = o.id AND w."table" = {name}
-WHERE o.id = ANY(%(tenants)s)
-  AND NOT (COALESCE(w.failures, 0) > 0  -- back off after failures: 1, 2, 4 … 60 minutes
+FROM unnest(%(ids)s::bigint[], %(destinations)s::text[]) AS o(id, destination)
+LEFT JOIN glific_bq_watermarks w
+       ON w.organization_id = o.id AND w."table" = {name} AND w.destination = o.destination
+WHERE NOT (COALESCE(w.failures, 0) > 0  -- back off after failures: 1, 2, 4 … 60 minutes
            AND w.last_failed_at > now() - make_interval(mins => least(power(2, w.failures - 1), 60)::int))
   AND (EXISTS (SELECT 1 FROM {table} t WHERE t.organization_id = o.id AND t.id > COALESCE(w.table_id, 0))
        OR EXISTS (SELECT 1 FROM glific_bq_refresh r WHERE r.organization_id = o.id AND r."table" = {name})
@@ -43,9 +43,9 @@ _UPDATES = """
 def dirty_organizations(
     conn: psycopg.Connection, spec: TableSpec, tenants: Mapping[int, str], horizon_seconds: float = HORIZON_SECONDS
 ) -> list[int]:
-    """Ids of the tenants (``tenants``: organization id -> destination, from
-    ``glific_bq.roster``) with rows of ``spec``'s table beyond their watermark (changes newer
-    than the sync's horizon do not count yet)."""
+    """Ids of the tenants (``tenants``: organization id -> destination, ``Roster.destinations``)
+    with rows of ``spec``'s table beyond their watermark for that destination (changes newer than
+    the sync's horizon do not count yet)."""
     columns = reflect_columns(conn, spec.source)
     if not columns:
         return []
@@ -54,7 +54,8 @@ def dirty_organizations(
     cursor = cursor_expression(spec, columns)
     updates = sql.SQL(_UPDATES).format(table=table, cursor=cursor, margin=sql.Literal(horizon_seconds)) if cursor else sql.SQL("")
     query = sql.SQL(_DIRTY).format(name=sql.Literal(spec.name), table=table, updates=updates)
-    return [row[0] for row in conn.execute(query, {"tenants": sorted(tenants)}).fetchall()]
+    ids = sorted(tenants)
+    return [row[0] for row in conn.execute(query, {"ids": ids, "destinations": [tenants[i] for i in ids]}).fetchall()]
 
 
 def dirty(conn: psycopg.Connection, tables: tuple[TableSpec, ...], tenants: Mapping[int, str]) -> dict[str, list[int]]:

@@ -1,5 +1,5 @@
 """Masking secrets: the one home for what every log line, stored error and alert passes through
-before it leaves the code that caught it (``bigquery_jobs.last_error``, run metadata, webhooks).
+before it leaves the code that caught it (``glific_bq_watermarks.last_error``, run metadata, webhooks).
 
 Anything shaped like a credential is masked: private keys, passwords in URLs, bearer/basic
 tokens, ``password=…``-style pairs, long opaque strings of letters and digits (keys, tokens,
@@ -22,7 +22,7 @@ _SECRETS = (
     (re.compile(r"(?<![\w/.-])(?=[A-Za-z0-9+/_-]*\d)(?=[A-Za-z0-9+/_-]*[A-Za-z])[A-Za-z0-9+/_-]{40,}={0,2}"), "***"),
 )
 
-#: Longest error kept in ``bigquery_jobs`` and run metadata.
+#: Longest error kept in ``glific_bq_watermarks`` and run metadata.
 STORED_ERROR_CHARS = 2000
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import psycopg
 
 from glific_bq.tenants import Organization, list_organizations
-from glific_bq.warehouse.config import OrganizationRule, WarehouseConfig, key_for, project_for
+from glific_bq.warehouse.config import OrganizationRule, WarehouseConfig, destination, key_for, project_for
 from glific_bq.warehouse.errors import CredentialsError
 
 # Why an organization is not synced (the start of each reason; ``NotSynced.reason`` says more).
@@ -53,7 +53,7 @@ class Tenant:
     @property
     def destination(self) -> str:
         """Where this tenant's rows go, as watermarks are keyed: ``layout:project.dataset``."""
-        return f"{self.layout}:{self.project}.{self.dataset}"
+        return destination(self.layout, self.project, self.dataset)
 
 
 @dataclass(frozen=True)

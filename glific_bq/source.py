@@ -171,7 +171,7 @@ _created: set[tuple[str, str]] = set()
 
 def ensure_state_tables(conn: psycopg.Connection, name: str, ddl: str) -> None:
     """Run ``ddl`` (``CREATE TABLE IF NOT EXISTS`` of glific_bq's own state tables beside
-    ``bigquery_jobs``) once per process and database, serialized by an advisory lock: two
+    ``glific_bq_watermarks``) once per process and database, serialized by an advisory lock: two
     sessions running the same ``IF NOT EXISTS`` at once can still collide."""
     key = (conn.info.dsn, name)
     if key in _created:

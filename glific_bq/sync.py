@@ -178,8 +178,9 @@ def _sync_table(source, warehouse, organization, spec, options, on_step) -> Tabl
         if not acquired:
             result.status, result.message = "busy", "another run is syncing this table"
             return result
-        watermarks.create(control, organization.id, spec.name)
-        watermark = result.before = watermarks.get(control, organization.id, spec.name)
+        destination = warehouse.destination
+        watermarks.create(control, organization.id, spec.name, destination)
+        watermark = result.before = watermarks.get(control, organization.id, spec.name, destination)
 
         def ready(page: extract.Page, encode: bool) -> _ReadyPage:
             """The encode stage (a thread of its own): the page as BigQuery receives it, its
@@ -209,9 +210,9 @@ def _sync_table(source, warehouse, organization, spec, options, on_step) -> Tabl
             if pass_ is Pass.REFRESH:  # rows sent before, sent again: no watermark moves
                 return watermark
             if pass_ is Pass.INSERT:
-                advanced = watermarks.advance(control, organization.id, spec.name, table_id=page.last_id)
+                advanced = watermarks.advance(control, organization.id, spec.name, destination, table_id=page.last_id)
             else:
-                advanced = watermarks.advance(control, organization.id, spec.name, cursor=page.last_cursor)
+                advanced = watermarks.advance(control, organization.id, spec.name, destination, cursor=page.last_cursor)
             on_step("advanced")
             return advanced
 
@@ -222,7 +223,7 @@ def _sync_table(source, warehouse, organization, spec, options, on_step) -> Tabl
                          if options.load_backlog_rows and warehouse_writes.loads_backlogs(warehouse) else None)
 
         def load_budget_left() -> bool:
-            return watermarks.loads_today(control, organization.id, spec.name) < warehouse_writes.LOADS_PER_TABLE_PER_DAY
+            return watermarks.loads_today(control, organization.id, spec.name, destination) < warehouse_writes.LOADS_PER_TABLE_PER_DAY
 
         def by_load_jobs() -> bool:
             """Whether this round's insert pass goes by load jobs: its backlog is large enough,
@@ -235,7 +236,7 @@ def _sync_table(source, warehouse, organization, spec, options, on_step) -> Tabl
 
         def load(parquet: warehouse_writes.ParquetLoad, last: extract.Page, rejected: list[Rejected]) -> Watermark:
             """Load the gathered pages by one load job; the watermark moves when it completed."""
-            watermarks.record_load(control, organization.id, spec.name)
+            watermarks.record_load(control, organization.id, spec.name, destination)
             result.loads += 1
             return confirmed(Pass.INSERT, last, rejected + parquet.load())
 
@@ -296,7 +297,7 @@ def _sync_table(source, warehouse, organization, spec, options, on_step) -> Tabl
                             parquet.discard()
             reader.commit()
             if updates and update_exhausted and insert_top:
-                watermark = watermarks.advance(control, organization.id, spec.name, cursor=insert_top)
+                watermark = watermarks.advance(control, organization.id, spec.name, destination, cursor=insert_top)
             read += insert_read
             if budget is not None:
                 budget -= read
@@ -307,7 +308,7 @@ def _sync_table(source, warehouse, organization, spec, options, on_step) -> Tabl
             result.refreshed = _refresh(source, organization, spec, shape, watermark, timezone_name, options,
                                         lambda page: write(Pass.REFRESH, ready(page, encode=False)))
         result.after = watermark
-        watermarks.record_success(control, organization.id, spec.name)
+        watermarks.record_success(control, organization.id, spec.name, destination)
     result.lag_seconds = 0.0 if result.caught_up else _lag_seconds(watermark)
     result.seconds = time.monotonic() - started
     log.info("synced %s for organization %s: %s inserted, %s updated", spec.name, organization.id,
@@ -450,16 +451,21 @@ def sync_tenant(
     organization_id: int,
     tables: Sequence[TableSpec],
     options: SyncOptions = SyncOptions(),
+    *,
+    destination: str | None = None,
 ) -> list[TableSync]:
     """Sync several tables of one organization; never raises for a tenant's own trouble.
 
     A table that fails, or a tenant that cannot be set up at all (unknown organization, invalid
     timezone, invalid credentials), comes back with status ``failed`` and its error, which is
-    also recorded in ``bigquery_jobs`` for backoff and alerts. Other tables go on.
+    also recorded in its watermarks for backoff and alerts: under the warehouse's destination,
+    or, when no warehouse could be opened, under ``destination`` (the roster's; the tick gives it).
+    Other tables go on.
     """
-    def failed(spec: TableSpec, message: str) -> TableSync:
+    def failed(spec: TableSpec, message: str, where: str | None = destination) -> TableSync:
         log.error("organization %s, %s: %s", organization_id, spec.name, message)
-        watermarks.record_failure(source.control, organization_id, spec.name, message)
+        if where is not None:
+            watermarks.record_failure(source.control, organization_id, spec.name, where, message)
         return TableSync(organization_id, spec.name, status="failed", message=message)
 
     try:
@@ -474,7 +480,7 @@ def sync_tenant(
             try:
                 results.append(sync_table(source, warehouse, organization, spec, options))
             except Exception as error:  # this table only
-                results.append(failed(spec, _describe(error)))
+                results.append(failed(spec, _describe(error), warehouse.destination))
         return results
 
     # A warehouse that cannot be opened (invalid credentials) fails the whole tenant, alone.

@@ -18,6 +18,7 @@ executor, or across machines under the Kubernetes or Celery executors.
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import threading
@@ -28,13 +29,15 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from glific_bq import notices, plan, watermarks
+from glific_bq import extract, notices, plan, watermarks
 from glific_bq.registry import TABLES, TableSpec
 from glific_bq.roster import Roster, select_tenants
 from glific_bq.source import Source
 from glific_bq.sync import SyncOptions, TableSync, sync_tenant
 from glific_bq.tenants import Organization
 from glific_bq.warehouse import Warehouse, WarehouseConfig
+
+log = logging.getLogger(__name__)
 
 #: Environment variables behind ``TickOptions.from_env``.
 WORKERS_ENV = "GLIFIC_BQ_TICK_WORKERS"
@@ -190,10 +193,15 @@ def sync_tenants(
                     for spec in specs])
         work = {org: specs for org, specs in work.items() if org not in refused}
 
+    def destination_of(organization_id: int) -> str | None:
+        tenant = roster.tenant(organization_id) if roster is not None else None
+        return tenant.destination if tenant else None
+
     if options.workers == 1 or len(work) <= 1:
         with Source(database_url) as source:
             for organization_id, specs in work.items():
-                report(sync_tenant(source, open_warehouse, organization_id, specs, options.sync))
+                report(sync_tenant(source, open_warehouse, organization_id, specs, options.sync,
+                                        destination=destination_of(organization_id)))
         return results
 
     pool = SourcePool(database_url, options.workers)
@@ -201,7 +209,8 @@ def sync_tenants(
     def one_tenant(organization_id: int, specs: list[TableSpec]) -> list[TableSync]:
         try:
             with pool.source() as source:
-                return sync_tenant(source, open_warehouse, organization_id, specs, options.sync)
+                return sync_tenant(source, open_warehouse, organization_id, specs, options.sync,
+                                   destination=destination_of(organization_id))
         except Exception as error:  # no source connection: this tenant fails, alone
             message = f"{type(error).__name__}: {error}"
             return [TableSync(organization_id, spec.name, status="failed", message=message) for spec in specs]
@@ -232,6 +241,9 @@ def run_tick(
     open_warehouse = open_warehouse or (lambda organization: Warehouse(config, organization))
     with Source(database_url) as source:
         watermarks.ensure_table(source.control)
+        unprotected = extract.late_commit_warning(source.control)
+        if unprotected:
+            log.warning(unprotected)
         roster = select_tenants(source.control, config)
         work = plan_tick(source, roster.destinations, tables)
     results = sync_tenants(database_url, open_warehouse, work, options, on_result, roster=roster)

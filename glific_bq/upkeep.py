@@ -60,7 +60,8 @@ def dedup_tenants(
 
     def tenant(organization: Organization, warehouse: Warehouse) -> list[TableUpkeep]:
         since = None if full else {
-            spec.name: watermarks.get(source.control, organization.id, spec.name).deduped_at for spec in tables
+            spec.name: watermarks.get(source.control, organization.id, spec.name, warehouse.destination).deduped_at
+            for spec in tables
         }
         done = []
         for result in dedup_tenant(warehouse, tables, since, buffer_window, now=now):
@@ -70,7 +71,7 @@ def dedup_tenants(
                 continue
             if result.skipped_reason is None:
                 spec = by_name[result.table]
-                watermarks.record_dedup(source.control, organization.id, spec.name, now)
+                watermarks.record_dedup(source.control, organization.id, spec.name, warehouse.destination, now)
                 confirm = (organization.id, spec.name) in confirm_deletes
                 try:
                     metadata["rows_deleted_at_source_removed"] = propagate_deletes(

@@ -54,7 +54,7 @@ def duplicate_ids(warehouse: Warehouse, organization_id: int, table: str) -> Fin
 
 
 def reconcile(source: Source, warehouse: Warehouse, organization_id: int, spec: TableSpec) -> Finding:
-    upto = watermarks.get(source.control, organization_id, spec.name).table_id
+    upto = watermarks.get(source.control, organization_id, spec.name, warehouse.destination).table_id
     diff = compare_ids(source, warehouse, organization_id, spec.name, upto_id=upto)
     numbers = {"source_rows": diff.source_rows, "warehouse_ids": diff.warehouse_ids,
                "missing": len(diff.missing), "not_at_source": len(diff.gone), "up_to_id": upto}
@@ -73,13 +73,15 @@ def waiting_organizations(source: Source, spec: TableSpec, tenants: Mapping[int,
     return set(plan.dirty_organizations(source.control, spec, tenants))
 
 
-def lag(source: Source, organization_id: int, spec: TableSpec, max_lag_seconds: float, waiting: set[int]) -> Finding:
-    """Fails when changes have waited longer than ``max_lag_seconds`` since the watermark last moved.
+def lag(source: Source, organization_id: int, spec: TableSpec, max_lag_seconds: float, waiting: set[int],
+        destination: str | None = None) -> Finding:
+    """Fails when changes have waited longer than ``max_lag_seconds`` since the watermark (of
+    ``destination``; by default the pair's only one) last moved.
 
     ``waiting`` is ``waiting_organizations(source, spec, tenants)``, computed once for all tenants.
     """
     waiting = organization_id in waiting
-    watermark = watermarks.get(source.control, organization_id, spec.name)
+    watermark = watermarks.get(source.control, organization_id, spec.name, destination)
     moved = watermark.advanced_at or datetime(1970, 1, 1, tzinfo=timezone.utc)
     seconds = (datetime.now(timezone.utc) - moved).total_seconds() if waiting else 0.0
     passed = seconds <= max_lag_seconds
@@ -121,5 +123,5 @@ def check_table(source: Source, roster: Roster, open_warehouse: Callable[[Organi
         elif outcome.result is not None:
             findings.unique.append(outcome.result[0])
             findings.reconciled.append(outcome.result[1])
-    findings.fresh.extend(lag(source, o.id, spec, max_lag_seconds, waiting) for o in organizations)
+    findings.fresh.extend(lag(source, t.id, spec, max_lag_seconds, waiting, t.destination) for t in roster.tenants)
     return findings

@@ -8,9 +8,10 @@ import psycopg
 
 from glific_bq.defs.resources import GlificBigQuery
 from glific_bq.local import glific_writes
+from glific_bq.roster import select_tenants
 from glific_bq.tenants import Organization, get_organization
 from glific_bq.warehouse import Warehouse, WarehouseConfig
-from glific_bq.warehouse.config import ENVIRONMENT
+from glific_bq.warehouse.config import ENVIRONMENT, destination
 
 _names = itertools.count(1)
 
@@ -33,10 +34,24 @@ def add_organization(conn: psycopg.Connection, timezone: str | None = "UTC") -> 
     return get_organization(conn, organization_id)
 
 
+#: Where simulated watermarks point (tests that move watermarks by hand, without a sync).
+SIMULATED = "raw:simulated.dataset"
+
+
 def everyone(conn: psycopg.Connection) -> dict[int, str]:
-    """Every organization as a tenant (id -> a destination), for planning and alerting tests that
-    are not about who is synced (``glific_bq.roster`` decides that in production)."""
-    return {row[0]: "test" for row in conn.execute("SELECT id FROM organizations ORDER BY id")}
+    """Every organization as a tenant synced to ``SIMULATED``, for planning and alerting tests
+    that move watermarks by hand (``destinations`` for tests whose rows a real sync sent)."""
+    return {row[0]: SIMULATED for row in conn.execute("SELECT id FROM organizations ORDER BY id")}
+
+
+def destinations(conn: psycopg.Connection, config: WarehouseConfig) -> dict[int, str]:
+    """The tenants and where their rows go, as the tick plans them (``glific_bq.roster``)."""
+    return select_tenants(conn, config).destinations
+
+
+def destination_of(config: WarehouseConfig, organization: Organization) -> str:
+    """Where ``config`` sends ``organization``'s rows (its ``project``: the ``active`` rule's)."""
+    return destination(config.layout, config.project, config.dataset_for(organization))
 
 
 def add_notes(conn: psycopg.Connection, organization: Organization, bodies: list[str | None]) -> list[int]:

@@ -23,7 +23,7 @@ from glific_bq.local.sample_data import seed
 from glific_bq.registry import TABLES, TableSpec, table
 from glific_bq.schema import reflect_columns
 
-from .helpers import bigquery_resource, everyone
+from .helpers import bigquery_resource, destinations
 
 MESSAGES = table("messages")
 
@@ -31,13 +31,12 @@ MESSAGES = table("messages")
 # -- simulating the sync ---------------------------------------------------------------------------------
 
 
-def catch_up(conn, tables: tuple[TableSpec, ...] = TABLES) -> None:
-    """Move every watermark to its newest row, as a finished sync does."""
-    org_ids = [row[0] for row in conn.execute("SELECT id FROM organizations")]
+def catch_up(conn, tenants: dict[int, str], tables: tuple[TableSpec, ...] = TABLES) -> None:
+    """Move every tenant's watermarks to its newest row, as a finished sync does."""
     for spec in tables:
         has_cursor = any(c.name == spec.cursor_column for c in reflect_columns(conn, spec.name))
-        for org in org_ids:
-            watermarks.create(conn, org, spec.name)
+        for org, destination in tenants.items():
+            watermarks.create(conn, org, spec.name, destination)
             (top,) = conn.execute(f"SELECT COALESCE(max(id), 0) FROM {spec.name} WHERE organization_id = %s", (org,)).fetchone()
             cursor = None
             if has_cursor:
@@ -46,28 +45,29 @@ def catch_up(conn, tables: tuple[TableSpec, ...] = TABLES) -> None:
                     f"ORDER BY {spec.cursor_column} DESC, id DESC LIMIT 1",
                     (org,),
                 ).fetchone()
-            watermarks.advance(conn, org, spec.name, table_id=top, cursor=tuple(cursor) if cursor else None)
+            watermarks.advance(conn, org, spec.name, destination, table_id=top, cursor=tuple(cursor) if cursor else None)
 
 
 def fall_behind(conn, org: int, name: str = "messages", *, last_moved: timedelta = timedelta(hours=1)) -> None:
     """The newest row of (org, table) not sent yet, and the watermark last moved ``last_moved`` ago."""
     conn.execute(
-        'UPDATE bigquery_jobs SET table_id = table_id - 1, advanced_at = now() - %s WHERE organization_id = %s AND "table" = %s',
+        'UPDATE glific_bq_watermarks SET table_id = table_id - 1, advanced_at = now() - %s '
+        'WHERE organization_id = %s AND "table" = %s',
         (last_moved, org, name),
     )
 
 
 def fail(conn, org: int, name: str, times: int, error: str = "Forbidden: 403 Access Denied: BigQuery BigQuery: Permission bigquery.tables.create denied") -> None:
     for _ in range(times):
-        watermarks.record_failure(conn, org, name, error)
+        watermarks.record_failure(conn, org, name, watermarks.get(conn, org, name).destination, error)
 
 
 @pytest.fixture
-def seeded(db):
-    """Two organizations, every watermark caught up."""
+def seeded(db, warehouse_config):
+    """Two organizations, every watermark caught up (for the destinations the roster gives them)."""
     seed(db, organizations=2, messages_per_org=20, contacts_per_org=5)
-    catch_up(db)
-    assert plan.dirty(db, TABLES, everyone(db)) == {}
+    catch_up(db, destinations(db, warehouse_config))
+    assert plan.dirty(db, TABLES, destinations(db, warehouse_config)) == {}
     return db
 
 
@@ -78,10 +78,10 @@ def kinds(problems: list[alerts.Problem]) -> list[tuple[int, str, str]]:
 # -- detection -------------------------------------------------------------------------------------------
 
 
-def test_a_stalled_watermark_is_detected(seeded):
+def test_a_stalled_watermark_is_detected(seeded, warehouse_config):
     fall_behind(seeded, 1, "messages", last_moved=timedelta(hours=1))
 
-    problems = alerts.find_problems(seeded, TABLES, everyone(seeded))
+    problems = alerts.find_problems(seeded, TABLES, destinations(seeded, warehouse_config))
 
     assert kinds(problems) == [(1, "messages", "stalled")]
     (problem,) = problems
@@ -90,45 +90,45 @@ def test_a_stalled_watermark_is_detected(seeded):
     assert timedelta(minutes=59) < db_now - problem.since < timedelta(minutes=61)
 
 
-def test_a_watermark_never_advanced_counts_from_its_creation(seeded):
+def test_a_watermark_never_advanced_counts_from_its_creation(seeded, warehouse_config):
     seeded.execute(
-        "UPDATE bigquery_jobs SET table_id = 0, advanced_at = NULL, updated_at = (now() AT TIME ZONE 'UTC') - interval '2 hours' "
+        "UPDATE glific_bq_watermarks SET table_id = 0, advanced_at = NULL, created_at = now() - interval '2 hours' "
         "WHERE organization_id = 2 AND \"table\" = 'contacts'"
     )
-    assert kinds(alerts.find_problems(seeded, TABLES, everyone(seeded))) == [(2, "contacts", "stalled")]
+    assert kinds(alerts.find_problems(seeded, TABLES, destinations(seeded, warehouse_config))) == [(2, "contacts", "stalled")]
 
 
-def test_no_stall_when_caught_up_recently_advanced_or_rows_just_arrived(seeded):
-    seeded.execute("UPDATE bigquery_jobs SET advanced_at = now() - interval '1 day'")  # idle, but caught up
-    assert alerts.find_problems(seeded, TABLES, everyone(seeded)) == []
+def test_no_stall_when_caught_up_recently_advanced_or_rows_just_arrived(seeded, warehouse_config):
+    seeded.execute("UPDATE glific_bq_watermarks SET advanced_at = now() - interval '1 day'")  # idle, but caught up
+    assert alerts.find_problems(seeded, TABLES, destinations(seeded, warehouse_config)) == []
 
     fall_behind(seeded, 1, "messages", last_moved=timedelta(minutes=2))  # syncing, just a little behind
-    assert alerts.find_problems(seeded, TABLES, everyone(seeded)) == []
-    assert kinds(alerts.find_problems(seeded, TABLES, everyone(seeded), stall_after=timedelta(minutes=1))) == [(1, "messages", "stalled")]
+    assert alerts.find_problems(seeded, TABLES, destinations(seeded, warehouse_config)) == []
+    assert kinds(alerts.find_problems(seeded, TABLES, destinations(seeded, warehouse_config), stall_after=timedelta(minutes=1))) == [(1, "messages", "stalled")]
 
     # A tenant idle for hours that just got a message: old watermark, but the rows only now wait.
     fall_behind(seeded, 2, "messages", last_moved=timedelta(hours=3))
     (db_now,) = seeded.execute("SELECT now()").fetchone()
-    assert alerts.find_problems(seeded, TABLES, everyone(seeded), waiting_since={(2, "messages"): db_now}) == []
+    assert alerts.find_problems(seeded, TABLES, destinations(seeded, warehouse_config), waiting_since={(2, "messages"): db_now}) == []
 
 
 #: A fake key, assembled so that no secret scanner mistakes the test for a leak.
 PEM_KIND = "PRIVATE " + "KEY"
 
 
-def test_repeated_failures_are_detected_with_a_safe_short_error(seeded):
+def test_repeated_failures_are_detected_with_a_safe_short_error(seeded, warehouse_config):
     secret_error = (
         "RefreshError: could not connect to postgresql://glific:s3cr3t-pw@db.internal/glific with "
         f'{{"private_{""}key": "-----BEGIN {PEM_KIND}-----\\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\\n-----END {PEM_KIND}-----"}} '
         "token=ya29.a0AfH6SMBx3Yq8Zz " + "x" * 1000
     )
     fail(seeded, 2, "contacts", 2, secret_error)
-    assert alerts.find_problems(seeded, TABLES, everyone(seeded)) == []  # two failures: not yet an incident
-    assert kinds(alerts.find_problems(seeded, TABLES, everyone(seeded), failures_after=2)) == [(2, "contacts", "failing")]
+    assert alerts.find_problems(seeded, TABLES, destinations(seeded, warehouse_config)) == []  # two failures: not yet an incident
+    assert kinds(alerts.find_problems(seeded, TABLES, destinations(seeded, warehouse_config), failures_after=2)) == [(2, "contacts", "failing")]
 
     fall_behind(seeded, 2, "contacts", last_moved=timedelta(hours=1))  # failing and behind: the failure says why
     fail(seeded, 2, "contacts", 1, secret_error)
-    (problem,) = alerts.find_problems(seeded, TABLES, everyone(seeded))
+    (problem,) = alerts.find_problems(seeded, TABLES, destinations(seeded, warehouse_config))
 
     assert (problem.organization_id, problem.table, problem.kind) == (2, "contacts", "failing")
     assert problem.detail.startswith("3 consecutive failed syncs")
@@ -138,11 +138,11 @@ def test_repeated_failures_are_detected_with_a_safe_short_error(seeded):
         assert secret not in problem.detail
 
 
-def test_a_stall_does_not_clear_while_a_failed_pair_is_held_back(seeded):
+def test_a_stall_does_not_clear_while_a_failed_pair_is_held_back(seeded, warehouse_config):
     fall_behind(seeded, 1, "messages", last_moved=timedelta(hours=1))
     fail(seeded, 1, "messages", 1)  # backoff: the planner skips the pair for a minute
-    assert plan.dirty(seeded, TABLES, everyone(seeded)) == {}
-    assert kinds(alerts.find_problems(seeded, TABLES, everyone(seeded))) == [(1, "messages", "stalled")]
+    assert plan.dirty(seeded, TABLES, destinations(seeded, warehouse_config)) == {}
+    assert kinds(alerts.find_problems(seeded, TABLES, destinations(seeded, warehouse_config))) == [(1, "messages", "stalled")]
 
 
 # -- incidents (pure) --------------------------------------------------------------------------------------
@@ -317,7 +317,7 @@ def test_one_alert_per_incident_and_one_recovery(seeded, database_url, webhook, 
         assert len(webhook.posts) == 1
         assert list(sensor.state()["incidents"]) == ["1/messages/stalled"]
 
-        catch_up(seeded, (MESSAGES,))
+        catch_up(seeded, destinations(seeded, warehouse_config), (MESSAGES,))
         cleared = sensor.tick()
         assert isinstance(cleared, dg.SensorResult)
         assert [(e.partition, e.metadata["status"].value) for e in cleared.asset_events] == [("1", "resolved")]

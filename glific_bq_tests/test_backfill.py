@@ -59,9 +59,9 @@ def test_a_backfill_stops_loading_when_the_tables_daily_budget_is_spent(notes, s
     org = add_organization(notes)
     ids = add_notes(notes, org, [f"note {i}" for i in range(1_100)])
     warehouse = warehouse_for(org)
-    watermarks.create(notes, org.id, "notes")
+    watermarks.create(notes, org.id, "notes", warehouse.destination)
     spent = writes.LOADS_PER_TABLE_PER_DAY - 2  # room for 2 of the 3 loads the backlog takes
-    notes.execute("UPDATE bigquery_jobs SET loads = %s, loads_on = (now() AT TIME ZONE 'UTC')::date "
+    notes.execute("UPDATE glific_bq_watermarks SET loads = %s, loads_on = (now() AT TIME ZONE 'UTC')::date "
                   "WHERE organization_id = %s", (spent, org.id))
 
     result = sync_table(source, warehouse, org, NOTES, BACKFILL)
@@ -79,12 +79,13 @@ def test_a_backfill_stops_loading_when_the_tables_daily_budget_is_spent(notes, s
 
 def test_loads_of_yesterday_do_not_count_today(notes, source, warehouse_for):
     org = add_organization(notes)
-    watermarks.create(notes, org.id, "notes")
-    notes.execute("UPDATE bigquery_jobs SET loads = %s, loads_on = (now() AT TIME ZONE 'UTC')::date - 1 "
+    destination = warehouse_for(org).destination
+    watermarks.create(notes, org.id, "notes", destination)
+    notes.execute("UPDATE glific_bq_watermarks SET loads = %s, loads_on = (now() AT TIME ZONE 'UTC')::date - 1 "
                   "WHERE organization_id = %s", (writes.LOADS_PER_TABLE_PER_DAY, org.id))
     assert watermarks.loads_today(notes, org.id, "notes") == 0
 
-    watermarks.record_load(notes, org.id, "notes")
+    watermarks.record_load(notes, org.id, "notes", destination)
 
     assert watermarks.loads_today(notes, org.id, "notes") == 1
 

@@ -13,7 +13,7 @@ from glific_bq.roster import select_tenants
 from glific_bq.sync import sync_table
 from glific_bq.warehouse import Warehouse
 
-from .helpers import NOTES_DDL, add_notes, add_organization, bigquery_resource, everyone
+from .helpers import NOTES_DDL, add_notes, add_organization, bigquery_resource, destinations
 
 NOTES = TableSpec("notes", deletes=DeletePolicy.KEEP)
 
@@ -30,12 +30,12 @@ def synced(db, source, warehouse_for):
     return org, ids, warehouse
 
 
-def test_a_synced_table_passes_every_check(synced, source):
+def test_a_synced_table_passes_every_check(synced, source, warehouse_config):
     org, ids, warehouse = synced
     assert upkeep_checks.duplicate_ids(warehouse, org.id, "notes").passed
     reconciled = upkeep_checks.reconcile(source, warehouse, org.id, NOTES)
     assert reconciled.passed and reconciled.numbers["missing"] == 0 and reconciled.numbers["source_rows"] == 6
-    assert upkeep_checks.lag(source, org.id, NOTES, 60, upkeep_checks.waiting_organizations(source, NOTES, everyone(source.control))).passed
+    assert upkeep_checks.lag(source, org.id, NOTES, 60, upkeep_checks.waiting_organizations(source, NOTES, destinations(source.control, warehouse_config))).passed
 
 
 def test_reconciliation_names_a_row_missing_from_bigquery(synced, source):
@@ -57,12 +57,12 @@ def test_reconciliation_reports_ids_gone_from_a_keep_table_without_failing(synce
     assert finding.passed and finding.numbers["not_at_source"] == 1 and "kept by policy" in finding.summary
 
 
-def test_changes_waiting_too_long_fail_the_lag_check(synced, source, db):
+def test_changes_waiting_too_long_fail_the_lag_check(synced, source, db, warehouse_config):
     org, ids, warehouse = synced
-    db.execute("UPDATE bigquery_jobs SET advanced_at = now() - interval '1 hour' WHERE organization_id = %s", (org.id,))
+    db.execute("UPDATE glific_bq_watermarks SET advanced_at = now() - interval '1 hour' WHERE organization_id = %s", (org.id,))
     db.execute("UPDATE notes SET body = 'waiting', updated_at = updated_at + interval '2 seconds' WHERE id = %s", (ids[1],))
 
-    finding = upkeep_checks.lag(source, org.id, NOTES, 600, upkeep_checks.waiting_organizations(source, NOTES, everyone(source.control)))
+    finding = upkeep_checks.lag(source, org.id, NOTES, 600, upkeep_checks.waiting_organizations(source, NOTES, destinations(source.control, warehouse_config)))
 
     assert not finding.passed and finding.numbers["lag_seconds"] >= 3600
 

@@ -32,7 +32,8 @@ def test_each_layout_names_datasets_its_own_way_by_default():
 
 
 @pytest.mark.parametrize(("environ", "message"), [
-    ({}, "GLIFIC_BQ_PROJECT is not set"),
+    ({"GLIFIC_BQ_ORGANIZATIONS": "active"}, "GLIFIC_BQ_PROJECT is not set"),
+    ({"GLIFIC_BQ_ORGANIZATIONS": "all"}, "GLIFIC_BQ_ORGANIZATIONS"),
     ({"GLIFIC_BQ_PROJECT": "p", "GLIFIC_BQ_WRITE_METHOD": "insert_all"}, "insert_all"),
 ])
 def test_bad_configuration_is_refused_clearly(environ, message):

@@ -21,7 +21,7 @@ from glific_bq.registry import TABLES
 from glific_bq.tenants import get_organization
 from glific_bq.warehouse import Warehouse
 
-from .helpers import bigquery_resource, everyone, warehouse_rows
+from .helpers import bigquery_resource, destinations, warehouse_rows
 
 
 @pytest.fixture
@@ -115,24 +115,27 @@ def test_tenant_discovery_adds_active_organizations_once(seeded, resources):
     assert [r.partition_keys for r in first.dynamic_partitions_requests] == [["1"]]
 
     instance.add_dynamic_partitions(tenants.name, ["1"])
-    second = tenant_discovery(dg.build_sensor_context(instance=instance, resources=resources))
+    second = tenant_discovery(dg.build_sensor_context(instance=instance, resources=resources, cursor=first.cursor))
     assert isinstance(second, dg.SkipReason)
 
 
-def test_tenant_discovery_says_once_when_an_organization_stops_being_synced(seeded, resources):
+def test_tenant_discovery_says_once_when_an_organization_stops_being_synced(seeded, resources, warehouse_config):
     from glific_bq import plan
 
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions(tenants.name, ["1", "2"])
     seeded.execute("UPDATE organizations SET is_active = false WHERE id = 2")
 
-    context = dg.build_sensor_context(instance=instance, resources=resources)
-    first = tenant_discovery(context)
-    again = tenant_discovery(dg.build_sensor_context(instance=instance, resources=resources, cursor=context.cursor))
+    first = tenant_discovery(dg.build_sensor_context(instance=instance, resources=resources))
+    again = tenant_discovery(dg.build_sensor_context(instance=instance, resources=resources, cursor=first.cursor))
 
-    assert isinstance(first, dg.SkipReason) and "1 no longer synced (just now: 2)" in first.skip_message
-    assert isinstance(again, dg.SkipReason) and "just now" not in again.skip_message
-    assert 2 not in plan.dirty(seeded, TABLES, everyone(seeded)).get("messages", [])  # not scheduled any more
+    assert isinstance(first, dg.SensorResult) and not first.dynamic_partitions_requests
+    (roster,) = first.asset_events  # the roster changed: recorded, with the reason
+    table = roster.metadata["organizations"].value
+    assert "| 1 |" in table and "| 2 | " in table and "| not synced | organization inactive" in table
+    assert isinstance(again, dg.SkipReason) and "1 organizations synced" in again.skip_message
+    assert "just now" not in again.skip_message
+    assert 2 not in plan.dirty(seeded, TABLES, destinations(seeded, warehouse_config)).get("messages", [])
     assert instance.get_dynamic_partitions(tenants.name) == ["1", "2"]  # history kept
 
 
@@ -145,15 +148,15 @@ def test_minute_schedule_requests_a_run_unless_one_is_in_flight():
 
 
 def test_plan_finds_exactly_the_tenant_tables_beyond_their_watermarks(seeded, resources, warehouse_config):
-    everything = plan.dirty(seeded, TABLES, everyone(seeded))
+    everything = plan.dirty(seeded, TABLES, destinations(seeded, warehouse_config))
     assert everything["messages"] == [1, 2] and everything["contacts"] == [1, 2]
 
     result = sync_job.execute_in_process(resources=resources, instance=dg.DagsterInstance.ephemeral())
     assert result.success
-    assert plan.dirty(seeded, TABLES, everyone(seeded)) == {}
+    assert plan.dirty(seeded, TABLES, destinations(seeded, warehouse_config)) == {}
 
     seeded.execute("UPDATE messages SET status = 'read', updated_at = now() AT TIME ZONE 'UTC' - interval '6 seconds' WHERE id = (SELECT max(id) FROM messages WHERE organization_id = 2)")
-    assert plan.dirty(seeded, TABLES, everyone(seeded)) == {"messages": [2]}
+    assert plan.dirty(seeded, TABLES, destinations(seeded, warehouse_config)) == {"messages": [2]}
 
 
 def test_resync_needs_confirmation_then_resends_the_tenant_table(seeded, resources, warehouse_config):

@@ -18,7 +18,7 @@ from glific_bq.sync import SyncOptions, sync_table, sync_tenant
 from glific_bq.tenants import get_organization
 from glific_bq.warehouse import DEAD_LETTERS, Warehouse
 
-from .helpers import add_organization, everyone
+from .helpers import add_organization, destinations
 
 TABLES = registry.GLIFIC_TABLES
 NOW = datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(minutes=5)  # past the sync's horizon
@@ -224,7 +224,7 @@ def test_an_existing_glific_dataset_is_taken_over(db, source, glific_warehouse_c
     # Glific also sent the current message, in an older version, just before the hand-over.
     handed_over = {**old, "id": ids["message"], "uuid": "x", "body": "as Glific sent it"}
     assert not client.insert_rows_json(table, [old, {**old, "id": 1_000_001, "bq_uuid": "u1"}, handed_over])
-    db.execute("DROP INDEX bigquery_jobs_organization_id_table_uniq")  # as Glific left it: no unique key
+    # As Glific leaves it: two rows for one pair (only a non-unique index), one never synced.
     db.execute("""INSERT INTO bigquery_jobs (organization_id, "table", table_id, last_updated_at, inserted_at, updated_at)
                   VALUES (%s, 'messages', 0, NULL, now(), now()), (%s, 'messages', 0, now(), now(), now())""",
                (org.id, org.id))
@@ -244,6 +244,10 @@ def test_an_existing_glific_dataset_is_taken_over(db, source, glific_warehouse_c
     assert {r["id"]: r["body"] for r in rows}[ids["message"]] == "hi"
     (watermark,) = [w for w in watermarks.all_watermarks(db) if w.organization_id == org.id and w.table == "messages"]
     assert watermark.table_id == ids["message"]
+    # Glific's rows moved as Glific's sync would have moved them: either sync can take over again.
+    glifics = db.execute("""SELECT table_id FROM bigquery_jobs WHERE organization_id = %s AND "table" = 'messages'""",
+                         (org.id,)).fetchall()
+    assert glifics == [(ids["message"],), (ids["message"],)]
 
 
 @pytest.mark.parametrize("layout_tables", [registry.RAW_TABLES, registry.GLIFIC_TABLES], ids=["raw", "glific"])
@@ -262,9 +266,9 @@ def test_rows_the_layout_leaves_out_still_move_the_watermark(db, source, glific_
         _sync_all(source, warehouse, org)
         simulator = gw.contact(db, org.id, "9876543210_2", name="Simulator 2", at=NOW)  # the newest contact
         gw.revision(db, ids["flow"], {"name": "draft", "nodes": []}, at=NOW)  # a draft: not exported
-        assert org.id in plan.dirty_organizations(db, contacts, everyone(db)) and org.id in plan.dirty_organizations(db, flows, everyone(db))
+        assert org.id in plan.dirty_organizations(db, contacts, destinations(db, glific_warehouse_config)) and org.id in plan.dirty_organizations(db, flows, destinations(db, glific_warehouse_config))
         sync_table(source, warehouse, org, contacts)
         sync_table(source, warehouse, org, flows)
         assert simulator not in _latest(warehouse, "contacts") and len(_rows(warehouse, "flows")) == 1
     assert watermarks.get(db, org.id, "contacts").table_id == simulator
-    assert org.id not in plan.dirty_organizations(db, contacts, everyone(db)) and org.id not in plan.dirty_organizations(db, flows, everyone(db))
+    assert org.id not in plan.dirty_organizations(db, contacts, destinations(db, glific_warehouse_config)) and org.id not in plan.dirty_organizations(db, flows, destinations(db, glific_warehouse_config))

@@ -14,11 +14,11 @@ def test_the_watermark_table_is_set_up_once_per_process_not_at_every_open(db, da
     postgres = GlificPostgres(database_url=database_url)
     with postgres.source():
         pass
-    db.execute("ALTER TABLE bigquery_jobs DROP COLUMN deduped_at")  # would come back with a new set-up
+    db.execute("ALTER TABLE glific_bq_watermarks DROP COLUMN deduped_at")  # would come back with a new set-up
 
     with postgres.source() as source:
         columns = {r[0] for r in source.control.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_name = 'bigquery_jobs'")}
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'glific_bq_watermarks'")}
 
     assert "deduped_at" not in columns
 

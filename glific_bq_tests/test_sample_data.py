@@ -110,7 +110,7 @@ def test_create_schema_is_idempotent(new_database: Callable[[], str]) -> None:
         sample_data.create_schema(conn)
         assert _catalog(conn) == first
         tables = {row[0] for row in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
-    assert tables == {*sample_data.TABLES, "bigquery_jobs"}
+    assert tables == {*sample_data.TABLES, "bigquery_jobs", "credentials", "notifications"}
 
 
 def test_every_tenant_table_has_a_cascading_not_null_organization_id(seeded_conn: psycopg.Connection) -> None:
@@ -412,11 +412,14 @@ def test_tags_keep_their_ancestors(db: psycopg.Connection) -> None:
     assert [_row(db, "tags", t, "ancestors")[0] for t in (root, child, leaf)] == [[], [root], [root, child]]
 
 
-def test_watermark_rows_satisfy_glifics_bigquery_jobs(db: psycopg.Connection) -> None:
+def test_glific_bq_never_adds_rows_to_glifics_bigquery_jobs(db: psycopg.Connection) -> None:
+    """Glific creates its rows when BigQuery is enabled (its NOT NULL timestamps have no database
+    default); glific_bq's own state goes to its own table."""
     org, _, _ = _tenant(db)
-    watermarks.create(db, org, "messages")
-    row = db.execute('SELECT "table", table_id, inserted_at, updated_at FROM bigquery_jobs').fetchone()
-    assert row[0] == "messages" and row[1] == 0 and row[2] is not None and row[3] is not None
+    watermarks.create(db, org, "messages", "glific:p.d")
+    watermarks.record_failure(db, org, "messages", "glific:p.d", "boom")
+    assert db.execute("SELECT count(*) FROM bigquery_jobs").fetchone()[0] == 0
+    assert db.execute("SELECT count(*) FROM glific_bq_watermarks").fetchone()[0] == 1
     assert _column_type(db, "bigquery_jobs", "inserted_at") == "timestamp(0) without time zone"
 
 

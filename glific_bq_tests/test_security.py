@@ -15,7 +15,7 @@ from glific_bq.sync import sync_tenant
 from glific_bq.tenants import Organization
 from glific_bq.warehouse import Warehouse, WarehouseConfig
 
-from .helpers import add_notes, add_organization, warehouse_rows
+from .helpers import add_notes, add_organization, destination_of, warehouse_rows
 
 NOTES = TableSpec("notes")
 
@@ -72,10 +72,11 @@ def test_service_account_keys_never_reach_logs_or_results(notes, source, warehou
     config = dataclasses.replace(warehouse_config, credentials_dir=str(tmp_path), emulator_host=None)
 
     with caplog.at_level(logging.DEBUG):
-        (result,) = sync_tenant(source, lambda o: Warehouse(config, o), org.id, [NOTES])
+        (result,) = sync_tenant(source, lambda o: Warehouse(config, o), org.id, [NOTES],
+                                destination=destination_of(config, org))
 
     assert result.status == "failed"
     assert secret not in result.message
     assert all(secret not in record.getMessage() for record in caplog.records)
-    stored = notes.execute("SELECT last_error FROM bigquery_jobs WHERE organization_id = %s", (org.id,)).fetchone()[0]
+    stored = notes.execute("SELECT last_error FROM glific_bq_watermarks WHERE organization_id = %s", (org.id,)).fetchone()[0]
     assert secret not in stored

@@ -8,7 +8,7 @@ from glific_bq import watermarks
 from glific_bq.registry import SyncMode, TableSpec
 from glific_bq.sync import SyncOptions, sync_table, sync_tenant
 
-from .helpers import add_notes, add_organization, everyone, latest_versions, warehouse_rows
+from .helpers import add_notes, add_organization, destination_of, latest_versions, warehouse_rows
 
 NOTES = TableSpec("notes")
 
@@ -274,7 +274,8 @@ def test_a_tenant_with_invalid_credentials_fails_alone_and_its_key_never_shows(
 
     results = [
         r for org in (good, bad)
-        for r in sync_tenant(source, lambda o: Warehouse(config, o), org.id, [NOTES])
+        for r in sync_tenant(source, lambda o: Warehouse(config, o), org.id, [NOTES],
+                             destination=destination_of(config, org))
     ]
 
     assert [(r.organization_id, r.status) for r in results] == [(good.id, "synced"), (bad.id, "failed")]
@@ -283,7 +284,7 @@ def test_a_tenant_with_invalid_credentials_fails_alone_and_its_key_never_shows(
     assert failed.failures == 1 and "SECRET" not in failed.last_error
     # backed off: not planned again right away, while the healthy tenant still is when it has work
     add_notes(notes, good, ["more"])
-    assert plan.dirty_organizations(notes, NOTES, everyone(notes)) == [good.id]
+    assert plan.dirty_organizations(notes, NOTES, {o.id: destination_of(config, o) for o in (good, bad)}) == [good.id]
 
 
 def test_a_row_committed_late_with_a_lower_id_is_not_lost(notes, source, warehouse_for, database_url):

@@ -235,6 +235,7 @@ def test_the_tick_fans_out_into_shard_steps_that_the_multiprocess_executor_runs(
         **bigquery_emulator.environment(),
         "GLIFIC_DATABASE_URL": database_url,
         "GLIFIC_BQ_DATASET_TEMPLATE": template,
+        "GLIFIC_BQ_ORGANIZATIONS": "active",
         tick.SHARDS_ENV: "2",
     }.items():
         monkeypatch.setenv(var, value)

@@ -187,7 +187,7 @@ def build(w: World) -> None:
     # A change that does not touch updated_at (glific#4586), reaching BigQuery by a re-send: two
     # versions of Ravi share updated_at (glific#1750, #2093); Asha is sent again unchanged.
     w.update("ravi", "contacts", "name = 'Ravi Kumar'")
-    watermarks.reset(w.conn, w.orgs["A"].id, "contacts")
+    watermarks.reset(w.conn, w.orgs["A"].id, "contacts", w.warehouses["A"].destination)
     w.sync("A", "contacts")
 
 

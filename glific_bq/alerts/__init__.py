@@ -5,15 +5,15 @@ Two kinds of problem per (organization, table):
 
 - ``stalled``: the source holds rows beyond the watermark (``plan``'s notion of work to do) and
   the watermark has not moved for ``stall_after``;
-- ``failing``: ``failures_after`` or more consecutive failed syncs (``bigquery_jobs.failures``).
+- ``failing``: ``failures_after`` or more consecutive failed syncs (``glific_bq_watermarks.failures``).
   A failing pair is not also reported as stalled: the failure is the cause, and says why.
 
-"Not moved" is ``bigquery_jobs.advanced_at``, or for a row never advanced by glific_bq its
-``updated_at`` (its creation for ours, the last move by Glific's own sync for an adopted row).
+"Not moved" is ``glific_bq_watermarks.advanced_at``, or for a row never advanced its
+``created_at`` (its creation, or the last move by Glific's own sync for a row taken over).
 An old watermark alone is not a stall: a tenant idle for hours that just received a message has
 one too, and is synced within the minute. So the wait is also counted from when the rows were
 first seen waiting (``waiting_since``), which the sensor remembers between evaluations; without
-that memory (a plain ``find_problems(conn, tables)``) only the watermark's age counts.
+that memory (a plain ``find_problems(conn, tables, tenants)``) only the watermark's age counts.
 
 Incidents live in a JSON-serializable ``state`` (the sensor's cursor): ``diff`` turns each
 evaluation's problems into new, resolved and still-open incidents, so that an incident gives one

@@ -49,12 +49,12 @@ class Snapshot:
 
 
 _STATUS = """
-SELECT o.id, o.name, w."table",
-       COALESCE(w.advanced_at, w.updated_at AT TIME ZONE 'UTC', w.inserted_at AT TIME ZONE 'UTC'),
+SELECT o.id, o.name, w."table", COALESCE(w.advanced_at, w.created_at),
        COALESCE(w.failures, 0), w.last_error, w.last_failed_at
-FROM organizations o
-LEFT JOIN bigquery_jobs w ON w.organization_id = o.id AND w."table" = ANY(%s)
-WHERE o.id = ANY(%s)
+FROM unnest(%s::bigint[], %s::text[]) AS t(id, destination)
+JOIN organizations o ON o.id = t.id
+LEFT JOIN glific_bq_watermarks w
+       ON w.organization_id = t.id AND w.destination = t.destination AND w."table" = ANY(%s)
 ORDER BY o.id, w."table"
 """
 
@@ -68,12 +68,12 @@ def read_status(conn: psycopg.Connection, tables: Sequence[TableSpec], tenants: 
     back for backoff (its rows were not delivered), so that a stall does not seem to clear and
     reopen with each backoff period.
     """
-    names = [spec.name for spec in tables]
+    names, ids = [spec.name for spec in tables], sorted(tenants)
     dirty = {spec.name: set(plan.dirty_organizations(conn, spec, tenants)) for spec in tables}
     (now,) = conn.execute("SELECT now()").fetchone()
     names_by_org: dict[int, str | None] = {}
     rows: dict[tuple[int, str], tuple] = {}
-    for org_id, org_name, table, moved_at, failures, last_error, last_failed_at in conn.execute(_STATUS, (names, sorted(tenants))):
+    for org_id, org_name, table, moved_at, failures, last_error, last_failed_at in conn.execute(_STATUS, (ids, [tenants[i] for i in ids], names)):
         names_by_org[org_id] = org_name
         if table is not None:
             rows[(org_id, table)] = (moved_at, failures, last_error, last_failed_at)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from glific_bq import alerts
+from glific_bq import alerts, extract
 from glific_bq.registry import TABLES
 from glific_bq.roster import select_tenants
 
@@ -72,8 +72,11 @@ def deliver(context: dg.SensorEvaluationContext, webhook_url: str | None, state:
 def stalled_watermarks(context: dg.SensorEvaluationContext, postgres: GlificPostgres, bigquery: GlificBigQuery):
     settings = alerts.AlertSettings.from_env()
     with postgres.source() as source:
+        unprotected = extract.late_commit_warning(source.control)
         roster = select_tenants(source.control, bigquery.config())
         snapshot = alerts.read_status(source.control, TABLES, roster.destinations)
+    if unprotected:  # every evaluation: a stall this causes is invisible to the checks above
+        context.log.warning(unprotected)
     tick = alerts.evaluate(
         alerts.load_state(context.cursor), snapshot,
         stall_after=settings.stall_after, failures_after=settings.failures_after,
@@ -85,6 +88,8 @@ def stalled_watermarks(context: dg.SensorEvaluationContext, postgres: GlificPost
     state, delivery = deliver(context, settings.webhook_url, tick.state)
     cursor = alerts.dump_state(state)
     summary = f"{len(tick.new)} new incident(s), {len(tick.resolved)} resolved, {len(state['incidents'])} open{delivery}"
+    if unprotected:
+        summary += "; late-commit protection OFF (grant pg_read_all_stats)"
     if not tick.changed:
         context.update_cursor(cursor)
         return dg.SkipReason(f"no change: {summary}")

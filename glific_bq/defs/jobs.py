@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import dagster as dg
 
-from glific_bq import alerts, tick, upkeep, watermarks
+from glific_bq import alerts, extract, tick, upkeep, watermarks
 from glific_bq.registry import TABLES, table
 from glific_bq.roster import select_tenants
 from glific_bq.tick import TickOptions
@@ -39,8 +39,12 @@ def sync_dirty_tenants(context: dg.OpExecutionContext, config: TickConfig, postg
     options = TickOptions.from_env()
     shards = config.shards or options.shards
     with postgres.source() as source:
+        unprotected = extract.late_commit_warning(source.control)
         roster = select_tenants(source.control, bigquery.config())
         dirty = tick.plan_tick(source, roster.destinations, TABLES)
+    if unprotected:
+        context.log.warning(unprotected)
+        context.instance.add_run_tags(context.run_id, {"glific_bq/late_commits": "unprotected"})
     work = [(str(org_id), spec) for org_id, specs in dirty.items() for spec in specs]
     keys = sorted({key for key, _ in work}, key=int)
     known = set(context.instance.get_dynamic_partitions(tenants.name))
@@ -96,7 +100,17 @@ def resync_tenant_table(context: dg.OpExecutionContext, config: ResyncConfig, po
             "Run again with confirm: true."
         )
     with postgres.source() as source:
-        watermarks.reset(source.control, config.organization_id, spec.name)
+        roster = select_tenants(source.control, bigquery.config())
+        tenant = roster.tenant(config.organization_id)
+        if tenant is None:
+            why = roster.why_not(config.organization_id)
+            raise dg.Failure(f"organization {config.organization_id} is not synced: "
+                             + (why.reason if why else "no such organization"))
+        with watermarks.exclusive(source.control, tenant.id, spec.name) as acquired:
+            if not acquired:
+                raise dg.Failure(f"another run is syncing {spec.name} of organization {tenant.id}: nothing reset; "
+                                 "run again in a minute")
+            watermarks.reset(source.control, tenant.id, spec.name, tenant.destination)
     context.log.warning(f"watermark of organization {config.organization_id}, {spec.name} reset to the beginning")
     sync_partitions(context, postgres, bigquery, [(str(config.organization_id), spec)])
 

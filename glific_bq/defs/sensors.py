@@ -33,7 +33,9 @@ def roster_table(roster: Roster) -> str:
 
 def _cursor(text: str | None) -> dict:
     value = json.loads(text or "{}")
-    return {"stopped": value, "digest": None} if isinstance(value, list) else value  # before the roster
+    if isinstance(value, list):  # before the roster: the stopped organizations only
+        return {"stopped": value, "digest": None}
+    return {"stopped": value.get("stopped", []), "digest": value.get("digest")}
 
 
 @dg.sensor(minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
@@ -74,5 +76,6 @@ def tenant_discovery(context: dg.SensorEvaluationContext, postgres: GlificPostgr
     if not new and not events:
         context.update_cursor(new_cursor)
         return dg.SkipReason(summary)
+    context.log.info(summary)
     requests = [tenants.build_add_request(new)] if new else []
     return dg.SensorResult(dynamic_partitions_requests=requests, asset_events=events, cursor=new_cursor)

@@ -182,6 +182,13 @@ def _locations(text: str) -> dict[int, str]:
     return locations
 
 
+def destination(layout: Layout, project: str, dataset: str) -> str:
+    """Where a tenant's rows go, as its watermarks are keyed (``glific_bq.watermarks``):
+    ``layout:project.dataset``. Rows sent to one destination say nothing about another: a new
+    dataset (a bot's phone changed), another project or layout starts from the beginning."""
+    return f"{Layout(layout).value}:{project}.{dataset}"
+
+
 def key_for(config: WarehouseConfig, organization: Organization) -> dict | None:
     """The service-account key (as a dict) one organization is synced with, checked; None only
     under the ``active`` rule with no key configured (Application Default Credentials, or

@@ -9,7 +9,7 @@ from google.cloud.bigquery import SchemaField
 from glific_bq.registry import TableSpec
 from glific_bq.tenants import Organization
 from glific_bq.warehouse import clients, dead_letters, known_tables, queries, tables, writes
-from glific_bq.warehouse.config import WarehouseConfig
+from glific_bq.warehouse.config import WarehouseConfig, destination
 from glific_bq.warehouse.tables import Target
 from glific_bq.warehouse.writes import Rejected
 
@@ -36,6 +36,11 @@ class Warehouse:
     @property
     def dataset_ref(self) -> str:
         return f"{self.project}.{self.dataset}"
+
+    @property
+    def destination(self) -> str:
+        """Where this warehouse's rows go, as watermarks are keyed (``config.destination``)."""
+        return destination(self.config.layout, self.project, self.dataset)
 
     def __enter__(self) -> Warehouse:
         return self
