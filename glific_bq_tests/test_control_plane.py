@@ -175,7 +175,43 @@ def test_a_rotated_key_is_used_from_the_next_tick(db, notes, config, database_ur
     tick.run_tick(database_url, config, TickOptions(workers=1), tables=[NOTES])
 
     # the new project has the whole table: a new destination starts from the beginning
-    assert {r["organization_id"] for r in rows_in(config, moved, org)} == {org}
+    assert [r["organization_id"] for r in rows_in(config, moved, org)] == [org] * 3
+    assert len(rows_in(config, project_of(org), org)) == 2  # the old one is left as it was
+
+
+def _notes_in(config: WarehouseConfig, organization_id, db) -> list[int]:
+    warehouse = Warehouse(config, get_organization(db, organization_id))
+    return [r["id"] for r in warehouse.query(f"SELECT id FROM `{warehouse.dataset_ref}.notes` ORDER BY id")]
+
+
+def test_every_change_of_destination_gets_the_whole_table_and_moves_no_other_watermark(db, notes, config,
+                                                                                        database_url):
+    """A bot's phone changed (a new {phone} dataset), or another dataset template (a layout
+    override is the same: the layout is part of the destination): each destination has its own
+    watermarks, so each gets every row, and none moves another's."""
+    from glific_bq import watermarks
+
+    org = organization(notes, notes=21)
+    enable(notes, org)
+    by_phone = replace(config, dataset_template=f"p{uuid.uuid4().hex[:6]}_{{phone}}")
+    tick.run_tick(database_url, by_phone, TickOptions(workers=1), tables=[NOTES])
+    before = get_organization(db, org)
+    first = Warehouse(by_phone, before).destination
+    assert len(_notes_in(by_phone, org, db)) == 21
+
+    db.execute("UPDATE contacts SET phone = '919999000111' WHERE id = (SELECT contact_id FROM organizations "
+               "WHERE id = %s)", (org,))
+    tick.run_tick(database_url, by_phone, TickOptions(workers=1), tables=[NOTES])
+    after = get_organization(db, org)
+    assert by_phone.dataset_for(after) != by_phone.dataset_for(before)
+    assert len(_notes_in(by_phone, org, db)) == 21  # the new dataset: the whole table
+
+    other_layout = replace(by_phone, dataset_template=f"l{uuid.uuid4().hex[:6]}_{{organization_id}}")
+    table_ids = {w.destination: w.table_id for w in watermarks.all_watermarks(db) if w.organization_id == org}
+    tick.run_tick(database_url, other_layout, TickOptions(workers=1), tables=[NOTES])
+    assert len(_notes_in(other_layout, org, db)) == 21
+    now = {w.destination: w.table_id for w in watermarks.all_watermarks(db) if w.organization_id == org}
+    assert first in now and len(now) == 3 and all(now[d] == table_ids[d] for d in table_ids)
 
 
 def test_a_hand_run_of_an_organization_that_is_not_synced_says_why(db, states, config, database_url):
