@@ -23,6 +23,7 @@ from glific_bq.layouts import Layout  # noqa: E402
 from glific_bq.local.bigquery_emulator import LocalBigQuery  # noqa: E402
 from glific_bq.source import Source  # noqa: E402
 from glific_bq.warehouse import Warehouse, WarehouseConfig  # noqa: E402
+from glific_bq_tests.helpers import Webhook  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -133,3 +134,13 @@ def pytest_collection_modifyitems(config, items):
         uses_service = SERVICE_FIXTURES & set(getattr(item, "fixturenames", ()))
         if not uses_service and item.module.__name__.rsplit(".", 1)[-1] not in SERVICE_MODULES:
             item.add_marker(pytest.mark.unit)
+
+
+@pytest.fixture
+def webhook(monkeypatch) -> Iterator[Webhook]:
+    """A local Slack-like webhook, with no proxy between it and the tests."""
+    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    hook = Webhook()
+    yield hook
+    hook.close()

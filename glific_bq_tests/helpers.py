@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import http.server
 import itertools
+import json
+import threading
 
 import psycopg
 
@@ -88,3 +91,38 @@ def bigquery_resource(config: WarehouseConfig, **overrides) -> GlificBigQuery:
     """The Dagster resource holding exactly ``config`` (the emulator's, in tests)."""
     fields = {name: getattr(getattr(config, name), "value", getattr(config, name)) for name in ENVIRONMENT}
     return GlificBigQuery(**{**{name: value for name, value in fields.items() if value is not None}, **overrides})
+
+
+class Webhook:
+    """A local Slack-like incoming webhook: records every POST."""
+
+    def __init__(self, status: int = 200) -> None:
+        self.posts: list[dict] = []
+        self.status = status
+        hook = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                hook.posts.append({"path": self.path, "content_type": self.headers["Content-Type"], "json": json.loads(body)})
+                reply = b"ok" if hook.status == 200 else b"no_service"
+                self.send_response(hook.status)
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/services/T000/B000/SECRETPART"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def texts(self) -> list[str]:
+        return [post["json"]["text"] for post in self.posts]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -4,12 +4,9 @@ evaluations, and the webhook against a local HTTP server."""
 
 from __future__ import annotations
 
-import http.server
 import json
 import logging
 import socket
-import threading
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 import dagster as dg
@@ -171,50 +168,6 @@ def test_diff_opens_once_keeps_open_and_resolves_once():
 
 
 # -- the sensor ----------------------------------------------------------------------------------------------
-
-
-class Webhook:
-    """A local Slack-like incoming webhook: records every POST."""
-
-    def __init__(self, status: int = 200) -> None:
-        self.posts: list[dict] = []
-        self.status = status
-        hook = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                hook.posts.append({"path": self.path, "content_type": self.headers["Content-Type"], "json": json.loads(body)})
-                reply = b"ok" if hook.status == 200 else b"no_service"
-                self.send_response(hook.status)
-                self.send_header("Content-Length", str(len(reply)))
-                self.end_headers()
-                self.wfile.write(reply)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/services/T000/B000/SECRETPART"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def texts(self) -> list[str]:
-        return [post["json"]["text"] for post in self.posts]
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def webhook(monkeypatch) -> Iterator[Webhook]:
-    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(var, raising=False)
-    hook = Webhook()
-    yield hook
-    hook.close()
 
 
 def closed_port_url() -> str:

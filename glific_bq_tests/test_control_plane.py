@@ -309,6 +309,41 @@ def test_no_key_material_reaches_logs_errors_or_the_roster(db, states, config, d
         assert secret not in seen
 
 
+def test_no_key_material_reaches_dagsters_storage(db, states, config, database_url, monkeypatch, tmp_path):
+    """A deployment's run storage, event log and compute logs, after a sync run and the sensors:
+    the keys (and Glific's cipher keys, given as EnvVars as in production) are nowhere in them."""
+    import dagster as dg
+
+    from glific_bq.defs.alerting import stalled_watermarks
+    from glific_bq.defs.jobs import sync_job
+    from glific_bq.defs.resources import GlificBigQuery, GlificPostgres
+    from glific_bq.defs.sensors import tenant_discovery
+
+    monkeypatch.setenv("CIPHER_KEY", CIPHER_KEY)
+    monkeypatch.setenv("OLD_CIPHER_KEY", OLD_CIPHER_KEY)
+    bigquery = GlificBigQuery(dataset_template=config.dataset_template, layout="raw", emulator_host=config.emulator_host,
+                              storage_emulator_host=config.storage_emulator_host,
+                              cipher_key=dg.EnvVar("CIPHER_KEY"), old_cipher_key=dg.EnvVar("OLD_CIPHER_KEY"))
+    resources = {"postgres": GlificPostgres(database_url=database_url), "bigquery": bigquery}
+    (tmp_path / "dagster_home").mkdir()
+    with dg.DagsterInstance.local_temp(str(tmp_path / "dagster_home")) as instance:
+        for sensor in (tenant_discovery, stalled_watermarks):
+            with dg.build_sensor_context(instance=instance, resources=resources) as context:
+                result = sensor(context)
+            for event in getattr(result, "asset_events", None) or []:
+                instance.report_runless_asset_event(event)
+        from glific_bq.defs.assets import table_assets
+
+        defs = dg.Definitions(assets=table_assets, jobs=[sync_job], resources=resources)
+        run = defs.resolve_job_def("sync_job").execute_in_process(instance=instance, raise_on_error=False)
+        assert run.success
+    stored = b"".join(f.read_bytes() for f in (tmp_path / "dagster_home").rglob("*") if f.is_file())
+    assert b"tenant_roster" in stored and b"sync_dirty_tenants" in stored  # the storage was written
+    private = KEY["private_key"].splitlines()[1]
+    for secret in (private, CIPHER_KEY, OLD_CIPHER_KEY, KEY["private_key_id"]):
+        assert secret.encode() not in stored
+
+
 def test_the_active_rule_is_explicit_and_needs_a_project(db, states):
     with pytest.raises(ValueError, match="GLIFIC_BQ_PROJECT"):
         WarehouseConfig(organizations="active")

@@ -203,6 +203,33 @@ def test_dedup_job_leaves_one_version_per_id_and_reports_deletions(seeded, resou
     assert watermarks.get(seeded, 1, "tickets").deduped_at is not None
 
 
+def test_a_mass_delete_stops_the_dedup_run_and_alerts_until_an_operator_confirms_it(
+        seeded, resources, warehouse_config, webhook, monkeypatch):
+    from glific_bq.alerts import WEBHOOK_URL_ENV
+    from glific_bq.defs.jobs import dedup_job
+    from glific_bq.local import glific_writes
+
+    monkeypatch.setenv(WEBHOOK_URL_ENV, webhook.url)
+    extra = [glific_writes.contact(seeded, 1, f"9198765{n:05d}", name=f"Extra {n}") for n in range(20)]
+    instance = dg.DagsterInstance.ephemeral()
+    assert sync_job.execute_in_process(resources=resources, instance=instance).success
+    warehouse = Warehouse(warehouse_config, get_organization(seeded, 1))
+    before = {r["id"] for r in warehouse_rows(warehouse, "contacts")}
+    seeded.execute("DELETE FROM contacts WHERE id = ANY(%s)", (extra[:12],))  # 12 of 30: a restore gone wrong?
+
+    refused = dedup_job.execute_in_process(resources=resources, instance=instance, raise_on_error=False)
+
+    assert not refused.success
+    assert {r["id"] for r in warehouse_rows(warehouse, "contacts")} == before  # nothing deleted
+    (text,) = webhook.texts
+    assert "mass delete REFUSED" in text and "organization 1, contacts: 12 of 30" in text
+    assert 'confirm_deletes: ["1/contacts"]' in text
+
+    config = {"ops": {"dedup_tenants": {"config": {"confirm_deletes": ["1/contacts"]}}}}
+    assert dedup_job.execute_in_process(run_config=config, resources=resources, instance=instance).success
+    assert {r["id"] for r in warehouse_rows(warehouse, "contacts")} == before - set(extra[:12])
+
+
 def test_dedup_schedule_fires_every_90_minutes_around_the_clock():
     from datetime import datetime, timedelta, timezone
 
