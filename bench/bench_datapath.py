@@ -352,7 +352,7 @@ def run_ours(url: str, layout: str, page_rows: int, work: str) -> dict:
         def ready(page):  # the sync's encode stage, timed (it runs in a thread of its own)
             t0 = time.perf_counter()
             _check_tenant(page.rows, ORGANIZATION, shape.table)
-            prepared, _ = prepare(page.rows, shape, TIMEZONE, source.joiner, page.snapshot)
+            prepared, _ = prepare(page.rows, shape, TIMEZONE, source.joiner, page.snapshot, ORGANIZATION)
             t1 = time.perf_counter()
             if parquet is not None:
                 parquet.add(prepared)

@@ -98,7 +98,7 @@ def parquet(url: str, repeat: int) -> None:
         for page in extract.pages(source.reader, query, extract.Pass.INSERT, organization_id=ORGANIZATION,
                                   timezone=TIMEZONE, id_bound=0, page_rows=20_000, max_rows=200_000,
                                   export_snapshot=True):
-            rows, _ = prepare(page.rows, shape, TIMEZONE, source.joiner, page.snapshot)
+            rows, _ = prepare(page.rows, shape, TIMEZONE, source.joiner, page.snapshot, ORGANIZATION)
             tables.append(pa.Table.from_batches(writes.arrow_batches(rows, shape.schema)))
         source.reader.commit()
     count = sum(t.num_rows for t in tables)

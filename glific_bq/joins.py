@@ -53,11 +53,16 @@ class Rows(str, Enum):
 @dataclass(frozen=True)
 class Fetch:
     """How rows of another table are read by key: ``source`` is the FROM clause with that table
-    aliased ``x`` (joins of its own allowed), ``match`` the column of ``x`` equal to the key."""
+    aliased ``x`` (joins of its own allowed), ``match`` the column of ``x`` equal to the key.
+
+    ``tenant``: the aliases of ``source`` whose ``organization_id`` must be the synced
+    organization's (every read is tenant-bound: Glific's foreign keys do not stop a row of one
+    organization from naming another's). Empty only for global tables (``global.languages``)."""
 
     source: str
     match: str = "x.id"
     rows: Rows = Rows.ONE
+    tenant: tuple[str, ...] = ("x",)
 
 
 @dataclass(frozen=True)
@@ -96,6 +101,8 @@ class _Group:
         match, source = sql.SQL(self.fetch.match), sql.SQL(self.fetch.source)
         where = (sql.SQL("{} BETWEEN %(low)s AND %(high)s").format(match) if dense
                  else sql.SQL("{} = ANY(%(keys)s::bigint[])").format(match))
+        for alias in self.fetch.tenant:
+            where += sql.SQL(" AND {}.organization_id = %(organization_id)s").format(sql.Identifier(alias))
         if self.fetch.rows is Rows.GROUP:
             return sql.SQL("SELECT {} AS key{} FROM {} WHERE {} GROUP BY 1").format(match, values, source, where)
         if self.fetch.rows is Rows.FIRST:
@@ -118,7 +125,7 @@ class Joiner:
     def __init__(self, url: str) -> None:
         self.url = url
         self._conn: psycopg.Connection | None = None
-        self._snapshot: str | None = None
+        self._snapshot: tuple[str, int] | None = None  # the cache's snapshot and organization
         self._cache: dict[_Group, pa.Table] = {}
 
     @property
@@ -127,24 +134,25 @@ class Joiner:
             self._conn = psycopg.connect(self.url, autocommit=True, application_name="glific_bq_joins")
         return self._conn
 
-    def fill(self, rows: pa.Table, joins: Mapping[str, Join], snapshot: str | None) -> pa.Table:
-        """``rows`` with each joined column (added as NULLs by ``layouts.pages.prepare``) replaced by
-        its values, read in ``snapshot`` (the extract's ``pg_export_snapshot()``, whose transaction
-        is still open)."""
+    def fill(self, rows: pa.Table, joins: Mapping[str, Join], snapshot: str | None, organization_id: int) -> pa.Table:
+        """``rows`` (of ``organization_id``) with each joined column (added as NULLs by
+        ``layouts.pages.prepare``) replaced by its values, read in ``snapshot`` (the extract's
+        ``pg_export_snapshot()``, whose transaction is still open) from that organization's rows
+        only: a key naming another organization's row joins nothing (the column's default)."""
         if not joins or rows.num_rows == 0:
             return rows
         if snapshot is None:
             raise ValueError("joined columns need the extract's snapshot: extract with export_snapshot=True")
-        if snapshot != self._snapshot:
+        if (snapshot, organization_id) != self._snapshot:
             self._cache.clear()
-            self._snapshot = snapshot
+            self._snapshot = (snapshot, organization_id)
         groups: dict[_Group, list[tuple[str, Join]]] = {}
         for fetch in dict.fromkeys(j.fetch for j in joins.values()):
             members = [(c, j) for c, j in joins.items() if j.fetch == fetch]
             typed = dict((j.value, rows.schema.field(c).type) for c, j in members)
             groups[_Group(fetch, tuple(typed), tuple(typed.values()))] = members
-        found = self._read(snapshot, {group: _keys(rows, [j.key for _, j in members])
-                                      for group, members in groups.items()})
+        found = self._read(snapshot, organization_id, {group: _keys(rows, [j.key for _, j in members])
+                                                       for group, members in groups.items()})
         for group, members in groups.items():
             matched, positions = found[group], {}
             for column, join in members:
@@ -158,7 +166,7 @@ class Joiner:
                 rows = rows.set_column(rows.schema.get_field_index(column), column, values)
         return rows
 
-    def _read(self, snapshot: str, wanted: dict[_Group, pa.Array]) -> dict[_Group, pa.Table]:
+    def _read(self, snapshot: str, organization_id: int, wanted: dict[_Group, pa.Array]) -> dict[_Group, pa.Table]:
         """For each group, its rows matching the wanted keys (and maybe more): for ``Rows.ONE``
         those cached in this snapshot, and the rest read now, all groups in one transaction."""
         found: dict[_Group, list[pa.Table]] = {}
@@ -173,7 +181,8 @@ class Joiner:
                 continue
             low, high = pc.min(keys).as_py(), pc.max(keys).as_py()
             dense = group.fetch.rows is not Rows.ONE and high - low + 1 <= DENSE_SPAN * len(keys)
-            reads.append((group, group.query(dense), {"low": low, "high": high} if dense else {"keys": keys.to_pylist()}))
+            bounds = {"low": low, "high": high} if dense else {"keys": keys.to_pylist()}
+            reads.append((group, group.query(dense), {**bounds, "organization_id": organization_id}))
         for (group, _, _), read in zip(reads, self._run(snapshot, reads) if reads else [], strict=True):
             found[group].append(read)
             if group.fetch.rows is Rows.ONE:

@@ -186,7 +186,7 @@ def _sync_table(source, warehouse, organization, spec, options, on_step) -> Tabl
             """The encode stage (a thread of its own): the page as BigQuery receives it, its
             Storage Write requests built ahead of the write unless it goes by a load job."""
             _check_tenant(page.rows, organization.id, spec.name)
-            rows, rejected = prepare(page.rows, shape, timezone_name, source.joiner, page.snapshot)
+            rows, rejected = prepare(page.rows, shape, timezone_name, source.joiner, page.snapshot, organization.id)
             if encode:
                 warehouse_writes.encode_ahead(warehouse, target, rows)
             return _ReadyPage(page, rows, rejected)
@@ -336,7 +336,7 @@ def redrive(source: Source, warehouse: Warehouse, organization: Organization, sp
     timezone_name = organization.checked_timezone()
     rows, snapshot = extract.rows_by_id(source.reader, query, organization.id, timezone_name, ids,
                                         export_snapshot=bool(shape.joins))
-    rows, rejected = prepare(rows, shape, timezone_name, source.joiner, snapshot)
+    rows, rejected = prepare(rows, shape, timezone_name, source.joiner, snapshot, organization.id)
     source.reader.commit()
     rejected += warehouse.append(target, rows)
     still_refused = {r.row.get("id") for r in rejected}

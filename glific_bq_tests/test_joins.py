@@ -83,7 +83,7 @@ def test_joined_columns_equal_the_subqueries_across_pages_and_tenants(db, source
     for organization in (one, two):
         got = []
         for page in _pages(source, shape, organization.id, page_rows=7):  # keys repeat across pages: cached
-            rows, rejected = prepare(page.rows, shape, "Asia/Kolkata", source.joiner, page.snapshot)
+            rows, rejected = prepare(page.rows, shape, "Asia/Kolkata", source.joiner, page.snapshot, organization.id)
             assert not rejected
             assert not [c for c in rows.column_names if c.startswith("_glific_bq")]
             got += rows.select(COMPARED).to_pylist()
@@ -103,7 +103,7 @@ def test_ids_far_apart_get_their_own_values(db, source):
     query = extract.build_query(shape, Pass.BY_ID)
     source.reader.commit()
     rows, snapshot = extract.rows_by_id(source.reader, query, org.id, "UTC", wanted, export_snapshot=True)
-    rows, _ = prepare(rows, shape, "UTC", source.joiner, snapshot)
+    rows, _ = prepare(rows, shape, "UTC", source.joiner, snapshot, org.id)
     source.reader.commit()
     expected = {r[0]: r[8] for r in db.execute(EXPECTED, (org.id,)).fetchall()}
     assert {r["id"]: r["tags_label"] for r in rows.select(["id", "tags_label"]).to_pylist()} == \
@@ -120,12 +120,12 @@ def test_joins_read_the_extracts_snapshot(db, source):
     pages = _pages(source, shape, org.id, page_rows=100)
     page = next(pages)
     gw.update(db, "contacts", made["contacts"][1], name="Renamed")
-    rows, _ = prepare(page.rows, shape, "UTC", source.joiner, page.snapshot)
+    rows, _ = prepare(page.rows, shape, "UTC", source.joiner, page.snapshot, org.id)
     assert "Renamed" not in rows.column("contact_name").to_pylist()
     pages.close()
     source.reader.commit()
     page = next(_pages(source, shape, org.id, page_rows=100))
-    rows, _ = prepare(page.rows, shape, "UTC", source.joiner, page.snapshot)
+    rows, _ = prepare(page.rows, shape, "UTC", source.joiner, page.snapshot, org.id)
     source.reader.commit()
     assert "Renamed" in rows.column("contact_name").to_pylist()
 
@@ -144,7 +144,7 @@ def test_missing_keys_give_null_or_the_default(database_url, db):
         snapshot = db.execute("SELECT pg_export_snapshot()").fetchone()[0]
         joiner = Joiner(database_url)
         try:
-            filled = joiner.fill(rows, joins, snapshot)
+            filled = joiner.fill(rows, joins, snapshot, org.id)
         finally:
             joiner.close()
     phone = db.execute("SELECT phone FROM contacts WHERE id = %s", (made["contacts"][0],)).fetchone()[0]
@@ -161,7 +161,58 @@ def test_a_page_cannot_skip_its_joins(db, source):
         prepare(page.rows, shape, "UTC")
     source.reader.commit()
     with pytest.raises(Exception, match="snapshot"):  # the exporting transaction is over
-        prepare(page.rows, shape, "UTC", source.joiner, page.snapshot)
+        prepare(page.rows, shape, "UTC", source.joiner, page.snapshot, org.id)
     raw = layouts.shape_for(layouts.Layout.RAW, registry.table("messages", registry.RAW_TABLES),
                             reflect_columns(db, "messages"))
     assert not raw.joins
+
+
+def test_a_row_naming_another_organizations_rows_joins_nothing_of_theirs(db, source):
+    """Glific's foreign keys allow a message of one organization to name another's contact, user,
+    flow or tag: what is joined comes only from the message's own organization."""
+    mine, theirs = add_organization(db), add_organization(db)
+    made = _messages(db, mine.id, 3)
+    other = _messages(db, theirs.id, 1)
+    foreign_contact = other["contacts"][0]
+    foreign_tag = db.execute("SELECT id FROM tags WHERE organization_id = %s LIMIT 1", (theirs.id,)).fetchone()[0]
+    foreign_flow = db.execute("SELECT id FROM flows WHERE organization_id = %s LIMIT 1", (theirs.id,)).fetchone()[0]
+    gw.update(db, "tags", foreign_tag, at=AT, label="Their own tag")
+    gw.update(db, "flows", foreign_flow, at=AT, name="Their own flow")
+    message = made["ids"][0]
+    gw.update(db, "messages", message, at=AT, contact_id=foreign_contact, sender_id=foreign_contact,
+              flow_id=foreign_flow)
+    gw.tag_message(db, mine.id, message, foreign_tag, at=AT)  # a tag of theirs on a message of mine
+    secrets = {db.execute("SELECT phone FROM contacts WHERE id = %s", (foreign_contact,)).fetchone()[0],
+               db.execute("SELECT label FROM tags WHERE id = %s", (foreign_tag,)).fetchone()[0],
+               db.execute("SELECT name FROM flows WHERE id = %s", (foreign_flow,)).fetchone()[0]}
+    shape = _shape(db)
+
+    page = next(_pages(source, shape, mine.id, page_rows=100))
+    rows, rejected = prepare(page.rows, shape, "UTC", source.joiner, page.snapshot, mine.id)
+    source.reader.commit()
+
+    # Its contact_phone is REQUIRED in Glific's schema: the message is set aside, saying why,
+    # rather than sent with another organization's phone.
+    assert message not in rows.column("id").to_pylist()
+    (refused,) = rejected
+    assert refused.row["id"] == message and "contact_phone" in refused.error
+    assert (refused.row["sender_phone"], refused.row["flow_name"]) == (None, None)
+    sent = [*rows.to_pylist(), refused.row]
+    assert not any(s in str(v) for r in sent for v in r.values() for s in secrets)
+
+
+def test_every_joined_table_is_read_for_the_synced_organization_only(db):
+    """Each table a join reads has the organization_id its fetch binds (and only global tables
+    are read unbound): a new join cannot silently read across organizations."""
+    import re
+
+    fetches = {j.fetch for spec in registry.GLIFIC_TABLES
+               for j in layouts.shape_for(layouts.Layout.GLIFIC, spec, reflect_columns(db, spec.source)).joins.values()}
+    assert fetches
+    for fetch in fetches:
+        aliases = {alias: table for table, alias in re.findall(r"(\w+\.\w+) (\w+)", fetch.source)}
+        for alias, table in aliases.items():
+            schema, name = table.split(".")
+            has_org = db.execute("SELECT EXISTS (SELECT FROM information_schema.columns WHERE table_schema = %s "
+                                 "AND table_name = %s AND column_name = 'organization_id')", (schema, name)).fetchone()[0]
+            assert (alias in fetch.tenant) == has_org, (fetch.source, alias)

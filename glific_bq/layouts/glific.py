@@ -52,8 +52,9 @@ class Expr:
 
 
 def lookup(table: str, column: str, key: str, schema: str = "public") -> Join:
-    """``table.column`` of the row whose id is ``t.<key>``, joined on the worker (``glific_bq.joins``)."""
-    return Join(Fetch(f"{schema}.{table} x"), f"x.{column}", key)
+    """``table.column`` of the row whose id is ``t.<key>``, joined on the worker (``glific_bq.joins``)
+    from the same organization's rows (``global`` tables have no organization)."""
+    return Join(Fetch(f"{schema}.{table} x", tenant=() if schema == "global" else ("x",)), f"x.{column}", key)
 
 
 def _needs(expr: Expr | Join) -> tuple[str, ...]:
@@ -102,7 +103,8 @@ def _contact_user(column: str) -> Join:
     return Join(Fetch("public.users x", "x.contact_id", Rows.FIRST), column, "id")
 
 
-_CONTACT_GROUPS = Fetch("public.contacts_groups x JOIN public.groups g ON g.id = x.group_id", "x.contact_id", Rows.GROUP)
+_CONTACT_GROUPS = Fetch("public.contacts_groups x JOIN public.groups g ON g.id = x.group_id", "x.contact_id", Rows.GROUP,
+                        tenant=("x", "g"))
 _LOCATION = Fetch("public.locations x", "x.message_id", Rows.FIRST)
 _NOT_SIMULATOR = f"NOT LIKE '{SIMULATOR_PHONE_PREFIX}%'"
 
@@ -122,7 +124,7 @@ _TABLES: dict[str, GlificTable] = {
         "sender_phone": lookup("contacts", "phone", "sender_id"),
         "receiver_phone": lookup("contacts", "phone", "receiver_id"),
         "tags_label": Join(Fetch("public.messages_tags x JOIN public.tags tg ON tg.id = x.tag_id", "x.message_id",
-                                 Rows.GROUP), "COALESCE(string_agg(tg.label, ', ' ORDER BY x.id), '')", "id", ""),
+                                 Rows.GROUP, tenant=("x", "tg")), "COALESCE(string_agg(tg.label, ', ' ORDER BY x.id), '')", "id", ""),
         "flow_id": NULL,
         "group_message_id": NULL,
         "flow_broadcast_id": NULL,
@@ -144,7 +146,7 @@ _TABLES: dict[str, GlificTable] = {
             "groups": Join(_CONTACT_GROUPS, "jsonb_agg(jsonb_build_object('label', g.label, 'description', "
                            "g.description) ORDER BY x.id)::text", "id"),
             "tags": Join(Fetch("public.contacts_tags x JOIN public.tags tg ON tg.id = x.tag_id", "x.contact_id",
-                               Rows.GROUP), "jsonb_agg(jsonb_build_object('label', tg.label) ORDER BY x.id)::text", "id"),
+                               Rows.GROUP, tenant=("x", "tg")), "jsonb_agg(jsonb_build_object('label', tg.label) ORDER BY x.id)::text", "id"),
             "raw_fields": Expr("t.fields::text", ("fields",)),
             "group_labels": Join(_CONTACT_GROUPS, "COALESCE(string_agg(g.label, ',' ORDER BY x.id), '')", "id", ""),
         },
@@ -156,7 +158,7 @@ _TABLES: dict[str, GlificTable] = {
             "uuid": lookup("flows", "uuid::text", "flow_id"),
             "flow_version": Expr("t.flow_version::text", ("flow_version",)),
         },
-        where=f"(SELECT c.phone FROM public.contacts c WHERE c.id = t.contact_id) {_NOT_SIMULATOR}",
+        where=f"(SELECT c.phone FROM public.contacts c WHERE c.id = t.contact_id AND c.organization_id = t.organization_id) {_NOT_SIMULATOR}",
     ),
     "flow_contexts": GlificTable({
         "flow_id": Expr("t.flow_id::text", ("flow_id",)),
@@ -176,7 +178,7 @@ _TABLES: dict[str, GlificTable] = {
             "keywords": Join(Fetch("public.flows x"), "array_to_json(COALESCE(x.keywords, '{}')::text[])::text",
                              "flow_id"),
             "revision": Expr("t.definition::text", ("definition",)),
-            "tag": Join(Fetch("public.flows x"), "(SELECT tg.label FROM public.tags tg WHERE tg.id = x.tag_id)",
+            "tag": Join(Fetch("public.flows x"), "(SELECT tg.label FROM public.tags tg WHERE tg.id = x.tag_id AND tg.organization_id = x.organization_id)",
                         "flow_id"),
         },
         source="flow_revisions",
@@ -222,7 +224,7 @@ _TABLES: dict[str, GlificTable] = {
             "conversation_id": NULL,
             "conversation_uuid": Expr("t.conversation_id", ("conversation_id",)),
             "phone": Join(Fetch("public.messages x"),
-                          "(SELECT c.phone FROM public.contacts c WHERE c.id = x.contact_id)", "message_id"),
+                          "(SELECT c.phone FROM public.contacts c WHERE c.id = x.contact_id AND c.organization_id = x.organization_id)", "message_id"),
         },
         source="messages_conversations",
     ),

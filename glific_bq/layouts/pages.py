@@ -21,9 +21,10 @@ def exported(rows: pa.Table) -> int:
 
 
 def prepare(rows: pa.Table, shape: Shape, timezone_name: str, joiner: Joiner | None = None,
-            snapshot: str | None = None) -> tuple[pa.Table, list[Rejected]]:
-    """Extracted rows as BigQuery receives them: columns copied from other tables joined
-    (``joiner``, in the extract's ``snapshot``: see ``glific_bq.joins``), the extract's own
+            snapshot: str | None = None, organization_id: int | None = None) -> tuple[pa.Table, list[Rejected]]:
+    """Extracted rows (of ``organization_id``) as BigQuery receives them: columns copied from
+    other tables joined from that organization's rows (``joiner``, in the extract's ``snapshot``:
+    see ``glific_bq.joins``), the extract's own
     columns dropped, columns read as stored converted (``glific_bq.convert``), RECORD columns
     decoded, send columns stamped; rows missing a REQUIRED value are set apart (BigQuery would
     refuse them) and returned as rejected, with the column named."""
@@ -34,7 +35,9 @@ def prepare(rows: pa.Table, shape: Shape, timezone_name: str, joiner: Joiner | N
     if shape.joins:
         if joiner is None:
             raise ValueError(f"{shape.table} copies columns from other tables: prepare it with a Joiner")
-        rows = joiner.fill(rows, shape.joins, snapshot)
+        if organization_id is None:
+            raise ValueError(f"{shape.table} copies columns from other tables: name the organization they belong to")
+        rows = joiner.fill(rows, shape.joins, snapshot, organization_id)
     rows = rows.select([f.name for f in shape.schema if f.name in rows.column_names])  # the extract's own dropped
     rows = convert.apply(rows, shape.conversions, timezone_name)
     rows = records.decode(rows, shape.schema, shape.records, timezone_name)
