@@ -54,6 +54,16 @@ class Source:
             self._reader.commit()
         return self._reader
 
+    def healthy_control(self, *, reconnect: bool = False) -> psycopg.Connection:
+        """The control connection, opened again if a failure closed or broke it (or if
+        ``reconnect``: the server ended it, which the client learns only when it next uses it)."""
+        if reconnect or self.control.closed or self.control.broken:
+            try:
+                self.control.close()
+            finally:
+                self.control = psycopg.connect(self.url, autocommit=True, application_name="glific_bq")
+        return self.control
+
     def reset_reader(self) -> None:
         """Drop the extract connection (after an error left its transaction unusable)."""
         if self._reader is not None:

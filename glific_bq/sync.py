@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import NamedTuple
 
+import psycopg
 import pyarrow as pa
 
 from glific_bq import applied_schemas, extract, layouts, lookups, redact, watermarks
@@ -463,13 +464,13 @@ def sync_tenant(
     Other tables go on.
     """
     def failed(spec: TableSpec, message: str, where: str | None = destination) -> TableSync:
-        log.error("organization %s, %s: %s", organization_id, spec.name, message)
-        if where is not None:
-            watermarks.record_failure(source.control, organization_id, spec.name, where, message)
-        return TableSync(organization_id, spec.name, status="failed", message=message)
+        return record_failure(source, organization_id, spec, where, message)
 
     try:
-        organization = get_organization(source.control, organization_id)
+        try:
+            organization = get_organization(source.healthy_control(), organization_id)
+        except psycopg.OperationalError:  # the server ended the connection since it was last used
+            organization = get_organization(source.healthy_control(reconnect=True), organization_id)
         organization.checked_timezone()
     except Exception as error:  # the whole tenant fails, alone
         return [failed(spec, _describe(error)) for spec in tables]
@@ -488,9 +489,31 @@ def sync_tenant(
     return [failed(spec, outcome.error) for spec in tables] if outcome.failed else outcome.result
 
 
+def record_failure(source: Source, organization_id: int, spec: TableSpec, destination: str | None,
+                   message: str) -> TableSync:
+    """A failed sync of one tenant-table, recorded in its watermark (under ``destination``, when
+    known) for backoff and alerts; ``message`` is already redacted. Never raises: the failure may
+    have broken the control connection, which is opened again; if even that fails, the failure
+    is logged and the others go on."""
+    log.error("organization %s, %s: %s", organization_id, spec.name, message)
+    if destination is None:
+        return TableSync(organization_id, spec.name, status="failed", message=message)
+    for attempt in (1, 2):
+        try:
+            control = source.healthy_control(reconnect=attempt == 2)
+            watermarks.record_failure(control, organization_id, spec.name, destination, message)
+            break
+        except psycopg.Error as error:  # the failure broke the connection, or the database is gone
+            if attempt == 2:
+                log.error("organization %s, %s: the failure could not be recorded: %s", organization_id,
+                          spec.name, _describe(error))
+    return TableSync(organization_id, spec.name, status="failed", message=message)
+
+
 def _describe(error: Exception) -> str:
     """The error as stored and shown: anything shaped like a credential masked."""
     return redact.describe(error)
 
 
-__all__ = ["STEPS", "SyncOptions", "TableSync", "WarehouseError", "redrive", "sync_table", "sync_tenant"]
+__all__ = ["STEPS", "SyncOptions", "TableSync", "WarehouseError", "record_failure", "redrive", "sync_table",
+           "sync_tenant"]

@@ -29,11 +29,11 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from glific_bq import extract, notices, plan, watermarks
+from glific_bq import extract, notices, plan, redact, watermarks
 from glific_bq.registry import TABLES, TableSpec
 from glific_bq.roster import Roster, select_tenants
 from glific_bq.source import Source
-from glific_bq.sync import SyncOptions, TableSync, sync_tenant
+from glific_bq.sync import SyncOptions, TableSync, record_failure, sync_tenant
 from glific_bq.tenants import Organization
 from glific_bq.warehouse import Warehouse, WarehouseConfig
 
@@ -211,9 +211,15 @@ def sync_tenants(
             with pool.source() as source:
                 return sync_tenant(source, open_warehouse, organization_id, specs, options.sync,
                                    destination=destination_of(organization_id))
-        except Exception as error:  # no source connection: this tenant fails, alone
-            message = f"{type(error).__name__}: {error}"
-            return [TableSync(organization_id, spec.name, status="failed", message=message) for spec in specs]
+        except Exception as error:  # no source connection: this tenant fails, alone, recorded and redacted
+            message = redact.describe(error)
+            try:
+                with Source(database_url) as source:
+                    return [record_failure(source, organization_id, spec, destination_of(organization_id), message)
+                            for spec in specs]
+            except Exception:  # not even a connection to record it with: the others go on
+                log.error("organization %s: %s (not recorded: no database connection)", organization_id, message)
+                return [TableSync(organization_id, spec.name, status="failed", message=message) for spec in specs]
 
     try:
         with ThreadPoolExecutor(options.workers, thread_name_prefix="glific-bq-tenant") as executor:
