@@ -37,7 +37,7 @@ def test_a_failure_that_broke_the_control_connection_is_still_recorded(notes, da
 
 
 def test_a_tenant_after_a_broken_connection_syncs_and_the_loop_goes_on(notes, database_url, warehouse_for):
-    first, second = add_organization(notes), add_organization(notes)
+    second = add_organization(notes)
     ids = add_notes(notes, second, ["after the break"])
     with Source(database_url) as source:
         _kill(source.control, database_url)  # left broken by the tenant before, say
