@@ -177,6 +177,28 @@ def test_resync_needs_confirmation_then_resends_the_tenant_table(seeded, resourc
     assert len(rows) == 2 * count(seeded, "tickets", 1)  # every row twice until dedup
 
 
+def test_resync_while_the_tick_syncs_that_table_resets_nothing_and_says_so(seeded, resources, database_url):
+    import psycopg
+
+    from glific_bq import watermarks
+    from glific_bq.defs.jobs import resync_job
+
+    instance = dg.DagsterInstance.ephemeral()
+    assert sync_job.execute_in_process(resources=resources, instance=instance).success
+    before = watermarks.get(seeded, 1, "tickets")
+    config = {"ops": {"resync_tenant_table": {"config": {"organization_id": 1, "table": "tickets", "confirm": True}}}}
+    with psycopg.connect(database_url, autocommit=True) as tick_session:
+        with watermarks.exclusive(tick_session, 1, "tickets") as held:  # the minute tick, mid-sync
+            assert held
+            busy = resync_job.execute_in_process(run_config=config, resources=resources, instance=instance,
+                                                 raise_on_error=False)
+
+    assert not busy.success
+    failure = next(e for e in busy.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "another run is syncing tickets of organization 1: nothing reset" in str(failure.event_specific_data.error)
+    assert watermarks.get(seeded, 1, "tickets") == before
+
+
 def test_dedup_job_leaves_one_version_per_id_and_reports_deletions(seeded, resources, warehouse_config):
     from glific_bq import watermarks
     from glific_bq.defs.jobs import dedup_job

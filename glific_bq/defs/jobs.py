@@ -10,12 +10,13 @@ from datetime import timedelta
 
 import dagster as dg
 
-from glific_bq import alerts, extract, tick, upkeep, watermarks
+from glific_bq import alerts, extract, redact, tick, upkeep, watermarks
 from glific_bq.registry import TABLES, table
 from glific_bq.roster import select_tenants
+from glific_bq.sync import sync_table
 from glific_bq.tick import TickOptions
 
-from .assets import sync_partitions
+from .assets import materialization, sync_partitions
 from .partitions import tenants
 from .resources import GlificBigQuery, GlificPostgres
 
@@ -106,13 +107,25 @@ def resync_tenant_table(context: dg.OpExecutionContext, config: ResyncConfig, po
             why = roster.why_not(config.organization_id)
             raise dg.Failure(f"organization {config.organization_id} is not synced: "
                              + (why.reason if why else "no such organization"))
+        # Reset and re-send under one hold of the tenant-table's lock (the sync takes it again on
+        # this same session): no tick can move the watermark in between, or make the re-send "busy".
         with watermarks.exclusive(source.control, tenant.id, spec.name) as acquired:
             if not acquired:
                 raise dg.Failure(f"another run is syncing {spec.name} of organization {tenant.id}: nothing reset; "
                                  "run again in a minute")
             watermarks.reset(source.control, tenant.id, spec.name, tenant.destination)
-    context.log.warning(f"watermark of organization {config.organization_id}, {spec.name} reset to the beginning")
-    sync_partitions(context, postgres, bigquery, [(str(config.organization_id), spec)])
+            context.log.warning(f"watermark of organization {tenant.id}, {spec.name} reset to the beginning")
+            warehouse = bigquery.open_warehouse(tenant.organization)
+            try:
+                result = sync_table(source, warehouse, tenant.organization, spec)
+            except Exception as error:
+                raise dg.Failure(f"organization {tenant.id}, {spec.name}: re-send failed (it resumes at the next "
+                                 f"tick from where it stopped): {redact.describe(error)}") from None
+            finally:
+                warehouse.close()
+    if result.status != "synced":
+        raise dg.Failure(f"organization {tenant.id}, {spec.name}: {result.status}: {result.message}")
+    context.log_event(materialization(result))
 
 
 @dg.job(description="Re-sync one tenant-table from scratch (resets its watermark; see the op's warning).")
