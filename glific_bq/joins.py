@@ -27,6 +27,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from psycopg import sql
 
+from glific_bq import postgres
+
 #: Extract columns holding a join's key (``KEY_PREFIX + <source column>``), dropped before sending.
 KEY_PREFIX = "_glific_bq_key_"
 
@@ -131,7 +133,7 @@ class Joiner:
     @property
     def connection(self) -> psycopg.Connection:
         if self._conn is None:
-            self._conn = psycopg.connect(self.url, autocommit=True, application_name="glific_bq_joins")
+            self._conn = postgres.connect(self.url, "glific_bq_joins")
         return self._conn
 
     def fill(self, rows: pa.Table, joins: Mapping[str, Join], snapshot: str | None, organization_id: int) -> pa.Table:

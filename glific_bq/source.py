@@ -21,6 +21,7 @@ import adbc_driver_postgresql
 import psycopg
 import pyarrow as pa
 
+from glific_bq import postgres
 from glific_bq.joins import Joiner
 
 
@@ -37,7 +38,7 @@ class Source:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.control = psycopg.connect(url, autocommit=True, application_name="glific_bq")
+        self.control = postgres.connect(url, "glific_bq")
         self._reader = None
         self.joiner = Joiner(url)  # its own connection, opened on first use (glific_bq.joins)
 
@@ -61,7 +62,7 @@ class Source:
             try:
                 self.control.close()
             finally:
-                self.control = psycopg.connect(self.url, autocommit=True, application_name="glific_bq")
+                self.control = postgres.connect(self.url, "glific_bq")
         return self.control
 
     def reset_reader(self) -> None:
@@ -98,7 +99,7 @@ class ExtractConnection:
     ``fetch_arrow_table``, ``fetchone``, ``fetchall``)."""
 
     def __init__(self, url: str) -> None:
-        self._database = adbc_driver_postgresql.connect(url)
+        self._database = adbc_driver_postgresql.connect(postgres.with_deadlines(url, postgres.EXTRACT_STATEMENT_SECONDS))
         try:
             self._connection = adbc_driver_manager.AdbcConnection(self._database)
             self._connection.set_autocommit(False)

@@ -368,5 +368,10 @@ def exclusive(conn: psycopg.Connection, organization_id: int, table: str) -> Ite
     try:
         yield acquired
     finally:
-        if acquired:
-            conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (key,))
+        # A connection that broke or was closed took the lock with its session: nothing to
+        # release, and the error that broke it is the one to see.
+        if acquired and not (conn.closed or conn.broken):
+            try:
+                conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (key,))
+            except psycopg.OperationalError:  # the server ended the session: the lock went with it
+                pass
