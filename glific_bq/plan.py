@@ -5,6 +5,10 @@ it is tried again, so that a tenant with invalid credentials does not fail every
 
 One query per table, whatever the number of organizations: each organization costs two index
 probes (``(organization_id, id)`` and ``(organization_id, updated_at, id)``), never a scan.
+
+A change counts as waiting once it is older than the sync's margin (``HORIZON_SECONDS``) by the
+database clock, deliberately without the open-transaction part of ``extract.horizon``: rows a
+long-open transaction holds back are waiting, so the stalled-watermark alert sees them.
 """
 
 from __future__ import annotations
