@@ -50,7 +50,7 @@ _ENTITY = "jsonb_build_object('id', (SELECT p.id FROM global.providers p WHERE p
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS glific_bq_notices (
-    organization_id bigint PRIMARY KEY REFERENCES organizations (id) ON DELETE CASCADE,
+    organization_id bigint PRIMARY KEY,  -- no foreign key into Glific's tables: its role may not grant it
     kind text NOT NULL,
     opened_at timestamptz NOT NULL DEFAULT now()
 )

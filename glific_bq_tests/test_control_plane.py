@@ -360,3 +360,45 @@ def test_databases_without_glifics_control_plane_tables_sync_no_one_by_glifics_r
     db.execute("DROP TABLE credentials CASCADE")
     found = roster.select_tenants(db, config)
     assert found.tenants == [] and found.why_not(org).kind == roster.NEVER_ENABLED
+
+
+def _documented_grants() -> str:
+    """The SQL block of docs/deploy.md's "The database role", as an operator would run it."""
+    import pathlib
+    import re
+
+    text = (pathlib.Path(__file__).resolve().parents[1] / "docs" / "deploy.md").read_text()
+    section = text.split("### The database role", 1)[1]
+    return re.search(r"```sql\n(.*?)```", section, re.S).group(1)
+
+
+def test_a_tick_runs_as_a_role_with_exactly_the_documented_grants(db, states, config, database_url):
+    """The switch-over's database role (docs/deploy.md), created as documented: a tick syncs,
+    moves Glific's watermarks, tells the NGO, and sees other roles' open transactions."""
+    import psycopg
+
+    from glific_bq import extract, watermarks
+
+    for (table,) in db.execute("SELECT tablename FROM pg_tables WHERE tablename LIKE 'glific\\_bq\\_%'").fetchall():
+        db.execute(f"DROP TABLE {table}")  # glific_bq's own tables: its role creates them
+    role = f"glific_bq_{uuid.uuid4().hex[:6]}"
+    db.execute(_documented_grants().replace("glific_bq", role).replace("'…'", "'x'"))
+    db.execute("INSERT INTO bigquery_jobs (organization_id, \"table\", table_id, inserted_at, updated_at) "
+               "VALUES (%s, 'notes', 0, now(), now())", (states["active"],))
+    url = psycopg.conninfo.make_conninfo(database_url, user=role, password="x")
+    enable(db, states["suspended"])  # a second credential saved: nothing changes for a suspended NGO
+    broken = organization(db)
+    glific_writes.bigquery_credential(db, broken, key_of("x"), Vault.from_env({"CIPHER_KEY": OLD_CIPHER_KEY}))
+
+    result = tick.run_tick(url, replace(config, layout="raw"), TickOptions(workers=2), tables=[NOTES])
+
+    assert sorted((r.organization_id, r.status) for r in result.results) == sorted(
+        [(states["active"], "synced"), (states["rotated"], "synced")])
+    with psycopg.connect(url, autocommit=True) as conn:
+        assert extract.late_commit_warning(conn) is None  # pg_read_all_stats granted
+        assert watermarks.get(conn, states["active"], "notes").table_id > 0
+        watermarks.create(conn, states["active"], "notes", "glific:p.d")  # as for a Glific dataset:
+        watermarks.advance(conn, states["active"], "notes", "glific:p.d", table_id=7)  # Glific's row moves too
+    assert db.execute("SELECT table_id FROM bigquery_jobs WHERE organization_id = %s", (states["active"],)).fetchone() \
+        == (7,)
+    assert db.execute("SELECT count(*) FROM notifications WHERE organization_id = %s", (broken,)).fetchone()[0] == 1
