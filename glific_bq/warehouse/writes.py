@@ -13,6 +13,11 @@ Write methods (``WriteMethod``):
   against the table's daily modifications: not for the minute schedule.
 
 Every row sent gets ``bq_uuid`` (a new UUID per send) and ``bq_inserted_at`` (send time).
+
+The rows handed to a write may carry ``SOURCE_ID``, the id of the source row each was made from:
+never sent, but kept with a refused row, so that its dead letter names the source row (in the
+Glific layout a row's own ``id`` can be another table's, as in ``flows``, or text, as in
+``whatsapp_forms``).
 """
 
 from __future__ import annotations
@@ -57,12 +62,25 @@ class RowsRefused(Exception):
         self.messages = messages or {}
 
 
+#: The column of a page that holds each row's source id (the source table's ``id``): carried
+#: beside the row through the write path, never sent (the writes send the schema's columns only).
+SOURCE_ID = "_glific_bq_source_id"
+
+
 @dataclass(frozen=True)
 class Rejected:
-    """A row BigQuery refused, as sent (with its bq_uuid), and why."""
+    """A row BigQuery refused, as sent (with its bq_uuid), why, and the id of the source row it
+    was made from (None if the page did not carry ``SOURCE_ID``)."""
 
     row: dict
     error: str
+    source_id: int | None = None
+
+    @classmethod
+    def of(cls, row: dict, error: str) -> Rejected:
+        """The refused ``row`` (a dict of the page's columns), its ``SOURCE_ID`` taken out."""
+        row = dict(row)
+        return cls(row, error, row.pop(SOURCE_ID, None))
 
 
 def append(warehouse: Warehouse, target: Target, rows: pa.Table) -> list[Rejected]:
@@ -165,11 +183,11 @@ def _write_isolating(warehouse: Warehouse, target: Target, rows: pa.Table) -> li
     except RowsRefused as refused:
         if refused.messages and len(refused.messages) < rows.num_rows:
             bad = refused.messages
-            rejected = [Rejected(_row(rows.slice(i, 1)), message) for i, message in sorted(bad.items())]
+            rejected = [Rejected.of(_row(rows.slice(i, 1)), message) for i, message in sorted(bad.items())]
             rest = rows.filter(pa.array([i not in bad for i in range(rows.num_rows)]))
             return rejected + _write_isolating(warehouse, target, rest)  # the request was not written
         if rows.num_rows == 1:
-            return [Rejected(_row(rows), str(refused))]
+            return [Rejected.of(_row(rows), str(refused))]
         half = rows.num_rows // 2
         return (_write_isolating(warehouse, target, rows.slice(0, half))
                 + _write_isolating(warehouse, target, rows.slice(half)))
@@ -302,6 +320,7 @@ class ParquetLoad:
         self.rows = 0
         self._file = tempfile.NamedTemporaryFile(prefix="glific_bq_load_", suffix=".parquet")
         self._writer: pq.ParquetWriter | None = None
+        self._source_ids: list[pa.ChunkedArray] = []  # SOURCE_ID of the rows in the file, which leaves it out
 
     def add(self, rows: pa.Table) -> None:
         """Add a page (stamped, as ``append`` takes it) to the file."""
@@ -312,6 +331,8 @@ class ParquetLoad:
             self._writer = pq.ParquetWriter(self._file, table.schema, **PARQUET_OPTIONS)
         self._writer.write_table(table)
         self.rows += rows.num_rows
+        if SOURCE_ID in rows.column_names:
+            self._source_ids.append(rows.column(SOURCE_ID).cast(pa.int64()))
 
     def load(self) -> list[Rejected]:
         """Run the load job and wait for it (or, if it refuses the rows, append them by the
@@ -330,9 +351,14 @@ class ParquetLoad:
             except GoogleAPICallError as error:
                 raise WarehouseError(
                     f"loading {self.rows} rows into {self.target.table_id} failed: {error.message}") from error
-            rejected = []  # the configured method: the Storage Write API (see ``loads_backlogs``)
+            source_ids = pa.chunked_array([c for ids in self._source_ids for c in ids.chunks], pa.int64())
+            rejected, start = [], 0  # the configured method: the Storage Write API (see ``loads_backlogs``)
             for batch in pq.ParquetFile(self._file.name).iter_batches(batch_size=20_000):
-                rejected += append(self.warehouse, self.target, pa.Table.from_batches([batch]))
+                rows = pa.Table.from_batches([batch])
+                if len(source_ids) == self.rows:
+                    rows = rows.append_column(SOURCE_ID, source_ids.slice(start, batch.num_rows))
+                rejected += append(self.warehouse, self.target, rows)
+                start += batch.num_rows
             return rejected
         finally:
             self.discard()
