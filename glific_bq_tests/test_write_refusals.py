@@ -1,19 +1,32 @@
 """What BigQuery refuses, against real PostgreSQL and the emulator: a refused row is set aside
-under its source row's id whatever the layout's id, and redrive finds it by that id.
+under its source row's id whatever the layout's id, and redrive finds it by that id; a refusal
+of the whole table is the sync's error, not bad rows.
+
+BigQuery's own refusals come from a gRPC proxy in front of the emulator's Storage Write port
+(``grpc_proxy``), answering as BigQuery does: the emulator cannot be made to refuse an append
+for a reason of the table (a ``_default`` stream that does not see a new column yet).
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
+
+import grpc
+import pytest
 
 from glific_bq import registry, watermarks
 from glific_bq.local import glific_writes as gw
+from glific_bq.registry import TableSpec
 from glific_bq.sync import redrive, sync_table
-from glific_bq.warehouse import DEAD_LETTERS, Warehouse
+from glific_bq.warehouse import DEAD_LETTERS, Warehouse, WarehouseConfig, WarehouseError
 
-from .helpers import add_organization
+from .grpc_proxy import Refuse, StorageWriteProxy
+from .helpers import add_notes, add_organization, warehouse_rows
 
 GLIFIC = registry.GLIFIC_TABLES
+NOTES = TableSpec("notes")
 NOW = datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(minutes=5)  # past the sync's horizon
 
 #: ``whatsapp_forms`` as Glific's migration creates it (CreateWhatsappFormsTables; the local
@@ -105,3 +118,61 @@ def test_redrive_of_a_glific_flow_sends_the_refused_revision_and_keeps_its_lette
     assert [r["id"] for r in letters_kept] == [broken_revision]
     assert (fixed.updated, fixed.set_aside, letters_after_fix) == (1, 0, [])
     assert sorted(names) == ["Broken"] + ["Registration"] * before
+
+
+# -- refusals of the whole table ---------------------------------------------------------------
+
+#: What BigQuery answers an append whose rows carry a column the table's ``_default`` stream does
+#: not see yet (for a while after the column was added).
+NOT_YET_SEEN = ("Input schema has more fields than BigQuery schema, extra fields: 'mood' "
+                "Entity: projects/p/datasets/d/tables/notes/streams/_default")
+
+
+@pytest.fixture
+def proxy(bigquery_emulator) -> Iterator[StorageWriteProxy]:
+    with StorageWriteProxy(bigquery_emulator.grpc_endpoint) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def proxied(warehouse_config, proxy) -> WarehouseConfig:
+    """The test's emulator settings, the Storage Write API reached through ``proxy``."""
+    return dataclasses.replace(warehouse_config, storage_emulator_host=proxy.endpoint)
+
+
+@pytest.mark.parametrize("in_response", [False, True], ids=["as_status", "in_each_response"])
+def test_a_refusal_of_every_append_fails_the_sync_and_sets_no_row_aside(notes, source, proxy, proxied, in_response):
+    org = add_organization(notes)
+    ids = add_notes(notes, org, [f"n{i}" for i in range(8)])
+    warehouse = Warehouse(proxied, org)
+    proxy.answer("notes", Refuse(grpc.StatusCode.INVALID_ARGUMENT, NOT_YET_SEEN, in_response=in_response))
+
+    with pytest.raises(WarehouseError, match="more fields than BigQuery schema"):
+        sync_table(source, warehouse, org, NOTES)
+
+    assert watermarks.get(notes, org.id, "notes").table_id == 0  # the page is not passed
+    assert _letters(warehouse) == []
+    # The page, again once its table was checked, and its two halves: not 2n - 1 appends.
+    assert [a.rows for a in proxy.appends_to("notes")] == [(8,), (8,), (4,), (4,)]
+
+    proxy.answer("notes", None)  # the stream sees the column now
+    later = sync_table(source, warehouse, org, NOTES)
+    assert (later.inserted, later.set_aside) == (8, 0)
+    assert sorted(r["id"] for r in warehouse_rows(warehouse, "notes")) == ids
+
+
+def test_a_row_bigquery_refuses_for_its_content_is_still_set_aside(notes, source, proxy, proxied):
+    """A refusal that only the requests holding one row share is that row's: it alone is set
+    aside, the rest lands, the watermark moves on."""
+    org = add_organization(notes)
+    ids = add_notes(notes, org, ["a", "b", "poison", "c", "d", "e"])
+    warehouse = Warehouse(proxied, org)
+    proxy.answer("notes", Refuse(grpc.StatusCode.INVALID_ARGUMENT, "Invalid value for field body",
+                                 containing=b"poison"))
+
+    result = sync_table(source, warehouse, org, NOTES)
+
+    assert (result.inserted, result.set_aside) == (6, 1)
+    assert [(r["table_name"], r["id"]) for r in _letters(warehouse)] == [("notes", ids[2])]
+    assert sorted(r["id"] for r in warehouse_rows(warehouse, "notes")) == ids[:2] + ids[3:]
+    assert watermarks.get(notes, org.id, "notes").table_id == ids[-1]

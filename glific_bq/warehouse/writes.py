@@ -55,11 +55,13 @@ _INVALID_ARGUMENT, _UNKNOWN = 3, 2
 
 
 class RowsRefused(Exception):
-    """BigQuery refused some rows of a write (by row index when it says which)."""
+    """BigQuery refused some rows of a write (by row index when it says which); ``by_bigquery``
+    is False for rows refused before they were sent (a value protobuf rows cannot carry)."""
 
-    def __init__(self, message: str, messages: dict[int, str] | None = None) -> None:
+    def __init__(self, message: str, messages: dict[int, str] | None = None, *, by_bigquery: bool = True) -> None:
         super().__init__(message)
         self.messages = messages or {}
+        self.by_bigquery = by_bigquery
 
 
 #: The column of a page that holds each row's source id (the source table's ``id``): carried
@@ -87,29 +89,32 @@ def append(warehouse: Warehouse, target: Target, rows: pa.Table) -> list[Rejecte
     """Append ``rows`` (stamped by the caller, ``glific_bq.stamping``) as new row versions,
     confirmed by BigQuery.
 
-    Rows that BigQuery refuses are isolated (by the row errors it reports, or by halving
-    the batch until the refused rows stand alone) and returned, so that one bad row does not
-    block its table (glific#3477, #5466); everything else is written. Failures that are not
-    about the rows (service down, permissions, a missing table) raise ``WarehouseError``:
-    the caller must then not advance its watermark (parts already acknowledged may be sent
-    again: at-least-once).
+    Rows that BigQuery refuses for their content are isolated (by the row errors it reports, or
+    by halving the batch until the refused rows stand alone: ``_isolate``) and returned, so that
+    one bad row does not block its table (glific#3477, #5466); everything else is written.
+    Failures that are not about the rows (service down, permissions, a missing table, a refusal
+    every part of the rows shares) raise ``WarehouseError``: the caller must then not advance its
+    watermark (parts already acknowledged may be sent again: at-least-once).
     """
     if rows.num_rows == 0:
         return []
     try:
+        refusal = checked = None
         try:
             write(warehouse, target, rows)
             return []
-        except (RowsRefused, NotFound) as refusal:
+        except NotFound as missing:
             # A table set up earlier in this process may have changed since: check it again, once.
-            checked = known_tables.recheck(warehouse, target, refusal)
-            if isinstance(refusal, NotFound):
-                if checked is None:
-                    raise
-                write(warehouse, checked, rows)
-                return []
-            target = checked or target
-        return _write_isolating(warehouse, target, rows)
+            checked = known_tables.recheck(warehouse, target, missing)
+            if checked is None:
+                raise
+            write(warehouse, checked, rows)
+            return []
+        except RowsRefused as refused:
+            refusal, checked = refused, known_tables.recheck(warehouse, target, refused)
+        if checked is not None:  # the table was set up again: the whole request once more
+            target, refusal = checked, _refusal(warehouse, checked, rows)
+        return [] if refusal is None else _isolate(warehouse, target, rows, refusal)
     except GoogleAPICallError as error:
         raise WarehouseError(f"writing {rows.num_rows} rows to {target.table_id} failed: {error.message}") from error
 
@@ -176,21 +181,56 @@ def open_write_client(config: WarehouseConfig, credentials):
     return BigQueryWriteClient(credentials=credentials)
 
 
-def _write_isolating(warehouse: Warehouse, target: Target, rows: pa.Table) -> list[Rejected]:
+def _isolate(warehouse: Warehouse, target: Target, rows: pa.Table, refusal: RowsRefused) -> list[Rejected]:
+    """The rows of ``rows``, which BigQuery refused with ``refusal``, that it refuses for their
+    content, the others written.
+
+    Rows that BigQuery names are refused for their content: set aside at once. A refusal that
+    names none is narrowed by halving. A refusal that both halves share with their whole (the
+    same message, from BigQuery itself) is not about rows but about the table: a ``_default``
+    stream that does not see a new column yet, a schema it does not accept, a limit. Setting
+    rows aside for it would take them out of their table, so it raises ``WarehouseError``:
+    nothing is set aside and the caller's watermark stays. A page is then given up after four
+    appends (the page, again after its table was checked, two halves) instead of 2n - 1 (and as
+    many load jobs, of the 1,500 a table may have a day). The price: two rows refused for their
+    content with one and the same message, one in each half, fail the sync as well, loudly,
+    rather than being set aside. Values refused before sending (``by_bigquery`` False) cost no
+    append and say nothing of the table: always narrowed to their rows.
+    """
+    if refusal.messages:
+        bad = refusal.messages
+        rejected = [Rejected.of(_row(rows.slice(i, 1)), message) for i, message in sorted(bad.items())]
+        rest = rows.filter(pa.array([i not in bad for i in range(rows.num_rows)]))
+        again = _refusal(warehouse, target, rest)  # the request was not written
+        return rejected + ([] if again is None else _isolate(warehouse, target, rest, again))
+    if rows.num_rows == 1:
+        return [Rejected.of(_row(rows), str(refusal))]
+    half = rows.num_rows // 2
+    parts = [rows.slice(0, half), rows.slice(half)]
+    refusals = [_refusal(warehouse, target, part) for part in parts]
+    if all(_shared(refusal, part) for part in refusals):
+        raise WarehouseError(
+            f"BigQuery refused every part of a write of {rows.num_rows} rows to {target.table_id} for the same "
+            f"reason, the table's, not the rows': {refusal}")
+    return [rejected for part, part_refusal in zip(parts, refusals, strict=True) if part_refusal is not None
+            for rejected in _isolate(warehouse, target, part, part_refusal)]
+
+
+def _refusal(warehouse: Warehouse, target: Target, rows: pa.Table) -> RowsRefused | None:
+    """Write ``rows``: None when BigQuery confirmed them, else its refusal (nothing written)."""
+    if rows.num_rows == 0:
+        return None
     try:
         write(warehouse, target, rows)
-        return []
-    except RowsRefused as refused:
-        if refused.messages and len(refused.messages) < rows.num_rows:
-            bad = refused.messages
-            rejected = [Rejected.of(_row(rows.slice(i, 1)), message) for i, message in sorted(bad.items())]
-            rest = rows.filter(pa.array([i not in bad for i in range(rows.num_rows)]))
-            return rejected + _write_isolating(warehouse, target, rest)  # the request was not written
-        if rows.num_rows == 1:
-            return [Rejected.of(_row(rows), str(refused))]
-        half = rows.num_rows // 2
-        return (_write_isolating(warehouse, target, rows.slice(0, half))
-                + _write_isolating(warehouse, target, rows.slice(half)))
+        return None
+    except RowsRefused as refusal:
+        return refusal
+
+
+def _shared(whole: RowsRefused, part: RowsRefused | None) -> bool:
+    """Whether ``part`` of a write was refused by BigQuery exactly as the whole was, naming no row."""
+    return (part is not None and whole.by_bigquery and part.by_bigquery and not part.messages
+            and str(part) == str(whole))
 
 
 def _storage_write(warehouse: Warehouse, target: Target, rows: pa.Table, *, arrow: bool) -> None:
@@ -241,7 +281,7 @@ def append_requests(stream: str, schema: tuple[SchemaField, ...], rows: pa.Table
     try:
         chunks = protorows.proto_rows(rows, schema, _MAX_REQUEST_BYTES)  # the page in one pass
     except ValueError as error:  # a value protobuf rows cannot carry
-        raise RowsRefused(str(error)) from error
+        raise RowsRefused(str(error), by_bigquery=False) from error
     return [(_proto_request(stream, descriptor, chunk), count) for chunk, count in chunks]
 
 
