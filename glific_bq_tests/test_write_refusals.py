@@ -4,7 +4,8 @@ of the whole table is the sync's error, not bad rows.
 
 BigQuery's own refusals come from a gRPC proxy in front of the emulator's Storage Write port
 (``grpc_proxy``), answering as BigQuery does: the emulator cannot be made to refuse an append
-for a reason of the table (a ``_default`` stream that does not see a new column yet).
+for a reason of the table (a ``_default`` stream that does not see a new column yet), nor to end
+a response stream before it acknowledged every request.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 
 import grpc
+import pyarrow as pa
 import pytest
 
 from glific_bq import registry, watermarks
@@ -22,7 +24,7 @@ from glific_bq.registry import TableSpec
 from glific_bq.sync import redrive, sync_table
 from glific_bq.warehouse import DEAD_LETTERS, Warehouse, WarehouseConfig, WarehouseError
 
-from .grpc_proxy import Refuse, StorageWriteProxy
+from .grpc_proxy import CutShort, Refuse, StorageWriteProxy
 from .helpers import add_notes, add_organization, warehouse_rows
 
 GLIFIC = registry.GLIFIC_TABLES
@@ -176,3 +178,46 @@ def test_a_row_bigquery_refuses_for_its_content_is_still_set_aside(notes, source
     assert [(r["table_name"], r["id"]) for r in _letters(warehouse)] == [("notes", ids[2])]
     assert sorted(r["id"] for r in warehouse_rows(warehouse, "notes")) == ids[:2] + ids[3:]
     assert watermarks.get(notes, org.id, "notes").table_id == ids[-1]
+
+
+# -- acknowledgements ----------------------------------------------------------------------------
+
+
+def test_an_append_stream_that_ends_unacknowledged_fails_the_sync_and_the_rows_come_later(
+        notes, source, proxy, proxied):
+    """A response stream that ends before acknowledging the page (here: nothing reached
+    BigQuery) does not count as confirmed: the watermark stays, the rows go at the next sync."""
+    org = add_organization(notes)
+    ids = add_notes(notes, org, ["a", "b", "c"])
+    warehouse = Warehouse(proxied, org)
+    proxy.answer("notes", CutShort(acknowledged=0, forward=False))
+
+    with pytest.raises(WarehouseError, match="acknowledged 0 of 1"):
+        sync_table(source, warehouse, org, NOTES)
+
+    assert watermarks.get(notes, org.id, "notes").table_id == 0
+    proxy.answer("notes", None)
+    later = sync_table(source, warehouse, org, NOTES)
+    assert later.inserted == 3
+    assert sorted(r["id"] for r in warehouse_rows(warehouse, "notes")) == ids
+
+
+def test_every_request_of_an_append_needs_its_own_acknowledgement(notes, source, proxy, proxied):
+    """An append of three requests (one per record batch) whose stream ends after the first
+    acknowledgement is an error, though BigQuery received all three (at-least-once: they may be
+    sent again)."""
+    org = add_organization(notes)
+    add_notes(notes, org, ["set up"])
+    warehouse = Warehouse(proxied, org)
+    sync_table(source, warehouse, org, NOTES)
+    table = warehouse.client.get_table(f"{warehouse.dataset_ref}.notes")
+    target = warehouse.ensure_table(NOTES, list(table.schema))
+    batches = [pa.record_batch({"id": pa.array([100 + i], pa.int64()), "organization_id": pa.array([org.id], pa.int64()),
+                                "body": [f"batch {i}"], "inserted_at": pa.array([NOW], pa.timestamp("us")),
+                                "updated_at": pa.array([NOW], pa.timestamp("us"))}) for i in range(3)]
+    proxy.answer("notes", CutShort(acknowledged=1))
+
+    with pytest.raises(WarehouseError, match="acknowledged 1 of 3"):
+        warehouse.append(target, pa.Table.from_batches(batches))
+
+    assert proxy.appends_to("notes")[-1].rows == (1, 1, 1)

@@ -250,11 +250,18 @@ def _storage_write(warehouse: Warehouse, target: Target, rows: pa.Table, *, arro
         ]
     else:
         requests = _encoded_ahead(target, rows) or append_requests(stream, target.schema, rows)
-    first_row = 0
+    first_row = acknowledged = 0
     try:
         responses = warehouse.write_client().append_rows(
             iter(request for request, _ in requests), timeout=WRITE_TIMEOUT_SECONDS)
-        for (_, count), response in zip(requests, responses):
+        # One response per request, in order; a stream that ends before every request has its
+        # own is not a confirmation of the rest (they may or may not be written: an error, and
+        # the caller's watermark stays).
+        for response in responses:
+            if acknowledged == len(requests):
+                raise WarehouseError(f"append to {target.table_id}: more responses than its {len(requests)} requests")
+            count = requests[acknowledged][1]
+            acknowledged += 1
             if response.row_errors:
                 messages = {first_row + e.index: e.message for e in response.row_errors}
                 raise RowsRefused(f"BigQuery refused {len(messages)} row(s)", messages)
@@ -263,6 +270,9 @@ def _storage_write(warehouse: Warehouse, target: Target, rows: pa.Table, *, arro
                     raise RowsRefused(response.error.message)
                 raise WarehouseError(f"append to {target.table_id} failed: {response.error.message}")
             first_row += count
+        if acknowledged < len(requests):
+            raise WarehouseError(f"append to {target.table_id}: the response stream ended after BigQuery "
+                                 f"acknowledged {acknowledged} of {len(requests)} requests")
     except (InvalidArgument, BadRequest) as error:
         raise RowsRefused(error.message) from error
     except Unknown as error:
