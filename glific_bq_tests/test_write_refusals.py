@@ -163,6 +163,37 @@ def test_a_refusal_of_every_append_fails_the_sync_and_sets_no_row_aside(notes, s
     assert sorted(r["id"] for r in warehouse_rows(warehouse, "notes")) == ids
 
 
+def test_a_load_job_refused_for_its_table_fails_the_sync_after_three_loads(notes, source, warehouse_config):
+    """With ``load_parquet`` every halving is a load job, of the 1,500 a table may have a day. The
+    table replaced by a view (an operator's doing): BigQuery refuses every load into it, each
+    job's error naming its own upload."""
+    config = dataclasses.replace(warehouse_config, write_method="load_parquet")
+    org = add_organization(notes)
+    add_notes(notes, org, ["first"])
+    warehouse = Warehouse(config, org)
+    sync_table(source, warehouse, org, NOTES)
+    ref = warehouse.dataset_ref
+    warehouse.query(f"CREATE TABLE `{ref}.notes_kept` AS SELECT * FROM `{ref}.notes`")
+    warehouse.client.delete_table(f"{ref}.notes")
+    warehouse.query(f"CREATE VIEW `{ref}.notes` AS SELECT * FROM `{ref}.notes_kept`")
+    add_notes(notes, org, [f"n{i}" for i in range(8)])
+    before = watermarks.get(notes, org.id, "notes").table_id
+    loads_before = _loads_into(warehouse, "notes")
+
+    with pytest.raises(WarehouseError, match="not an table"):
+        sync_table(source, warehouse, org, NOTES)
+
+    assert watermarks.get(notes, org.id, "notes").table_id == before
+    assert _letters(warehouse) == []
+    assert _loads_into(warehouse, "notes") - loads_before == 3  # the page and its two halves
+
+
+def _loads_into(warehouse: Warehouse, table: str) -> int:
+    return sum(1 for job in warehouse.client.list_jobs(project=warehouse.project)
+               if job.job_type == "load" and job.destination.dataset_id == warehouse.dataset
+               and job.destination.table_id == table)
+
+
 def test_a_row_bigquery_refuses_for_its_content_is_still_set_aside(notes, source, proxy, proxied):
     """A refusal that only the requests holding one row share is that row's: it alone is set
     aside, the rest lands, the watermark moves on."""

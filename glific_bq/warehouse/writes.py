@@ -56,12 +56,16 @@ _INVALID_ARGUMENT, _UNKNOWN = 3, 2
 
 class RowsRefused(Exception):
     """BigQuery refused some rows of a write (by row index when it says which); ``by_bigquery``
-    is False for rows refused before they were sent (a value protobuf rows cannot carry)."""
+    is False for rows refused before they were sent (a value protobuf rows cannot carry);
+    ``cause`` is what the refusal says of its reason, without what differs from one request to
+    the next (a load job's upload): two refusals with one cause are the same refusal."""
 
-    def __init__(self, message: str, messages: dict[int, str] | None = None, *, by_bigquery: bool = True) -> None:
+    def __init__(self, message: str, messages: dict[int, str] | None = None, *, by_bigquery: bool = True,
+                 cause: str | None = None) -> None:
         super().__init__(message)
         self.messages = messages or {}
         self.by_bigquery = by_bigquery
+        self.cause = cause or message
 
 
 #: The column of a page that holds each row's source id (the source table's ``id``): carried
@@ -187,13 +191,13 @@ def _isolate(warehouse: Warehouse, target: Target, rows: pa.Table, refusal: Rows
 
     Rows that BigQuery names are refused for their content: set aside at once. A refusal that
     names none is narrowed by halving. A refusal that both halves share with their whole (the
-    same message, from BigQuery itself) is not about rows but about the table: a ``_default``
+    same cause, from BigQuery itself) is not about rows but about the table: a ``_default``
     stream that does not see a new column yet, a schema it does not accept, a limit. Setting
     rows aside for it would take them out of their table, so it raises ``WarehouseError``:
     nothing is set aside and the caller's watermark stays. A page is then given up after four
     appends (the page, again after its table was checked, two halves) instead of 2n - 1 (and as
     many load jobs, of the 1,500 a table may have a day). The price: two rows refused for their
-    content with one and the same message, one in each half, fail the sync as well, loudly,
+    content with one and the same cause, one in each half, fail the sync as well, loudly,
     rather than being set aside. Values refused before sending (``by_bigquery`` False) cost no
     append and say nothing of the table: always narrowed to their rows.
     """
@@ -230,7 +234,7 @@ def _refusal(warehouse: Warehouse, target: Target, rows: pa.Table) -> RowsRefuse
 def _shared(whole: RowsRefused, part: RowsRefused | None) -> bool:
     """Whether ``part`` of a write was refused by BigQuery exactly as the whole was, naming no row."""
     return (part is not None and whole.by_bigquery and part.by_bigquery and not part.messages
-            and str(part) == str(whole))
+            and part.cause == whole.cause)
 
 
 def _storage_write(warehouse: Warehouse, target: Target, rows: pa.Table, *, arrow: bool) -> None:
@@ -336,7 +340,9 @@ def _load_job(warehouse: Warehouse, target: Target, parquet) -> None:
     try:
         job.result(retry=warehouse.calls.retry, timeout=WRITE_TIMEOUT_SECONDS)
     except BadRequest as error:
-        raise RowsRefused(error.message) from error
+        # Each error's reason and message, not its location (the job's own upload).
+        causes = [(e.get("reason"), e.get("message")) for e in error.errors or () if isinstance(e, dict)]
+        raise RowsRefused(error.message, cause=repr(causes) if causes else None) from error
 
 
 #: Load jobs a backfill may run into one table per UTC day. BigQuery allows 1,500 table
