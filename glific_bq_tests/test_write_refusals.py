@@ -2,10 +2,11 @@
 under its source row's id whatever the layout's id, and redrive finds it by that id; a refusal
 of the whole table is the sync's error, not bad rows.
 
-BigQuery's own refusals come from a gRPC proxy in front of the emulator's Storage Write port
-(``grpc_proxy``), answering as BigQuery does: the emulator cannot be made to refuse an append
-for a reason of the table (a ``_default`` stream that does not see a new column yet), nor to end
-a response stream before it acknowledged every request.
+The Storage Write API's answers come from a gRPC proxy in front of the emulator's port
+(``grpc_proxy``), answering as BigQuery does where the emulator cannot be made to: refusing an
+append for a reason of the table (a ``_default`` stream that does not see a new column yet), or
+ending a response stream before it acknowledged every request. Load jobs are refused by the
+emulator itself.
 """
 
 from __future__ import annotations
