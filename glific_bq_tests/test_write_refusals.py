@@ -164,6 +164,24 @@ def test_a_refusal_of_every_append_fails_the_sync_and_sets_no_row_aside(notes, s
     assert sorted(r["id"] for r in warehouse_rows(warehouse, "notes")) == ids
 
 
+@pytest.mark.parametrize("refusal", [
+    Refuse(grpc.StatusCode.PERMISSION_DENIED, "Permission 'TABLES_UPDATE_DATA' denied on resource"),
+    Refuse(grpc.StatusCode.RESOURCE_EXHAUSTED, "Exceeds 'AppendRows throughput' quota", in_response=True),
+], ids=["permission_as_status", "quota_in_response"])
+def test_a_refusal_with_a_code_that_is_not_about_rows_fails_the_sync_at_once(notes, source, proxy, proxied, refusal):
+    org = add_organization(notes)
+    add_notes(notes, org, [f"n{i}" for i in range(8)])
+    warehouse = Warehouse(proxied, org)
+    proxy.answer("notes", refusal)
+
+    with pytest.raises(WarehouseError, match=refusal.message):
+        sync_table(source, warehouse, org, NOTES)
+
+    assert watermarks.get(notes, org.id, "notes").table_id == 0
+    assert _letters(warehouse) == []
+    assert [a.rows for a in proxy.appends_to("notes")] == [(8,)]
+
+
 def test_a_load_job_refused_for_its_table_fails_the_sync_after_three_loads(notes, source, warehouse_config):
     """With ``load_parquet`` every halving is a load job, of the 1,500 a table may have a day. The
     table replaced by a view (an operator's doing): BigQuery refuses every load into it, each
