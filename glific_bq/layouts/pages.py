@@ -25,9 +25,8 @@ def prepare(rows: pa.Table, shape: Shape, timezone_name: str, joiner: Joiner | N
     """Extracted rows as BigQuery receives them: columns copied from other tables joined
     (``joiner``, in the extract's ``snapshot``: see ``glific_bq.joins``), the extract's own
     columns dropped, columns read as stored converted (``glific_bq.convert``), RECORD columns
-    decoded, send columns stamped, each row's source id kept beside it (``SOURCE_ID``, never sent:
-    a refused row's dead letter names its source row); rows missing a REQUIRED value are set
-    apart (BigQuery would refuse them) and returned as rejected, with the column named."""
+    decoded, send columns stamped; rows missing a REQUIRED value are set apart (BigQuery would
+    refuse them) and returned as rejected, with the column named."""
     if EXPORT_COLUMN in rows.column_names:  # rows the layout leaves out (their positions still count)
         rows = rows.filter(rows.column(EXPORT_COLUMN))
     for name, kind in shape.added.items():  # not read by the extract: NULL, or joined below
@@ -41,7 +40,7 @@ def prepare(rows: pa.Table, shape: Shape, timezone_name: str, joiner: Joiner | N
     rows = convert.apply(rows, shape.conversions, timezone_name)
     rows = records.decode(rows, shape.schema, shape.records, timezone_name)
     rows = stamp(rows, shape.stamp, timezone_name)
-    if source_ids is not None:
+    if source_ids is not None:  # kept beside each row, never sent: a refused row's letter names its source row
         rows = rows.append_column(SOURCE_ID, source_ids)
     missing = None
     for column in shape.schema:
