@@ -29,13 +29,13 @@ def prepare(rows: pa.Table, shape: Shape, timezone_name: str, joiner: Joiner | N
     refuse them) and returned as rejected, with the column named."""
     if EXPORT_COLUMN in rows.column_names:  # rows the layout leaves out (their positions still count)
         rows = rows.filter(rows.column(EXPORT_COLUMN))
+    source_ids = rows.column(ID_COLUMN) if ID_COLUMN in rows.column_names else None
     for name, kind in shape.added.items():  # not read by the extract: NULL, or joined below
         rows = rows.append_column(pa.field(name, kind), pa.nulls(rows.num_rows, kind))
     if shape.joins:
         if joiner is None:
             raise ValueError(f"{shape.table} copies columns from other tables: prepare it with a Joiner")
         rows = joiner.fill(rows, shape.joins, snapshot)
-    source_ids = rows.column(ID_COLUMN) if ID_COLUMN in rows.column_names else None
     rows = rows.select([f.name for f in shape.schema if f.name in rows.column_names])  # the extract's own dropped
     rows = convert.apply(rows, shape.conversions, timezone_name)
     rows = records.decode(rows, shape.schema, shape.records, timezone_name)
