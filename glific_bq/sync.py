@@ -204,9 +204,9 @@ def _sync_table(source, warehouse, organization, spec, options, on_step) -> Tabl
             if rejected:
                 warehouse.set_aside(spec.name, rejected)
                 result.set_aside += len(rejected)
-                log.error("organization %s, %s: %s row(s) refused by BigQuery set aside in %s (ids %s)",
+                log.error("organization %s, %s: %s row(s) refused by BigQuery set aside in %s (source ids %s)",
                           organization.id, spec.name, len(rejected), DEAD_LETTERS,
-                          [r.row.get("id") for r in rejected[:10]])
+                          [r.source_id for r in rejected[:10]])
             on_step("written")
             if pass_ is Pass.REFRESH:  # rows sent before, sent again: no watermark moves
                 return watermark
@@ -339,10 +339,10 @@ def redrive(source: Source, warehouse: Warehouse, organization: Organization, sp
                                         export_snapshot=bool(shape.joins))
     rows, rejected = prepare(rows, shape, timezone_name, source.joiner, snapshot, organization.id)
     source.reader.commit()
-    rejected += warehouse.append(target, rows)
-    still_refused = {r.row.get("id") for r in rejected}
+    refused = warehouse.append(target, rows)  # ``rows`` holds none of ``rejected``
+    still_refused = {r.source_id for r in rejected + refused}
     warehouse.forget_dead_letters(spec.name, [i for i in ids if i not in still_refused])
-    result.updated, result.set_aside = rows.num_rows - len(rejected), len(still_refused)
+    result.updated, result.set_aside = rows.num_rows - len(refused), len(still_refused)
     return result
 
 

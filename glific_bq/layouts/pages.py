@@ -8,11 +8,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from glific_bq import convert
-from glific_bq.extract import EXPORT_COLUMN
+from glific_bq.extract import EXPORT_COLUMN, ID_COLUMN
 from glific_bq.joins import Joiner
 from glific_bq.layouts import Shape, records
 from glific_bq.stamping import stamp
-from glific_bq.warehouse import Rejected
+from glific_bq.warehouse import SOURCE_ID, Rejected
 
 
 def exported(rows: pa.Table) -> int:
@@ -30,6 +30,7 @@ def prepare(rows: pa.Table, shape: Shape, timezone_name: str, joiner: Joiner | N
     refuse them) and returned as rejected, with the column named."""
     if EXPORT_COLUMN in rows.column_names:  # rows the layout leaves out (their positions still count)
         rows = rows.filter(rows.column(EXPORT_COLUMN))
+    source_ids = rows.column(ID_COLUMN) if ID_COLUMN in rows.column_names else None
     for name, kind in shape.added.items():  # not read by the extract: NULL, or joined below
         rows = rows.append_column(pa.field(name, kind), pa.nulls(rows.num_rows, kind))
     if shape.joins:
@@ -42,6 +43,8 @@ def prepare(rows: pa.Table, shape: Shape, timezone_name: str, joiner: Joiner | N
     rows = convert.apply(rows, shape.conversions, timezone_name)
     rows = records.decode(rows, shape.schema, shape.records, timezone_name)
     rows = stamp(rows, shape.stamp, timezone_name)
+    if source_ids is not None:  # kept beside each row, never sent: a refused row's letter names its source row
+        rows = rows.append_column(SOURCE_ID, source_ids)
     missing = None
     for column in shape.schema:
         if column.mode == "REQUIRED" and column.name in rows.column_names and rows.column(column.name).null_count:
@@ -53,5 +56,5 @@ def prepare(rows: pa.Table, shape: Shape, timezone_name: str, joiner: Joiner | N
     for index in pc.indices_nonzero(missing).to_pylist():
         row = rows.slice(index, 1).to_pylist()[0]
         empty = [f.name for f in shape.schema if f.mode == "REQUIRED" and row.get(f.name, "") is None]
-        rejected.append(Rejected(row, f"REQUIRED column(s) {', '.join(empty)} NULL in {shape.table}"))
+        rejected.append(Rejected.of(row, f"REQUIRED column(s) {', '.join(empty)} NULL in {shape.table}"))
     return rows.filter(pc.invert(missing)), rejected

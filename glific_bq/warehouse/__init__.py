@@ -16,12 +16,13 @@ from glific_bq.warehouse.dataset import Warehouse
 from glific_bq.warehouse.dead_letters import DEAD_LETTER_SCHEMA, DEAD_LETTERS
 from glific_bq.warehouse.errors import CredentialsError, SchemaDriftError, WarehouseError
 from glific_bq.warehouse.tables import Target
-from glific_bq.warehouse.writes import Rejected, RowsRefused, arrow_batches
+from glific_bq.warehouse.writes import SOURCE_ID, Rejected, RowsRefused, arrow_batches
 
 __all__ = [
     "DEAD_LETTERS",
     "DEAD_LETTER_SCHEMA",
     "ENVIRONMENT",
+    "SOURCE_ID",
     "CredentialsError",
     "Rejected",
     "RowsRefused",

@@ -1,5 +1,13 @@
 """The dead-letter table: rows BigQuery refused, kept per organization with their error and
-source id until ``redrive`` sends them again."""
+source id until ``redrive`` sends them again.
+
+A letter's ``id`` is the id of the source row the refused row was made from (``Rejected.source_id``),
+in every layout: an integer even where the layout's own ``id`` is text (Glific's
+``whatsapp_forms``), and the row ``redrive`` must read again even where the layout's ``id`` is
+another table's (Glific's ``flows``: the flow's id, the source row a revision). The row as sent,
+with the layout's id, is in ``row_json``. Letters written before the id meant the source row kept
+the layout's id, which is the source id in the raw layout and in every Glific table but ``flows``.
+"""
 
 from __future__ import annotations
 
@@ -23,7 +31,7 @@ if TYPE_CHECKING:
 DEAD_LETTERS = "glific_bq_dead_letters"
 DEAD_LETTER_SCHEMA = (
     SchemaField("table_name", "STRING", description="source table"),
-    SchemaField("id", "INT64", description="source row id"),
+    SchemaField("id", "INT64", description="id of the source row (of the source table, whatever the row's own id)"),
     SchemaField("error", "STRING", description="why BigQuery refused the row"),
     SchemaField("row_json", "STRING", description="the row as sent, as JSON"),
     SchemaField("bq_inserted_at", "TIMESTAMP", description="when it was set aside"),
@@ -37,7 +45,7 @@ def set_aside(warehouse: Warehouse, table: str, rejected: list[Rejected]) -> Non
     now = datetime.now(timezone.utc)
     letters = pa.Table.from_pylist(
         [
-            {"table_name": table, "id": r.row.get("id"), "error": r.error[:10_000],
+            {"table_name": table, "id": r.source_id, "error": r.error[:10_000],
              "row_json": json.dumps(r.row, default=str, ensure_ascii=False), "bq_inserted_at": now}
             for r in rejected
         ],
@@ -55,7 +63,8 @@ def dead_letter_ids(warehouse: Warehouse, table: str) -> list[int]:
     if not table_exists(warehouse, DEAD_LETTERS):
         return []
     rows = warehouse.query(
-        f"SELECT DISTINCT id FROM `{warehouse.dataset_ref}.{DEAD_LETTERS}` WHERE table_name = @table ORDER BY id",
+        f"SELECT DISTINCT id FROM `{warehouse.dataset_ref}.{DEAD_LETTERS}` "
+        "WHERE table_name = @table AND id IS NOT NULL ORDER BY id",
         table=table,
     )
     return [r["id"] for r in rows]

@@ -13,6 +13,11 @@ Write methods (``WriteMethod``):
   against the table's daily modifications: not for the minute schedule.
 
 Every row sent gets ``bq_uuid`` (a new UUID per send) and ``bq_inserted_at`` (send time).
+
+The rows handed to a write may carry ``SOURCE_ID``, the id of the source row each was made from:
+never sent, but kept with a refused row, so that its dead letter names the source row (in the
+Glific layout a row's own ``id`` can be another table's, as in ``flows``, or text, as in
+``whatsapp_forms``).
 """
 
 from __future__ import annotations
@@ -50,48 +55,70 @@ _INVALID_ARGUMENT, _UNKNOWN = 3, 2
 
 
 class RowsRefused(Exception):
-    """BigQuery refused some rows of a write (by row index when it says which)."""
+    """BigQuery refused some rows of a write (by row index when it says which); ``by_bigquery``
+    is False for rows refused before they were sent (a value protobuf rows cannot carry);
+    ``cause`` is what the refusal says of its reason, without what differs from one request to
+    the next (a load job's upload): two refusals with one cause are the same refusal."""
 
-    def __init__(self, message: str, messages: dict[int, str] | None = None) -> None:
+    def __init__(self, message: str, messages: dict[int, str] | None = None, *, by_bigquery: bool = True,
+                 cause: str | None = None) -> None:
         super().__init__(message)
         self.messages = messages or {}
+        self.by_bigquery = by_bigquery
+        self.cause = cause or message
+
+
+#: The column of a page that holds each row's source id (the source table's ``id``): carried
+#: beside the row through the write path, never sent (the writes send the schema's columns only).
+SOURCE_ID = "_glific_bq_source_id"
 
 
 @dataclass(frozen=True)
 class Rejected:
-    """A row BigQuery refused, as sent (with its bq_uuid), and why."""
+    """A row BigQuery refused, as sent (with its bq_uuid), why, and the id of the source row it
+    was made from (None if the page did not carry ``SOURCE_ID``)."""
 
     row: dict
     error: str
+    source_id: int | None = None
+
+    @classmethod
+    def of(cls, row: dict, error: str) -> Rejected:
+        """The refused ``row`` (a dict of the page's columns), its ``SOURCE_ID`` taken out."""
+        row = dict(row)
+        return cls(row, error, row.pop(SOURCE_ID, None))
 
 
 def append(warehouse: Warehouse, target: Target, rows: pa.Table) -> list[Rejected]:
     """Append ``rows`` (stamped by the caller, ``glific_bq.stamping``) as new row versions,
     confirmed by BigQuery.
 
-    Rows that BigQuery refuses are isolated (by the row errors it reports, or by halving
-    the batch until the refused rows stand alone) and returned, so that one bad row does not
-    block its table (glific#3477, #5466); everything else is written. Failures that are not
-    about the rows (service down, permissions, a missing table) raise ``WarehouseError``:
-    the caller must then not advance its watermark (parts already acknowledged may be sent
-    again: at-least-once).
+    Rows that BigQuery refuses for their content are isolated (by the row errors it reports, or
+    by halving the batch until the refused rows stand alone: ``_isolate``) and returned, so that
+    one bad row does not block its table (glific#3477, #5466); everything else is written.
+    Failures that are not about the rows (service down, permissions, a missing table, a refusal
+    every part of the rows shares) raise ``WarehouseError``: the caller must then not advance its
+    watermark (parts already acknowledged may be sent again: at-least-once).
     """
     if rows.num_rows == 0:
         return []
     try:
+        refusal = checked = None
         try:
             write(warehouse, target, rows)
             return []
-        except (RowsRefused, NotFound) as refusal:
+        except NotFound as missing:
             # A table set up earlier in this process may have changed since: check it again, once.
-            checked = known_tables.recheck(warehouse, target, refusal)
-            if isinstance(refusal, NotFound):
-                if checked is None:
-                    raise
-                write(warehouse, checked, rows)
-                return []
-            target = checked or target
-        return _write_isolating(warehouse, target, rows)
+            checked = known_tables.recheck(warehouse, target, missing)
+            if checked is None:
+                raise
+            write(warehouse, checked, rows)
+            return []
+        except RowsRefused as refused:
+            refusal, checked = refused, known_tables.recheck(warehouse, target, refused)
+        if checked is not None:  # the table was set up again: the whole request once more
+            target, refusal = checked, _refusal(warehouse, checked, rows)
+        return [] if refusal is None else _isolate(warehouse, target, rows, refusal)
     except GoogleAPICallError as error:
         raise WarehouseError(f"writing {rows.num_rows} rows to {target.table_id} failed: {error.message}") from error
 
@@ -158,21 +185,56 @@ def open_write_client(config: WarehouseConfig, credentials):
     return BigQueryWriteClient(credentials=credentials)
 
 
-def _write_isolating(warehouse: Warehouse, target: Target, rows: pa.Table) -> list[Rejected]:
+def _isolate(warehouse: Warehouse, target: Target, rows: pa.Table, refusal: RowsRefused) -> list[Rejected]:
+    """The rows of ``rows``, which BigQuery refused with ``refusal``, that it refuses for their
+    content, the others written.
+
+    Rows that BigQuery names are refused for their content: set aside at once. A refusal that
+    names none is narrowed by halving. A refusal that both halves share with their whole (the
+    same cause, from BigQuery itself) is not about rows but about the table: a ``_default``
+    stream that does not see a new column yet, a schema it does not accept, a limit. Setting
+    rows aside for it would take them out of their table, so it raises ``WarehouseError``:
+    nothing is set aside and the caller's watermark stays. A page is then given up after four
+    appends (the page, again after its table was checked, two halves) instead of 2n - 1 (and as
+    many load jobs, of the 1,500 a table may have a day). The price: two rows refused for their
+    content with one and the same cause, one in each half, fail the sync as well, loudly,
+    rather than being set aside. Values refused before sending (``by_bigquery`` False) cost no
+    append and say nothing of the table: always narrowed to their rows.
+    """
+    if refusal.messages:
+        bad = refusal.messages
+        rejected = [Rejected.of(_row(rows.slice(i, 1)), message) for i, message in sorted(bad.items())]
+        rest = rows.filter(pa.array([i not in bad for i in range(rows.num_rows)]))
+        again = _refusal(warehouse, target, rest)  # the request was not written
+        return rejected + ([] if again is None else _isolate(warehouse, target, rest, again))
+    if rows.num_rows == 1:
+        return [Rejected.of(_row(rows), str(refusal))]
+    half = rows.num_rows // 2
+    parts = [rows.slice(0, half), rows.slice(half)]
+    refusals = [_refusal(warehouse, target, part) for part in parts]
+    if all(_shared(refusal, part) for part in refusals):
+        raise WarehouseError(
+            f"BigQuery refused every part of a write of {rows.num_rows} rows to {target.table_id} for the same "
+            f"reason, the table's, not the rows': {refusal}")
+    return [rejected for part, part_refusal in zip(parts, refusals, strict=True) if part_refusal is not None
+            for rejected in _isolate(warehouse, target, part, part_refusal)]
+
+
+def _refusal(warehouse: Warehouse, target: Target, rows: pa.Table) -> RowsRefused | None:
+    """Write ``rows``: None when BigQuery confirmed them, else its refusal (nothing written)."""
+    if rows.num_rows == 0:
+        return None
     try:
         write(warehouse, target, rows)
-        return []
-    except RowsRefused as refused:
-        if refused.messages and len(refused.messages) < rows.num_rows:
-            bad = refused.messages
-            rejected = [Rejected(_row(rows.slice(i, 1)), message) for i, message in sorted(bad.items())]
-            rest = rows.filter(pa.array([i not in bad for i in range(rows.num_rows)]))
-            return rejected + _write_isolating(warehouse, target, rest)  # the request was not written
-        if rows.num_rows == 1:
-            return [Rejected(_row(rows), str(refused))]
-        half = rows.num_rows // 2
-        return (_write_isolating(warehouse, target, rows.slice(0, half))
-                + _write_isolating(warehouse, target, rows.slice(half)))
+        return None
+    except RowsRefused as refusal:
+        return refusal
+
+
+def _shared(whole: RowsRefused, part: RowsRefused | None) -> bool:
+    """Whether ``part`` of a write was refused by BigQuery exactly as the whole was, naming no row."""
+    return (part is not None and whole.by_bigquery and part.by_bigquery and not part.messages
+            and part.cause == whole.cause)
 
 
 def _storage_write(warehouse: Warehouse, target: Target, rows: pa.Table, *, arrow: bool) -> None:
@@ -192,11 +254,18 @@ def _storage_write(warehouse: Warehouse, target: Target, rows: pa.Table, *, arro
         ]
     else:
         requests = _encoded_ahead(target, rows) or append_requests(stream, target.schema, rows)
-    first_row = 0
+    first_row = acknowledged = 0
     try:
         responses = warehouse.write_client().append_rows(
             iter(request for request, _ in requests), timeout=WRITE_TIMEOUT_SECONDS)
-        for (_, count), response in zip(requests, responses):
+        # One response per request, in order; a stream that ends before every request has its
+        # own is not a confirmation of the rest (they may or may not be written: an error, and
+        # the caller's watermark stays).
+        for response in responses:
+            if acknowledged == len(requests):
+                raise WarehouseError(f"append to {target.table_id}: more responses than its {len(requests)} requests")
+            count = requests[acknowledged][1]
+            acknowledged += 1
             if response.row_errors:
                 messages = {first_row + e.index: e.message for e in response.row_errors}
                 raise RowsRefused(f"BigQuery refused {len(messages)} row(s)", messages)
@@ -205,6 +274,9 @@ def _storage_write(warehouse: Warehouse, target: Target, rows: pa.Table, *, arro
                     raise RowsRefused(response.error.message)
                 raise WarehouseError(f"append to {target.table_id} failed: {response.error.message}")
             first_row += count
+        if acknowledged < len(requests):
+            raise WarehouseError(f"append to {target.table_id}: the response stream ended after BigQuery "
+                                 f"acknowledged {acknowledged} of {len(requests)} requests")
     except (InvalidArgument, BadRequest) as error:
         raise RowsRefused(error.message) from error
     except Unknown as error:
@@ -223,7 +295,7 @@ def append_requests(stream: str, schema: tuple[SchemaField, ...], rows: pa.Table
     try:
         chunks = protorows.proto_rows(rows, schema, _MAX_REQUEST_BYTES)  # the page in one pass
     except ValueError as error:  # a value protobuf rows cannot carry
-        raise RowsRefused(str(error)) from error
+        raise RowsRefused(str(error), by_bigquery=False) from error
     return [(_proto_request(stream, descriptor, chunk), count) for chunk, count in chunks]
 
 
@@ -268,7 +340,9 @@ def _load_job(warehouse: Warehouse, target: Target, parquet) -> None:
     try:
         job.result(retry=warehouse.calls.retry, timeout=WRITE_TIMEOUT_SECONDS)
     except BadRequest as error:
-        raise RowsRefused(error.message) from error
+        # Each error's reason and message, not its location (the job's own upload).
+        causes = [(e.get("reason"), e.get("message")) for e in error.errors or () if isinstance(e, dict)]
+        raise RowsRefused(error.message, cause=repr(causes) if causes else None) from error
 
 
 #: Load jobs a backfill may run into one table per UTC day. BigQuery allows 1,500 table
@@ -302,6 +376,7 @@ class ParquetLoad:
         self.rows = 0
         self._file = tempfile.NamedTemporaryFile(prefix="glific_bq_load_", suffix=".parquet")
         self._writer: pq.ParquetWriter | None = None
+        self._source_ids: list[pa.ChunkedArray] = []  # SOURCE_ID of the rows in the file, which leaves it out
 
     def add(self, rows: pa.Table) -> None:
         """Add a page (stamped, as ``append`` takes it) to the file."""
@@ -312,6 +387,8 @@ class ParquetLoad:
             self._writer = pq.ParquetWriter(self._file, table.schema, **PARQUET_OPTIONS)
         self._writer.write_table(table)
         self.rows += rows.num_rows
+        if SOURCE_ID in rows.column_names:
+            self._source_ids.append(rows.column(SOURCE_ID).cast(pa.int64()))
 
     def load(self) -> list[Rejected]:
         """Run the load job and wait for it (or, if it refuses the rows, append them by the
@@ -330,9 +407,14 @@ class ParquetLoad:
             except GoogleAPICallError as error:
                 raise WarehouseError(
                     f"loading {self.rows} rows into {self.target.table_id} failed: {error.message}") from error
-            rejected = []  # the configured method: the Storage Write API (see ``loads_backlogs``)
+            source_ids = pa.chunked_array([c for ids in self._source_ids for c in ids.chunks], pa.int64())
+            rejected, start = [], 0  # the configured method: the Storage Write API (see ``loads_backlogs``)
             for batch in pq.ParquetFile(self._file.name).iter_batches(batch_size=20_000):
-                rejected += append(self.warehouse, self.target, pa.Table.from_batches([batch]))
+                rows = pa.Table.from_batches([batch])
+                if len(source_ids) == self.rows:
+                    rows = rows.append_column(SOURCE_ID, source_ids.slice(start, batch.num_rows))
+                rejected += append(self.warehouse, self.target, rows)
+                start += batch.num_rows
             return rejected
         finally:
             self.discard()
