@@ -317,32 +317,45 @@ def _sync_table(source, warehouse, organization, spec, options, on_step) -> Tabl
     return result
 
 
-def redrive(source: Source, warehouse: Warehouse, organization: Organization, spec: TableSpec) -> TableSync:
+#: Dead letters re-driven per page (one read of the source, one append, one delete).
+REDRIVE_PAGE_IDS = 10_000
+
+
+def redrive(source: Source, warehouse: Warehouse, organization: Organization, spec: TableSpec,
+            *, page_ids: int = REDRIVE_PAGE_IDS) -> TableSync:
     """Send again, in their current version, the rows of ``spec`` that BigQuery refused before.
 
     Rows that now load, or no longer exist at the source, leave the dead-letter table; rows still
-    refused stay there with their first error.
+    refused stay there with their first error. With the sync's safeguards: under the
+    tenant-table's lock (``busy`` while a sync holds it), every page checked to hold only this
+    organization's rows, and the letters read ``page_ids`` at a time (there may be millions).
     """
     result = TableSync(organization.id, spec.name, dataset=warehouse.dataset_ref)
-    ids = warehouse.dead_letter_ids(spec.name)
-    if not ids:
-        return result
     shape = _shape(source.control, warehouse, spec)
     if shape is None:
         result.status, result.message = "missing", f"table {spec.source} does not exist in the source database"
         return result
     result.warnings = list(shape.warnings)
-    target = warehouse.ensure_table(spec, list(shape.schema))
-    query = extract.build_query(shape, Pass.BY_ID)
     timezone_name = organization.checked_timezone()
-    rows, snapshot = extract.rows_by_id(source.reader, query, organization.id, timezone_name, ids,
-                                        export_snapshot=bool(shape.joins))
-    rows, rejected = prepare(rows, shape, timezone_name, source.joiner, snapshot, organization.id)
-    source.reader.commit()
-    refused = warehouse.append(target, rows)  # ``rows`` holds none of ``rejected``
-    still_refused = {r.source_id for r in rejected + refused}
-    warehouse.forget_dead_letters(spec.name, [i for i in ids if i not in still_refused])
-    result.updated, result.set_aside = rows.num_rows - len(refused), len(still_refused)
+    query = extract.build_query(shape, Pass.BY_ID)
+    with watermarks.exclusive(source.control, organization.id, spec.name) as acquired:
+        if not acquired:
+            result.status, result.message = "busy", "another run is syncing this table"
+            return result
+        target, after = None, None
+        while ids := warehouse.dead_letter_ids(spec.name, after=after, limit=page_ids):
+            after = ids[-1]
+            target = target or warehouse.ensure_table(spec, list(shape.schema))
+            rows, snapshot = extract.rows_by_id(source.reader, query, organization.id, timezone_name, ids,
+                                                export_snapshot=bool(shape.joins))
+            _check_tenant(rows, organization.id, spec.name)
+            rows, rejected = prepare(rows, shape, timezone_name, source.joiner, snapshot, organization.id)
+            source.reader.commit()
+            refused = warehouse.append(target, rows)  # ``rows`` holds none of ``rejected``
+            still_refused = {r.source_id for r in rejected + refused}
+            warehouse.forget_dead_letters(spec.name, [i for i in ids if i not in still_refused])
+            result.updated += rows.num_rows - len(refused)
+            result.set_aside += len(still_refused)
     return result
 
 

@@ -81,9 +81,10 @@ class Warehouse:
         """Keep refused rows in the organization's dead-letter table (``dead_letters.set_aside``)."""
         dead_letters.set_aside(self, table, rejected)
 
-    def dead_letter_ids(self, table: str) -> list[int]:
-        """Source ids of the rows of ``table`` set aside and not yet re-driven."""
-        return dead_letters.dead_letter_ids(self, table)
+    def dead_letter_ids(self, table: str, after: int | None = None, limit: int | None = None) -> list[int]:
+        """Source ids of the rows of ``table`` set aside and not yet re-driven (above ``after``,
+        at most ``limit``)."""
+        return dead_letters.dead_letter_ids(self, table, after, limit)
 
     def forget_dead_letters(self, table: str, ids: list[int]) -> None:
         dead_letters.forget_dead_letters(self, table, ids)

@@ -58,14 +58,16 @@ def set_aside(warehouse: Warehouse, table: str, rejected: list[Rejected]) -> Non
         raise WarehouseError(f"could not set aside refused rows of {table}: {error}") from error
 
 
-def dead_letter_ids(warehouse: Warehouse, table: str) -> list[int]:
-    """Source ids of the rows of ``table`` set aside and not yet re-driven."""
+def dead_letter_ids(warehouse: Warehouse, table: str, after: int | None = None, limit: int | None = None) -> list[int]:
+    """Source ids of the rows of ``table`` set aside and not yet re-driven, in order: those above
+    ``after``, at most ``limit`` of them (a page: there may be millions)."""
     if not table_exists(warehouse, DEAD_LETTERS):
         return []
+    bounds = " AND id > @after" if after is not None else ""
     rows = warehouse.query(
         f"SELECT DISTINCT id FROM `{warehouse.dataset_ref}.{DEAD_LETTERS}` "
-        "WHERE table_name = @table AND id IS NOT NULL ORDER BY id",
-        table=table,
+        f"WHERE table_name = @table AND id IS NOT NULL{bounds} ORDER BY id" + (f" LIMIT {int(limit)}" if limit else ""),
+        table=table, **({"after": after} if after is not None else {}),
     )
     return [r["id"] for r in rows]
 

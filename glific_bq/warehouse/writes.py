@@ -185,20 +185,23 @@ def open_write_client(config: WarehouseConfig, credentials):
     return BigQueryWriteClient(credentials=credentials)
 
 
-def _isolate(warehouse: Warehouse, target: Target, rows: pa.Table, refusal: RowsRefused) -> list[Rejected]:
+def _isolate(warehouse: Warehouse, target: Target, rows: pa.Table, refusal: RowsRefused,
+             rows_writable: bool = False) -> list[Rejected]:
     """The rows of ``rows``, which BigQuery refused with ``refusal``, that it refuses for their
     content, the others written.
 
     Rows that BigQuery names are refused for their content: set aside at once. A refusal that
     names none is narrowed by halving. A refusal that both halves share with their whole (the
     same cause, from BigQuery itself) is not about rows but about the table: a ``_default``
-    stream that does not see a new column yet, a schema it does not accept, a limit. Setting
-    rows aside for it would take them out of their table, so it raises ``WarehouseError``:
-    nothing is set aside and the caller's watermark stays. A page is then given up after four
-    appends (the page, again after its table was checked, two halves) instead of 2n - 1 (and as
-    many load jobs, of the 1,500 a table may have a day). The price: two rows refused for their
-    content with one and the same cause, one in each half, fail the sync as well, loudly,
-    rather than being set aside. Values refused before sending (``by_bigquery`` False) cost no
+    stream that does not see a new column yet, a schema it does not accept, a limit), unless a
+    row of it can be written: the page's first and last rows are tried alone. When they too are
+    refused with that cause, setting rows aside would take them out of their table, so it raises
+    ``WarehouseError``: nothing is set aside and the caller's watermark stays. A page is then
+    given up after six appends (the page, again after its table was checked, two halves, two
+    rows) instead of 2n - 1 (and as many load jobs, of the 1,500 a table may have a day). The
+    price: a page whose first and last rows are both refused for their content with the same
+    cause as all the others fails the sync, loudly, rather than being set aside. Once a row of
+    the page was written (``rows_writable``), refusals are about rows and only narrowed down. Values refused before sending (``by_bigquery`` False) cost no
     append and say nothing of the table: always narrowed to their rows.
     """
     if refusal.messages:
@@ -206,18 +209,30 @@ def _isolate(warehouse: Warehouse, target: Target, rows: pa.Table, refusal: Rows
         rejected = [Rejected.of(_row(rows.slice(i, 1)), message) for i, message in sorted(bad.items())]
         rest = rows.filter(pa.array([i not in bad for i in range(rows.num_rows)]))
         again = _refusal(warehouse, target, rest)  # the request was not written
-        return rejected + ([] if again is None else _isolate(warehouse, target, rest, again))
+        return rejected + ([] if again is None else _isolate(warehouse, target, rest, again, rows_writable))
     if rows.num_rows == 1:
         return [Rejected.of(_row(rows), str(refusal))]
     half = rows.num_rows // 2
     parts = [rows.slice(0, half), rows.slice(half)]
     refusals = [_refusal(warehouse, target, part) for part in parts]
-    if all(_shared(refusal, part) for part in refusals):
-        raise WarehouseError(
-            f"BigQuery refused every part of a write of {rows.num_rows} rows to {target.table_id} for the same "
-            f"reason, the table's, not the rows': {refusal}")
+    if not rows_writable and all(_shared(refusal, part) for part in refusals):
+        # Both halves refused as the whole was: the table's fault, or bad rows in each half. The
+        # page's first and last rows alone tell them apart (two appends more): a row BigQuery
+        # takes proves the refusal is about rows, which are then narrowed down as usual.
+        first, last = rows.slice(0, 1), rows.slice(rows.num_rows - 1, 1)
+        probes = [_refusal(warehouse, target, first), _refusal(warehouse, target, last)]
+        if all(_shared(refusal, probe) for probe in probes):
+            raise WarehouseError(
+                f"BigQuery refused every part of a write of {rows.num_rows} rows to {target.table_id} for the same "
+                f"reason, the table's, not the rows': {refusal}")
+        rejected = [Rejected.of(_row(row), str(probe)) for row, probe in zip((first, last), probes, strict=True)
+                    if probe is not None]
+        middle = rows.slice(1, rows.num_rows - 2)
+        again = _refusal(warehouse, target, middle)
+        return rejected + ([] if again is None else _isolate(warehouse, target, middle, again, True))
+    writable = rows_writable or any(part_refusal is None for part_refusal in refusals)
     return [rejected for part, part_refusal in zip(parts, refusals, strict=True) if part_refusal is not None
-            for rejected in _isolate(warehouse, target, part, part_refusal)]
+            for rejected in _isolate(warehouse, target, part, part_refusal, writable)]
 
 
 def _refusal(warehouse: Warehouse, target: Target, rows: pa.Table) -> RowsRefused | None:
