@@ -279,3 +279,28 @@ def test_a_new_process_trusts_a_table_an_earlier_one_set_up_without_asking_bigqu
         monkeypatch.setattr(known_tables, "_verify", lambda *args: calls.append(args))
         assert sync_table(source, Warehouse(warehouse_config, org), org, spec).status == "synced"
     assert calls == []
+
+
+def test_the_tick_workers_never_throw_away_each_others_pages_encoded_ahead(notes, database_url, warehouse_config,
+                                                                           monkeypatch):
+    """Issue 16, item 16: each page is encoded once, in the encode stage, however many tenants
+    the tick syncs at once (a cache shared by all workers evicted each other's pages)."""
+    from glific_bq.sync import SyncOptions
+    from glific_bq.warehouse import writes
+
+    tenants = [add_tenant(notes, notes=30) for _ in range(6)]
+    encoded = []
+    real = writes.append_requests
+
+    def counted(stream, schema, rows):
+        encoded.append(rows.num_rows)
+        return real(stream, schema, rows)
+
+    monkeypatch.setattr(writes, "append_requests", counted)
+    options = TickOptions(workers=6, sync=SyncOptions(page_rows=5))
+
+    result = tick.run_tick(database_url, warehouse_config, options, tables=[NOTES])
+
+    pages = [r for r in result.results if r.table == "notes"]
+    assert len(pages) == len(tenants) and all(r.status == "synced" for r in pages)
+    assert sum(encoded) == sum(r.inserted for r in pages)  # every row encoded exactly once

@@ -27,6 +27,7 @@ class Warehouse:
         self.client = self._clients.client
         self._credentials = self._clients.credentials
         self.calls = queries.CallPolicy(config.deadline_seconds)
+        self.encoded_ahead = writes.EncodedAhead()  # this warehouse's pages encoded ahead of their write
 
     @property
     def credentials(self):

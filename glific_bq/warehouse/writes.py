@@ -141,7 +141,7 @@ def encode_ahead(warehouse: Warehouse, target: Target, rows: pa.Table) -> None:
     ``write`` uses them when it is handed this very ``rows`` object for the same stream and
     schema; anything else (another method, a re-checked table, a retry of part of the rows) is
     encoded at write time as before, so correctness never depends on this. At most
-    ``_AHEAD_PAGES`` pages are kept; values protobuf rows cannot carry are left to ``write``.
+    ``EncodedAhead.PAGES`` pages are kept per warehouse; values protobuf rows cannot carry are left to ``write``.
     """
     if WriteMethod(warehouse.config.write_method) is not WriteMethod.STORAGE_WRITE or rows.num_rows == 0:
         return
@@ -149,25 +149,34 @@ def encode_ahead(warehouse: Warehouse, target: Target, rows: pa.Table) -> None:
         requests = append_requests(target.stream_path, target.schema, rows)
     except RowsRefused:
         return
-    with _ahead_lock:
-        _ahead[id(rows)] = (rows, target.stream_path, target.schema, requests)
-        while len(_ahead) > _AHEAD_PAGES:
-            del _ahead[next(iter(_ahead))]
+    warehouse.encoded_ahead.put(rows, target, requests)
 
 
-#: Pages encoded ahead of their write, by ``id`` of their rows (the rows are kept, so the id
-#: cannot be reused while the entry lives).
-_ahead: dict[int, tuple[pa.Table, str, tuple[SchemaField, ...], list]] = {}
-_ahead_lock = threading.Lock()
-_AHEAD_PAGES = 4
+class EncodedAhead:
+    """Pages encoded ahead of their write, by ``id`` of their rows (the rows are kept, so the id
+    cannot be reused while the entry lives). One per ``Warehouse``, that is per tenant's sync:
+    the tick's workers, syncing other tenants at once, never evict each other's pages. At most
+    ``PAGES`` are kept (the sync pipeline encodes two ahead)."""
 
+    PAGES = 4
 
-def _encoded_ahead(target: Target, rows: pa.Table) -> list | None:
-    with _ahead_lock:
-        entry = _ahead.pop(id(rows), None)
-    if entry is None or entry[0] is not rows or entry[1] != target.stream_path or entry[2] != target.schema:
-        return None
-    return entry[3]
+    def __init__(self) -> None:
+        self._pages: dict[int, tuple[pa.Table, str, tuple[SchemaField, ...], list]] = {}
+        self._lock = threading.Lock()
+
+    def put(self, rows: pa.Table, target: Target, requests: list) -> None:
+        with self._lock:
+            self._pages[id(rows)] = (rows, target.stream_path, target.schema, requests)
+            while len(self._pages) > self.PAGES:
+                del self._pages[next(iter(self._pages))]
+
+    def take(self, target: Target, rows: pa.Table) -> list | None:
+        """The requests encoded for this very ``rows`` to this stream and schema, if any."""
+        with self._lock:
+            entry = self._pages.pop(id(rows), None)
+        if entry is None or entry[0] is not rows or entry[1] != target.stream_path or entry[2] != target.schema:
+            return None
+        return entry[3]
 
 
 def open_write_client(config: WarehouseConfig, credentials):
@@ -268,7 +277,7 @@ def _storage_write(warehouse: Warehouse, target: Target, rows: pa.Table, *, arro
             for b in batches
         ]
     else:
-        requests = _encoded_ahead(target, rows) or append_requests(stream, target.schema, rows)
+        requests = warehouse.encoded_ahead.take(target, rows) or append_requests(stream, target.schema, rows)
     first_row = acknowledged = 0
     try:
         responses = warehouse.write_client().append_rows(
