@@ -4,7 +4,6 @@ tables set up once per process and checked again only when BigQuery refuses."""
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 
 import pytest
@@ -34,30 +33,38 @@ def add_tenant(conn, timezone: str = "UTC", notes: int = 3):
     return get_organization(conn, organization_id)
 
 
-class TimedWarehouse(Warehouse):
-    """A warehouse that records when each append ran, and in which thread; each append takes at
-    least ``hold`` seconds, as one 100 ms away would."""
+class RecordingWarehouse(Warehouse):
+    """A warehouse that records each append's start and end, its tenant and its thread."""
 
-    appends: list[tuple[int, float, float, str]] = []
-    hold = 0.3
+    events: list[tuple[str, int, str]] = []
 
     def append(self, target, rows):
-        started = time.monotonic()
-        time.sleep(self.hold)
-        rejected = super().append(target, rows)
-        TimedWarehouse.appends.append(
-            (self.organization.id, started, time.monotonic(), threading.current_thread().name)
-        )
-        return rejected
+        RecordingWarehouse.events.append(("start", self.organization.id, threading.current_thread().name))
+        try:
+            return super().append(target, rows)
+        finally:
+            RecordingWarehouse.events.append(("end", self.organization.id, threading.current_thread().name))
+
+
+class MeetingWarehouse(RecordingWarehouse):
+    """Appends that wait for each other: each waits, up to 30 s, until the other tenant's append
+    is running too (``meeting``), so a test proves two tenants overlapped without any timing
+    assumption (BrokenBarrierError if the other never comes)."""
+
+    meeting = threading.Barrier(2, timeout=30)
+
+    def append(self, target, rows):
+        MeetingWarehouse.meeting.wait()
+        return super().append(target, rows)
 
 
 def test_two_tenants_sync_at_the_same_time_each_into_its_own_dataset(notes, database_url, warehouse_config):
     first, second = add_tenant(notes), add_tenant(notes)
-    TimedWarehouse.appends = []
+    RecordingWarehouse.events, MeetingWarehouse.meeting = [], threading.Barrier(2, timeout=30)
 
     results = tick.sync_tenants(
         database_url,
-        lambda o: TimedWarehouse(warehouse_config, o),
+        lambda o: MeetingWarehouse(warehouse_config, o),
         {first.id: [NOTES], second.id: [NOTES]},
         TickOptions(workers=2),
     )
@@ -66,9 +73,9 @@ def test_two_tenants_sync_at_the_same_time_each_into_its_own_dataset(notes, data
         (first.id, "synced", 3),
         (second.id, "synced", 3),
     ]
-    (org_a, start_a, end_a, thread_a), (org_b, start_b, end_b, thread_b) = sorted(TimedWarehouse.appends)
+    starts = sorted((org, thread) for kind, org, thread in RecordingWarehouse.events if kind == "start")
+    (org_a, thread_a), (org_b, thread_b) = starts  # both started: they met, so they overlapped
     assert {org_a, org_b} == {first.id, second.id} and thread_a != thread_b
-    assert start_a < end_b and start_b < end_a, "the two tenants' appends did not overlap"
     for organization in (first, second):
         rows = warehouse_rows(Warehouse(warehouse_config, organization), "notes")
         assert len(rows) == 3 and {r["organization_id"] for r in rows} == {organization.id}
@@ -76,17 +83,19 @@ def test_two_tenants_sync_at_the_same_time_each_into_its_own_dataset(notes, data
 
 def test_one_worker_syncs_tenants_one_after_another_in_the_calling_thread(notes, database_url, warehouse_config):
     tenants = [add_tenant(notes) for _ in range(2)]
-    TimedWarehouse.appends = []
+    RecordingWarehouse.events = []
 
     tick.sync_tenants(
         database_url,
-        lambda o: TimedWarehouse(warehouse_config, o),
+        lambda o: RecordingWarehouse(warehouse_config, o),
         {t.id: [NOTES] for t in tenants},
         TickOptions(workers=1),
     )
 
-    (_, _, end_a, thread_a), (_, start_b, _, thread_b) = sorted(TimedWarehouse.appends, key=lambda a: a[1])
-    assert end_a <= start_b and thread_a == thread_b == threading.current_thread().name
+    kinds = [(kind, org) for kind, org, _ in RecordingWarehouse.events]
+    first, second = kinds[0][1], kinds[2][1]
+    assert kinds == [("start", first), ("end", first), ("start", second), ("end", second)] and first != second
+    assert {thread for _, _, thread in RecordingWarehouse.events} == {threading.current_thread().name}
 
 
 def test_a_failing_tenant_fails_alone_and_results_come_back_to_the_calling_thread(
@@ -198,11 +207,19 @@ def test_tick_options_come_from_the_environment_with_clear_errors():
 
 
 def test_the_rate_limiter_spaces_calls_evenly():
-    limiter = limits.RateLimiter(rate=20, jitter=0.0)
-    started = time.monotonic()
+    now = [100.0]  # a clock of the test's own: no wall-clock bound to miss on a busy machine
+    slots = []
+
+    def sleep(seconds):
+        now[0] += seconds
+
+    limiter = limits.RateLimiter(rate=20, jitter=0.0, clock=lambda: now[0], sleep=sleep)
     for _ in range(6):
         limiter.acquire()
-    assert 0.24 <= time.monotonic() - started < 0.5  # 5 intervals of 50 ms after the first call
+        slots.append(round(now[0] - 100.0, 6))
+    assert slots == [0.0, 0.05, 0.1, 0.15, 0.2, 0.25]  # one call every 50 ms, the first at once
+    now[0] += 1.0  # idle for a second: the next call goes at once, no burst of saved-up slots
+    assert limiter.acquire() == 0.0 and limiter.acquire() == pytest.approx(0.05)
 
 
 def test_a_schema_fingerprint_changes_with_any_column_change():

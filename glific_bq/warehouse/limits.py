@@ -39,23 +39,24 @@ class RateLimiter:
     """At most ``rate`` acquisitions per second, evenly spaced (a slot schedule, thread-safe).
     Callers sleep outside the lock until their slot, plus up to ``jitter`` of one interval."""
 
-    def __init__(self, rate: float, jitter: float = 0.1) -> None:
+    def __init__(self, rate: float, jitter: float = 0.1, *, clock=time.monotonic, sleep=time.sleep) -> None:
         if not rate > 0:
             raise ValueError(f"a rate limit must be positive, got {rate!r}")
         self.interval = 1.0 / rate
         self.jitter = jitter
         self._next = 0.0
         self._lock = threading.Lock()
+        self._clock, self._sleep = clock, sleep  # injectable: tests run on a clock of their own
 
     def acquire(self) -> float:
         """Wait for the next slot; returns the seconds waited."""
         with self._lock:
-            now = time.monotonic()
+            now = self._clock()
             slot = max(now, self._next)
             self._next = slot + self.interval
         wait = slot - now + (random.random() * self.jitter * self.interval if slot > now else 0.0)
         if wait > 0:
-            time.sleep(wait)
+            self._sleep(wait)
         return max(wait, 0.0)
 
 
