@@ -25,7 +25,10 @@ and the watermarks. For ``--minutes`` minutes, concurrently:
 
 Then: writers stop, open transactions end, the script waits until every future stamp is older
 than the sync horizon, syncs until a whole round sends nothing, runs a full dedup and delete
-propagation, and compares every row of every synced table of every tenant.
+propagation, and compares every row of every synced table of every tenant: in the raw layout
+with the source, row by row; with ``--layout glific`` (Glific's 33 tables, those the local schema
+has) with the same source synced again from scratch into datasets of their own, key by key and
+column by column (every column but the send stamps), which also catches stale copied values.
 
 Reading the output. ``operations`` counts what the writers committed (``aborted``: transactions
 PostgreSQL rolled back, e.g. deadlocks between bulk updates; they changed nothing). ``sync`` counts
@@ -57,6 +60,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import logging
@@ -81,12 +85,11 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from glific_bq import watermarks
-from glific_bq.dedup import dedup_tenant
+from glific_bq import registry, watermarks
+from glific_bq.dedup import dedup_tenant, version_key
 from glific_bq.deletes import propagate_deletes
 from glific_bq.layouts import Layout
 from glific_bq.local import glific_writes as gw
-from glific_bq.registry import RAW_TABLES as TABLES  # row-by-row exactness: the raw layout
 from glific_bq.registry import DeletePolicy, TableSpec
 from glific_bq.schema import BQ_INSERTED_AT, BQ_UUID, reflect_columns, syncable_columns
 from glific_bq.source import Source
@@ -105,6 +108,9 @@ PAGE_ROWS = (100, 1_000, 50_000)
 ROUND_ROWS = (300, 1_000_000)
 MAX_FINAL_ROUNDS = 10
 EXAMPLES = 3  # differences printed per table
+#: The tables soaked: the raw layout's (compared with the source row by row) unless ``--layout
+#: glific`` (compared with a from-scratch sync of the same source, see ``compare_with_fresh``).
+TABLES: tuple[TableSpec, ...] = registry.RAW_TABLES
 
 
 # ---------------------------------------------------------------------------------------------
@@ -476,7 +482,7 @@ def settle(url: str, horizon_seconds: float, interrupted: threading.Event) -> fl
     """Wait until no writer transaction is open and every change (future stamps included) lies
     behind the sync horizon; return the seconds waited."""
     started = time.monotonic()
-    newest = " UNION ALL ".join(f"SELECT max({spec.cursor_column}) FROM {spec.name}" for spec in TABLES)
+    newest = " UNION ALL ".join(f"SELECT max({spec.cursor_column}) FROM {spec.source}" for spec in TABLES)
     with psycopg.connect(url, autocommit=True) as conn:
         for _ in range(60):
             if not conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
@@ -592,13 +598,74 @@ def compare(url: str, config: WarehouseConfig, tenant_ids: list[int]) -> list[Ta
     return reports
 
 
+def compare_with_fresh(url: str, config: WarehouseConfig, tenant_ids: list[int], stats: Stats,
+                       interrupted: threading.Event) -> list[TableReport]:
+    """The Glific layout's oracle: the same source synced again from scratch, in one go and
+    without crashes, into datasets of their own (a new destination: its own watermarks), then
+    deduplicated; each row of the soaked datasets must equal the fresh one, key by key (every
+    column but the send stamps). Lost rows, invented rows, stale copies and leftover versions
+    all show as differences."""
+    fresh = dataclasses.replace(config, dataset_template="fresh_{organization_id}")
+    if final_sync(url, fresh, tenant_ids, stats, interrupted) is None:
+        stats.error("the fresh sync never caught up")
+    with Source(url) as source:
+        for organization_id in tenant_ids:
+            dedup_and_propagate(source, fresh, organization_id, stats, full=True)
+    reports = []
+    with psycopg.connect(url, autocommit=True) as conn:
+        for organization_id in tenant_ids:
+            organization = get_organization(conn, organization_id)
+            soaked, scratch = EmulatorWarehouse(config, organization), EmulatorWarehouse(fresh, organization)
+            reports += [_compare_datasets(soaked, scratch, organization, spec) for spec in TABLES]
+    return reports
+
+
+def _compare_datasets(soaked: Warehouse, fresh: Warehouse, organization: Organization,
+                      spec: TableSpec) -> TableReport:
+    report = TableReport(organization.id, spec.name)
+    key = version_key(soaked.config.layout, spec.name)
+
+    def rows(warehouse: Warehouse) -> dict[tuple, list[dict]]:
+        if not warehouse.table_exists(spec.name):
+            return {}
+        found: dict[tuple, list[dict]] = {}
+        columns = [f.name for f in warehouse.client.get_table(f"{warehouse.dataset_ref}.{spec.name}").schema
+                   if f.name not in (BQ_INSERTED_AT, BQ_UUID)]  # the send stamps differ by design
+        selected = ", ".join(f"`{c}`" for c in columns)
+        for row in warehouse.client.query(f"SELECT {selected} FROM `{warehouse.dataset_ref}.{spec.name}`").to_arrow(
+                create_bqstorage_client=False).to_pylist():
+            found.setdefault(tuple(row[k] for k in key), []).append(row)
+        return found
+
+    got, expected = rows(soaked), rows(fresh)
+    report.source, report.warehouse = len(expected), len(got)
+    for k, (want, *_) in expected.items():
+        versions = got.get(k)
+        if not versions:
+            report.missing += 1
+            report.examples.append(f"missing {k}")
+            continue
+        if len(versions) > 1:
+            report.duplicated += 1
+            report.examples.append(f"duplicated {k}: {len(versions)} versions")
+        if versions[0] != want:
+            report.differing += 1
+            diffs = [f"{n}: fresh {want[n]!r:.60} soaked {versions[0].get(n)!r:.60}"
+                     for n in want if want[n] != versions[0].get(n)]
+            report.examples.append(f"differing {k}: " + "; ".join(diffs))
+    for k in got.keys() - expected.keys():
+        report.extra += 1
+        report.examples.append(f"extra {k}")
+    return report
+
+
 # ---------------------------------------------------------------------------------------------
 # Set-up and the run.
 # ---------------------------------------------------------------------------------------------
 
 
 @contextlib.contextmanager
-def local_stack(tenants: int, seed: int):
+def local_stack(tenants: int, seed: int, layout: Layout = Layout.RAW):
     """An embedded PostgreSQL with Glific's schema, seed data and the watermark tables, and the
     BigQuery emulator; yields (database url, warehouse config); stops both after, and removes
     their files at exit."""
@@ -622,8 +689,8 @@ def local_stack(tenants: int, seed: int):
             seed_data(conn, organizations=tenants, messages_per_org=500, contacts_per_org=80, seed=seed)
         bigquery = LocalBigQuery().start()
         try:
-            yield url, WarehouseConfig(organizations="active", project=bigquery.project, emulator_host=bigquery.rest_url, layout=Layout.RAW,
-                                       storage_emulator_host=bigquery.grpc_endpoint)
+            yield url, WarehouseConfig(organizations="active", project=bigquery.project, emulator_host=bigquery.rest_url,
+                                       layout=layout, storage_emulator_host=bigquery.grpc_endpoint)
         finally:
             bigquery.stop()
     finally:
@@ -665,7 +732,7 @@ def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     interrupted = threading.Event()
     outcome: list[int] = []
-    with local_stack(args.tenants, args.seed) as (url, config):
+    with local_stack(args.tenants, args.seed, Layout(args.layout)) as (url, config):
         logging.basicConfig(level=logging.WARNING, format="  %(asctime)s %(name)s %(levelname)s %(message)s",
                             force=True)  # after the emulator, which reconfigures logging
         worker = threading.Thread(target=lambda: outcome.append(soak(args, url, config, interrupted, started)),
@@ -686,8 +753,10 @@ def soak(args: argparse.Namespace, url: str, config: WarehouseConfig, interrupte
     rng = random.Random(args.seed)
     sync_stats, dedup_stats, final_stats = Stats(), Stats(), Stats()
     operations: Counter = Counter()
+    global TABLES
     with psycopg.connect(url, autocommit=True) as conn:
         tenant_ids = [r[0] for r in conn.execute("SELECT id FROM organizations ORDER BY id")]
+        TABLES = tuple(spec for spec in TABLES if reflect_columns(conn, spec.source))  # the local schema's
     print(f"stack ready in {time.monotonic() - started:.0f} s: {len(tenant_ids)} tenants; "
           f"soaking for {args.minutes:g} min", flush=True)
 
@@ -726,7 +795,10 @@ def soak(args: argparse.Namespace, url: str, config: WarehouseConfig, interrupte
                 dedup_and_propagate(source, config, organization_id, final_stats, full=True)
             except Exception as error:
                 final_stats.error(f"final dedup, organization {organization_id}: {type(error).__name__}: {error}")
-    reports = compare(url, config, tenant_ids)
+    if config.layout is Layout.RAW:
+        reports = compare(url, config, tenant_ids)
+    else:
+        reports = compare_with_fresh(url, config, tenant_ids, final_stats, interrupted)
 
     print_summary(args, time.monotonic() - started, soak_seconds, waited, rounds, operations, sync_stats,
                   dedup_stats, final_stats, writer_failures, reports)
@@ -782,7 +854,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=8.0, help="transactions per second per writer (default 8)")
     parser.add_argument("--crash-rate", type=float, default=0.15,
                         help="share of tenant syncs set to crash (default 0.15)")
+    parser.add_argument("--layout", choices=[layout.value for layout in Layout], default=Layout.RAW.value,
+                        help="raw (default: compared with the source row by row) or glific (compared with a "
+                             "from-scratch sync of the same source)")
     args = parser.parse_args(argv)
+    global TABLES
+    TABLES = registry.tables_for(Layout(args.layout))
     if args.seed is None:
         args.seed = random.randrange(10_000)
     warnings.filterwarnings("ignore", "Arrow output on a DB-API result")  # the emulator's DuckDB, not ours
