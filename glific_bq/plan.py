@@ -16,7 +16,7 @@ from psycopg import sql
 
 from glific_bq import lookups
 from glific_bq.extract import HORIZON_SECONDS, cursor_expression
-from glific_bq.registry import TableSpec
+from glific_bq.registry import Scope, TableSpec
 from glific_bq.schema import reflect_columns
 
 _DIRTY = """
@@ -26,7 +26,7 @@ LEFT JOIN glific_bq_watermarks w
        ON w.organization_id = o.id AND w."table" = {name} AND w.destination = o.destination
 WHERE NOT (COALESCE(w.failures, 0) > 0  -- back off after failures: 1, 2, 4 … 60 minutes
            AND w.last_failed_at > now() - make_interval(mins => least(power(2, w.failures - 1), 60)::int))
-  AND (EXISTS (SELECT 1 FROM {table} t WHERE t.organization_id = o.id AND t.id > COALESCE(w.table_id, 0))
+  AND (EXISTS (SELECT 1 FROM {table} t WHERE {tenant} AND t.id > COALESCE(w.table_id, 0))
        OR EXISTS (SELECT 1 FROM glific_bq_refresh r WHERE r.organization_id = o.id AND r."table" = {name})
        {updates})
 ORDER BY o.id
@@ -34,7 +34,7 @@ ORDER BY o.id
 
 _UPDATES = """
        OR EXISTS (SELECT 1 FROM {table} t
-                  WHERE t.organization_id = o.id AND t.id <= w.table_id
+                  WHERE {tenant} AND t.id <= w.table_id
                     AND ({cursor}, t.id) > (w.last_updated_at, w.last_updated_id)
                     AND {cursor} < (clock_timestamp() AT TIME ZONE 'UTC') - make_interval(secs => {margin}))
 """
@@ -52,8 +52,11 @@ def dirty_organizations(
     lookups.ensure_tables(conn)
     table = sql.Identifier(spec.source)
     cursor = cursor_expression(spec, columns)
-    updates = sql.SQL(_UPDATES).format(table=table, cursor=cursor, margin=sql.Literal(horizon_seconds)) if cursor else sql.SQL("")
-    query = sql.SQL(_DIRTY).format(name=sql.Literal(spec.name), table=table, updates=updates)
+    # A platform table's rows are every organization's (glific_bq.platform plans it for one tenant).
+    tenant = sql.SQL("TRUE" if spec.scope is Scope.PLATFORM else "t.organization_id = o.id")
+    updates = (sql.SQL(_UPDATES).format(table=table, tenant=tenant, cursor=cursor, margin=sql.Literal(horizon_seconds))
+               if cursor else sql.SQL(""))
+    query = sql.SQL(_DIRTY).format(name=sql.Literal(spec.name), table=table, tenant=tenant, updates=updates)
     ids = sorted(tenants)
     return [row[0] for row in conn.execute(query, {"ids": ids, "destinations": [tenants[i] for i in ids]}).fetchall()]
 
