@@ -227,3 +227,20 @@ def test_the_raw_layout_has_no_platform_tables(db, world, source, warehouse_conf
     assert platform.work(db, destinations(db, raw)) == {}
     with Warehouse(raw, get_organization(db, tides.id)) as warehouse, pytest.raises(ValueError, match="Glific layout"):
         sync_table(source, warehouse, get_organization(db, tides.id), registry.PLATFORM_TABLES[0])
+
+
+def test_the_platform_tables_take_over_from_glifics_bigquery_jobs_and_hand_back(db, world, database_url,
+                                                                               glific_warehouse_config):
+    tides, ngos = world
+    # Glific's sync had sent the first two organizations (it creates the platform organization's
+    # bigquery_jobs rows for the four tables too: bigquery.ex insert_bigquery_jobs/1).
+    gw.insert(db, "bigquery_jobs", [{"organization_id": tides.id, "table": "organizations", "table_id": ngos[0].id,
+                                     "last_updated_at": NOW + timedelta(minutes=1)}], at=NOW)
+
+    _tick(database_url, glific_warehouse_config)
+
+    with Warehouse(glific_warehouse_config, tides) as warehouse:
+        assert [o["id"] for o in _rows(warehouse, "organizations")] == [ngos[1].id]  # nothing sent twice
+    (glifics,) = db.execute("SELECT table_id FROM bigquery_jobs WHERE organization_id = %s AND \"table\" = "
+                            "'organizations'", (tides.id,)).fetchone()
+    assert glifics == ngos[1].id  # Glific's sync would go on from here
