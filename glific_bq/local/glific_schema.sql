@@ -10,7 +10,10 @@
 --     unless the setting glific_bq.clock pins it (the sample data writes a past month with it);
 --   * every tenant table has the indexes a sync needs: (organization_id, id) and
 --     (organization_id, updated_at, id), and (organization_id, inserted_at, id) where the sync's
---     cursor is inserted_at (insert-only tables).
+--     cursor is inserted_at (insert-only tables); and for the platform organization's
+--     cross-organization tables (glific_bq.platform), stats (inserted_at, id) and trackers
+--     (updated_at, id), which the tick's probes use (without them each tick scans stats).
+--   * since 2026, trial_users and saas (for the platform dataset) are here too.
 -- Tables Glific has but we neither sync nor reference (billings, triggers, oban_jobs…) are left out.
 
 CREATE SCHEMA IF NOT EXISTS global;
@@ -675,6 +678,9 @@ BEGIN
 END $$;
 CREATE INDEX flows_organization_id_inserted_at_id_index ON flows (organization_id, inserted_at, id);
 CREATE INDEX contact_histories_organization_id_inserted_at_id_index ON contact_histories (organization_id, inserted_at, id);
+-- The platform organization's stats_all and trackers_all read every organization's rows by (cursor, id).
+CREATE INDEX stats_inserted_at_id_index ON stats (inserted_at, id);
+CREATE INDEX trackers_updated_at_id_index ON trackers (updated_at, id);
 
 -- ---------------------------------------------------------------------------------------------
 -- Triggers: the row changes Glific makes in the database rather than in the application.
