@@ -244,3 +244,24 @@ def test_the_platform_tables_take_over_from_glifics_bigquery_jobs_and_hand_back(
     (glifics,) = db.execute("SELECT table_id FROM bigquery_jobs WHERE organization_id = %s AND \"table\" = "
                             "'organizations'", (tides.id,)).fetchone()
     assert glifics == ngos[1].id  # Glific's sync would go on from here
+
+
+def test_the_minute_sync_job_records_the_platform_tables_under_the_platform_organization(db, world, database_url,
+                                                                                         glific_warehouse_config):
+    import dagster as dg
+
+    from glific_bq.defs.jobs import sync_job
+    from glific_bq.defs.resources import GlificPostgres
+
+    from .helpers import bigquery_resource
+
+    tides, ngos = world
+    resources = {"postgres": GlificPostgres(database_url=database_url),
+                 "bigquery": bigquery_resource(glific_warehouse_config)}
+    instance = dg.DagsterInstance.ephemeral()
+
+    assert sync_job.execute_in_process(resources=resources, instance=instance).success
+
+    for name in PLATFORM_TABLES:
+        events = instance.fetch_materializations(dg.AssetKey(["bigquery", name]), limit=10).records
+        assert [e.partition_key for e in events] == [str(tides.id)], name
