@@ -60,7 +60,8 @@ def dedup_tenants(
 
     def tenant(organization: Organization, warehouse: Warehouse) -> list[TableUpkeep]:
         # The platform organization's own tables too (its change log skipped by dedup itself).
-        own = [*tables, *(platform_tables_for(warehouse.config.layout) if organization.id == platform_id else ())]
+        platform_tables = platform_tables_for(warehouse.config.layout) if organization.id == platform_id else ()
+        own = [*tables, *(spec for spec in platform_tables if spec not in tables)]
         by_name = {spec.name: spec for spec in own}
         since = None if full else {
             spec.name: watermarks.get(source.control, organization.id, spec.name, warehouse.destination).deduped_at
