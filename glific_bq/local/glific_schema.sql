@@ -13,7 +13,7 @@
 --     cursor is inserted_at (insert-only tables); and for the platform organization's
 --     cross-organization tables (glific_bq.platform), stats (inserted_at, id) and trackers
 --     (updated_at, id), which the tick's probes use (without them each tick scans stats).
---   * since 2026, trial_users and saas (for the platform dataset) are here too.
+--   * saas and trial_users are here for the platform dataset (glific_bq.platform), as Glific has them.
 -- Tables Glific has but we neither sync nor reference (billings, triggers, oban_jobs…) are left out.
 
 CREATE SCHEMA IF NOT EXISTS global;
