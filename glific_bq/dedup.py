@@ -97,6 +97,8 @@ insert-only tables). ``flows`` holds one row per published revision, all with th
 its versions are told apart by ``(id, inserted_at)`` (``version_key``), the revision's own
 creation time (microseconds), so dedup removes the re-sends of a revision and never a revision.
 Rows Glific wrote before the take-over (no ``bq_uuid``) get one and take part like any other.
+The platform organization's ``organizations`` is a change log (``TableSpec.keeps_versions``): its
+versions are the point, and it is never deduplicated (glific#5390).
 
 Values are query parameters. Identifiers are validated (the dataset by ``WarehouseConfig``, the
 table here) and quoted; the only other text spliced into the SQL is fixed text from this module.
@@ -115,7 +117,7 @@ from google.cloud import bigquery
 
 from glific_bq import identifiers
 from glific_bq.layouts import Layout
-from glific_bq.registry import TableSpec, tables_for
+from glific_bq.registry import TableSpec, platform_tables_for, tables_for
 from glific_bq.schema import BQ_INSERTED_AT, BQ_UUID
 from glific_bq.stamping import local_send_time
 from glific_bq.warehouse import Warehouse, queries
@@ -294,6 +296,9 @@ def dedup_table(
     now = _utc(now) if now is not None else datetime.now(timezone.utc)
     table_id = f"{warehouse.dataset_ref}.{name}"
     result = _Counter(warehouse.organization.id, name, started)
+    if _keeps_versions(table, warehouse.config.layout):
+        return result.done(skipped_reason=f"{table_id} is a change log: every version is kept, never "
+                                          "deduplicated (glific#5390)")
 
     try:
         schema = {f.name: f.field_type for f in warehouse.client.get_table(table_id, **warehouse.calls.calls).schema}
@@ -355,6 +360,13 @@ def dedup_table(
     log.info("dedup %s: %d candidates, %d with older versions, %d rows deleted",
              table_id, result.candidates, with_older["ids"], result.deleted)
     return result.done()
+
+
+def _keeps_versions(table: str | TableSpec, layout: Layout) -> bool:
+    """Whether ``table`` is a change log (``TableSpec.keeps_versions``), named or given as a spec."""
+    if isinstance(table, TableSpec):
+        return table.keeps_versions
+    return any(spec.keeps_versions for spec in platform_tables_for(layout) if spec.name == table)
 
 
 def dedup_tenant(

@@ -134,13 +134,17 @@ def build_query(shape: Shape, pass_: Pass, schema: str = "public") -> str:
         list(shape.select)
         + [
             sql.SQL("t.id AS {}").format(sql.Identifier(ID_COLUMN)),
-            sql.SQL("t.organization_id AS {}").format(sql.Identifier(ORGANIZATION_COLUMN)),
+            # A cross-organization row belongs to no tenant: the tenant check refuses it, always.
+            sql.SQL("{} AS {}").format(sql.SQL("NULL::bigint" if shape.cross_organization else "t.organization_id"),
+                                       sql.Identifier(ORGANIZATION_COLUMN)),
             sql.SQL("{} AS {}").format(cursor_expr, sql.Identifier(CURSOR_COLUMN)),
         ]
         + ([sql.SQL("COALESCE({}, false) AS {}").format(exported, sql.Identifier(EXPORT_COLUMN))] if filters else [])
     )
     table = sql.Identifier(schema, shape.source)
-    conditions = [sql.SQL("t.organization_id = {}").format(_ORG)]
+    # Every read is one organization's, but for the platform organization's cross-organization
+    # tables (``glific_bq.platform``, which only that organization's sync may read).
+    conditions = [] if shape.cross_organization else [sql.SQL("t.organization_id = {}").format(_ORG)]
     if pass_ is Pass.INSERT:
         conditions.append(sql.SQL("t.id > {}").format(_ID))
         order = sql.SQL("t.id")

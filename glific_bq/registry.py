@@ -36,6 +36,18 @@ class DeletePolicy(str, Enum):
     PROPAGATE = "propagate"
 
 
+class Scope(str, Enum):
+    """Whose rows a table holds, and so which datasets may receive them."""
+
+    #: One organization's rows (``organization_id``): read for that organization only, every page
+    #: checked, written into its own dataset.
+    TENANT = "tenant"
+    #: Every organization's rows (Glific's platform dataset: ``glific_bq.platform``): planned, read
+    #: and written only for the platform organization (the ``saas`` row named ``Tides``), in the
+    #: Glific layout; any other organization's sync of such a table is refused.
+    PLATFORM = "platform"
+
+
 @dataclass(frozen=True)
 class TableSpec:
     """One synced table.
@@ -55,6 +67,10 @@ class TableSpec:
         cluster_by: the clustering columns of a table we create.
         fresh_within: for busy tables, how long without any tenant synced before the Dagster UI
             shows the table stale (None: quiet tables, where no sync is normal).
+        scope: ``TENANT`` (one organization's rows) or ``PLATFORM`` (every organization's, for
+            the platform organization's dataset only; see ``Scope``).
+        keeps_versions: every version sent is kept: the table is a change log, never
+            deduplicated (Glific's platform ``organizations``, glific#5390).
     """
 
     name: str
@@ -66,8 +82,13 @@ class TableSpec:
     source: str = ""
     partitioned: bool = True
     cluster_by: tuple[str, ...] = ("id",)
+    scope: Scope = Scope.TENANT
+    keeps_versions: bool = False
 
     def __post_init__(self) -> None:
+        if self.scope is Scope.PLATFORM and self.deletes is DeletePolicy.PROPAGATE:
+            raise ValueError(f"{self.name}: a platform table holds every organization's rows; its deletes "
+                             "cannot be compared per tenant")
         if not self.source:
             object.__setattr__(self, "source", self.name)
         if not self.cursor_column:
@@ -104,6 +125,8 @@ def _glific(name: str, mode: SyncMode | None = None, **options) -> TableSpec:
         name, mode, source=source_table(name),
         partitioned=name in facts["partitioned_month_by_inserted_at"],
         cluster_by=tuple(facts["cluster_fields"].get(name, ())),
+        scope=Scope.PLATFORM if name in facts["platform_only"] else Scope.TENANT,
+        keeps_versions=name in facts["change_logs"],
         **options,
     )
 
@@ -147,24 +170,44 @@ GLIFIC_TABLES: tuple[TableSpec, ...] = (
 )
 
 
+#: Glific's platform dataset: the tables Glific writes only into the platform organization's
+#: dataset (``bigquery_tables/1``), with the rows of every organization (``glific_bq.platform``).
+#: Never in ``TABLES``: no other tenant plans, syncs or deduplicates them. ``organizations`` is a
+#: change log (every change appended, never deduplicated: glific#5390); ``stats_all`` is insert-only.
+PLATFORM_TABLES: tuple[TableSpec, ...] = (
+    _glific("organizations"),
+    _glific("stats_all"),
+    _glific("trackers_all"),
+    _glific("trial_users"),
+)
+
+
 def tables_for(layout) -> tuple[TableSpec, ...]:
-    """The tables synced in ``layout`` (a ``glific_bq.layouts.Layout``)."""
+    """The tables synced in ``layout`` (a ``glific_bq.layouts.Layout``) for every tenant."""
     return RAW_TABLES if layout.value == "raw" else GLIFIC_TABLES
 
 
-def _configured_tables() -> tuple[TableSpec, ...]:
+def platform_tables_for(layout) -> tuple[TableSpec, ...]:
+    """The platform organization's own tables in ``layout``: only the Glific layout has them."""
+    return () if layout.value == "raw" else PLATFORM_TABLES
+
+
+def _configured_layout():
     from glific_bq.layouts import Layout
 
-    return tables_for(Layout.from_env())
+    return Layout.from_env()
 
 
 #: The tables of the layout configured by ``GLIFIC_BQ_LAYOUT`` (what the Dagster definitions show).
-TABLES: tuple[TableSpec, ...] = _configured_tables()
+TABLES: tuple[TableSpec, ...] = tables_for(_configured_layout())
+#: The platform organization's tables in the configured layout (planned by ``glific_bq.platform``).
+PLATFORM: tuple[TableSpec, ...] = platform_tables_for(_configured_layout())
 
 
 def table(name: str, tables: tuple[TableSpec, ...] | None = None) -> TableSpec:
-    """The registered table called ``name``; a clear error for anything else."""
-    tables = TABLES if tables is None else tables
+    """The registered table called ``name`` (by default among ``TABLES`` and ``PLATFORM``); a
+    clear error for anything else."""
+    tables = (*TABLES, *PLATFORM) if tables is None else tables
     for spec in tables:
         if spec.name == name:
             return spec

@@ -29,11 +29,11 @@ from typing import NamedTuple
 import psycopg
 import pyarrow as pa
 
-from glific_bq import applied_schemas, extract, layouts, lookups, redact, watermarks
+from glific_bq import applied_schemas, extract, layouts, lookups, platform, redact, watermarks
 from glific_bq.extract import ORGANIZATION_COLUMN, Pass
 from glific_bq.layouts import Shape
 from glific_bq.layouts.pages import exported, prepare
-from glific_bq.registry import TableSpec
+from glific_bq.registry import Scope, TableSpec
 from glific_bq.schema import reflect_columns
 from glific_bq.source import Source
 from glific_bq.tenancy import each_tenant, only_tenant
@@ -160,7 +160,7 @@ def _sync_table(source, warehouse, organization, spec, options, on_step) -> Tabl
     control, reader = source.control, source.reader
     started = time.monotonic()
     result = TableSync(organization.id, spec.name, dataset=warehouse.dataset_ref)
-    shape = _shape(control, warehouse, spec)
+    shape = _shape(control, warehouse, spec, organization)
     if shape is None:
         result.status, result.message = "missing", f"table {spec.source} does not exist in the source database"
         log.warning(result.message)
@@ -186,7 +186,8 @@ def _sync_table(source, warehouse, organization, spec, options, on_step) -> Tabl
         def ready(page: extract.Page, encode: bool) -> _ReadyPage:
             """The encode stage (a thread of its own): the page as BigQuery receives it, its
             Storage Write requests built ahead of the write unless it goes by a load job."""
-            _check_tenant(page.rows, organization.id, spec.name)
+            if not shape.cross_organization:  # those are the platform's: checked once, in _shape
+                _check_tenant(page.rows, organization.id, spec.name)
             rows, rejected = prepare(page.rows, shape, timezone_name, source.joiner, page.snapshot, organization.id)
             if encode:
                 warehouse_writes.encode_ahead(warehouse, target, rows)
@@ -331,7 +332,7 @@ def redrive(source: Source, warehouse: Warehouse, organization: Organization, sp
     organization's rows, and the letters read ``page_ids`` at a time (there may be millions).
     """
     result = TableSync(organization.id, spec.name, dataset=warehouse.dataset_ref)
-    shape = _shape(source.control, warehouse, spec)
+    shape = _shape(source.control, warehouse, spec, organization)
     if shape is None:
         result.status, result.message = "missing", f"table {spec.source} does not exist in the source database"
         return result
@@ -348,7 +349,8 @@ def redrive(source: Source, warehouse: Warehouse, organization: Organization, sp
             target = target or warehouse.ensure_table(spec, list(shape.schema))
             rows, snapshot = extract.rows_by_id(source.reader, query, organization.id, timezone_name, ids,
                                                 export_snapshot=bool(shape.joins))
-            _check_tenant(rows, organization.id, spec.name)
+            if not shape.cross_organization:  # the platform's: checked once, in _shape
+                _check_tenant(rows, organization.id, spec.name)
             rows, rejected = prepare(rows, shape, timezone_name, source.joiner, snapshot, organization.id)
             source.reader.commit()
             refused = warehouse.append(target, rows)  # ``rows`` holds none of ``rejected``
@@ -435,14 +437,18 @@ def _ensure_table(control, warehouse: Warehouse, spec: TableSpec, shape: Shape):
     return target
 
 
-def _shape(control, warehouse: Warehouse, spec: TableSpec) -> Shape | None:
+def _shape(control, warehouse: Warehouse, spec: TableSpec, organization: Organization) -> Shape | None:
     """``spec``'s table in the warehouse's layout, from its source's columns now; None if the
-    source table does not exist (an older Glific database lacks some tables)."""
+    source table does not exist (an older Glific database lacks some tables). A table of every
+    organization's rows is refused to all but the platform organization (``glific_bq.platform``)."""
+    if spec.scope is Scope.PLATFORM:
+        platform.require_platform_organization(control, organization.id, spec.name)
     columns = reflect_columns(control, spec.source)
     if not columns:
         return None
     names = {c.name for c in columns}
-    if not {"id", "organization_id"} <= names:
+    needed = {"id"} if spec.scope is Scope.PLATFORM else {"id", "organization_id"}
+    if not needed <= names:
         raise ValueError(f"table {spec.source} lacks an id or organization_id column")
     return layouts.shape_for(warehouse.config.layout, spec, columns)
 

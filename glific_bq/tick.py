@@ -29,8 +29,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from glific_bq import extract, notices, plan, redact, watermarks
-from glific_bq.registry import TABLES, TableSpec
+from glific_bq import extract, notices, plan, platform, redact, watermarks
+from glific_bq.registry import TABLES, Scope, TableSpec
 from glific_bq.roster import Roster, select_tenants
 from glific_bq.source import Source
 from glific_bq.sync import SyncOptions, TableSync, record_failure, sync_tenant
@@ -104,12 +104,16 @@ class Tick:
 def plan_tick(source: Source, tenants: Mapping[int, str], tables: Sequence[TableSpec] = TABLES) -> TenantWork:
     """The tenants (``tenants``: organization id -> destination, ``Roster.destinations``) with rows
     beyond their watermarks, and which of their tables (``glific_bq.plan``: one query per table,
-    whatever the number of tenants)."""
+    whatever the number of tenants), and for the platform organization alone, its own
+    cross-organization tables (``glific_bq.platform``)."""
     by_name = {spec.name: spec for spec in tables}
     work: TenantWork = defaultdict(list)
-    for name, organization_ids in plan.dirty(source.control, tuple(tables), tenants).items():
+    everyones = tuple(spec for spec in tables if spec.scope is Scope.TENANT)  # never the platform's here
+    for name, organization_ids in plan.dirty(source.control, everyones, tenants).items():
         for organization_id in organization_ids:
             work[organization_id].append(by_name[name])
+    for organization_id, specs in platform.work(source.control, tenants).items():
+        work[organization_id].extend(specs)
     return dict(sorted(work.items()))
 
 

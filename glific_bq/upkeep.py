@@ -10,11 +10,11 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from glific_bq import watermarks
+from glific_bq import platform, watermarks
 from glific_bq.dedup import dedup_tenant
 from glific_bq.deletes import MassDeleteRefused, propagate_deletes
 from glific_bq.redact import describe
-from glific_bq.registry import TableSpec
+from glific_bq.registry import TableSpec, platform_tables_for
 from glific_bq.source import Source
 from glific_bq.tenancy import each_tenant
 from glific_bq.tenants import Organization
@@ -56,15 +56,19 @@ def dedup_tenants(
     (``deletes.MassDeleteRefused``); a refused one fails with ``metadata["deletes_refused"]``.
     """
     now = now or datetime.now(timezone.utc)
-    by_name = {spec.name: spec for spec in tables}
+    platform_id = platform.organization_id(source.control)
 
     def tenant(organization: Organization, warehouse: Warehouse) -> list[TableUpkeep]:
+        # The platform organization's own tables too (its change log skipped by dedup itself).
+        platform_tables = platform_tables_for(warehouse.config.layout) if organization.id == platform_id else ()
+        own = [*tables, *(spec for spec in platform_tables if spec not in tables)]
+        by_name = {spec.name: spec for spec in own}
         since = None if full else {
             spec.name: watermarks.get(source.control, organization.id, spec.name, warehouse.destination).deduped_at
-            for spec in tables
+            for spec in own
         }
         done = []
-        for result in dedup_tenant(warehouse, tables, since, buffer_window, now=now):
+        for result in dedup_tenant(warehouse, own, since, buffer_window, now=now):
             metadata = result.as_metadata()
             if result.error:
                 done.append(TableUpkeep(organization.id, result.table, metadata, result.error))

@@ -110,7 +110,7 @@ def test_create_schema_is_idempotent(new_database: Callable[[], str]) -> None:
         sample_data.create_schema(conn)
         assert _catalog(conn) == first
         tables = {row[0] for row in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
-    assert tables == {*sample_data.TABLES, "bigquery_jobs", "credentials", "notifications"}
+    assert tables == {*sample_data.TABLES, "bigquery_jobs", "credentials", "notifications", "saas", "trial_users"}
 
 
 def test_every_tenant_table_has_a_cascading_not_null_organization_id(seeded_conn: psycopg.Connection) -> None:

@@ -85,6 +85,9 @@ class Shape:
         added: ``{column: Arrow type}``: the columns ``select`` does not read, added on the worker
             as NULLs of the type the extract would give them: the joined ones, then filled, and
             those always NULL (columns Glific declares but never fills).
+        cross_organization: the source rows are every organization's (a ``registry.Scope.PLATFORM``
+            table, ``glific_bq.platform``): read without the organization filter and the per-page
+            tenant check, and synced only for the platform organization.
     """
 
     table: str
@@ -101,6 +104,7 @@ class Shape:
     conversions: Mapping[str, Conversion] = dataclasses.field(default_factory=dict)
     joins: Mapping[str, Join] = dataclasses.field(default_factory=dict)
     added: Mapping[str, pa.DataType] = dataclasses.field(default_factory=dict)
+    cross_organization: bool = False
 
     @property
     def column_names(self) -> list[str]:
@@ -114,7 +118,10 @@ def shape_for(layout: Layout, spec, columns: list) -> Shape:
     from glific_bq.layouts import glific, raw
 
     cursor = extract.cursor_expression(spec, columns)
+    cross_organization = spec.scope.value == "platform"
     if layout is Layout.RAW:
+        if cross_organization:
+            raise ValueError(f"{spec.name} holds every organization's rows: only the Glific layout has it")
         syncable, warnings = schema.syncable_columns(columns, spec.source)
         shaped = raw.shape(spec, syncable, cursor)
         return dataclasses.replace(shaped, warnings=tuple(warnings))
@@ -123,7 +130,7 @@ def shape_for(layout: Layout, spec, columns: list) -> Shape:
             f"{spec.name} in the Glific layout is filled from {glific.source_table(spec.name)}, not {spec.source}: "
             "use registry.tables_for(Layout.GLIFIC), or the raw layout for exact copies"
         )
-    return glific.shape(spec.name, columns, cursor)
+    return dataclasses.replace(glific.shape(spec.name, columns, cursor), cross_organization=cross_organization)
 
 
 def lookup_sources() -> tuple[dict[str, tuple[str, ...]], dict[str, list[str]]]:

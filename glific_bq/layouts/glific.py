@@ -20,6 +20,12 @@ organization's timezone from the bound setting (``extract.TIMEZONE``). Where Gli
 bug, we do what its documentation says the column means: ``message_broadcasts.flow_id`` holds
 the flow id, not the broadcast id; ``flows`` also exports a revision that was still a draft when
 a sync ran and was published later.
+
+The platform organization's dataset (Glific's ``saas`` row named ``Tides``) also gets Glific's
+cross-organization tables (``registry.PLATFORM_TABLES``, ``glific_bq.platform``): ``organizations``,
+``stats_all`` and ``trackers_all`` (``stats`` and ``trackers`` of every organization, with the
+organization's id, name and status copied in) and ``trial_users``. Their timestamps are in the
+platform organization's timezone, as Glific writes them.
 """
 
 from __future__ import annotations
@@ -51,10 +57,16 @@ class Expr:
     needs: tuple[str, ...] = ()
 
 
+#: Tables read by joins that belong to no organization: ``global`` ones, and ``organizations``
+#: itself (copied only into the platform's cross-organization tables).
+_UNBOUND = ("organizations",)
+
+
 def lookup(table: str, column: str, key: str, schema: str = "public") -> Join:
     """``table.column`` of the row whose id is ``t.<key>``, joined on the worker (``glific_bq.joins``)
-    from the same organization's rows (``global`` tables have no organization)."""
-    return Join(Fetch(f"{schema}.{table} x", tenant=() if schema == "global" else ("x",)), f"x.{column}", key)
+    from the same organization's rows (``global`` tables and ``organizations`` have no organization)."""
+    bound = () if schema == "global" or table in _UNBOUND else ("x",)
+    return Join(Fetch(f"{schema}.{table} x", tenant=bound), f"x.{column}", key)
 
 
 def _needs(expr: Expr | Join) -> tuple[str, ...]:
@@ -246,6 +258,15 @@ _TABLES: dict[str, GlificTable] = {
     "whatsapp_forms_responses": GlificTable({
         "whatsapp_form_name": lookup("whatsapp_forms", "name", "whatsapp_form_id"),
     }),
+    # The platform organization's cross-organization tables (glific_bq.platform): every
+    # organization's stats and trackers, named as they were when sent (Glific never re-sends them).
+    "stats_all": GlificTable(
+        {"organization_name": lookup("organizations", "name", "organization_id"),
+         "organization_status": lookup("organizations", "status::text", "organization_id")},
+        source="stats",
+    ),
+    "trackers_all": GlificTable({"organization_name": lookup("organizations", "name", "organization_id")},
+                                source="trackers"),
     "issued_certificates": GlificTable({
         "template_label": lookup("certificate_templates", "label", "certificate_template_id"),
         "template_id": Expr("t.certificate_template_id", ("certificate_template_id",)),
@@ -292,10 +313,12 @@ def reference_schema() -> dict[str, tuple[SchemaField, ...]]:
 
 @cache
 def reference_facts() -> dict:
-    """Glific's table facts beside the columns: insert-only tables, partitioning, clustering."""
+    """Glific's table facts beside the columns: insert-only tables, partitioning, clustering, the
+    platform organization's own tables and the change logs among them."""
     text = resources.files(__package__).joinpath("glific_bigquery_schema.json").read_text()
     facts = json.loads(text)
-    return {k: facts[k] for k in ("insert_only", "partitioned_month_by_inserted_at", "cluster_fields")}
+    return {k: facts[k] for k in ("insert_only", "partitioned_month_by_inserted_at", "cluster_fields",
+                                  "platform_only", "change_logs")}
 
 
 def source_table(table: str) -> str:

@@ -10,7 +10,10 @@
 --     unless the setting glific_bq.clock pins it (the sample data writes a past month with it);
 --   * every tenant table has the indexes a sync needs: (organization_id, id) and
 --     (organization_id, updated_at, id), and (organization_id, inserted_at, id) where the sync's
---     cursor is inserted_at (insert-only tables).
+--     cursor is inserted_at (insert-only tables); and for the platform organization's
+--     cross-organization tables (glific_bq.platform), stats (inserted_at, id) and trackers
+--     (updated_at, id), which the tick's probes use (without them each tick scans stats).
+--   * saas and trial_users are here for the platform dataset (glific_bq.platform), as Glific has them.
 -- Tables Glific has but we neither sync nor reference (billings, triggers, oban_jobs…) are left out.
 
 CREATE SCHEMA IF NOT EXISTS global;
@@ -95,7 +98,9 @@ CREATE TABLE organizations (
     suspended_until timestamp(0),
     regx_flow jsonb,
     optin_flow_id bigint,
-    deleted_at timestamp(0)  -- soft delete (a 2026 migration; older databases lack the column)
+    deleted_at timestamp(0),  -- soft delete (a 2026 migration; older databases lack the column)
+    is_trial_org boolean DEFAULT false,  -- trial organizations (a 2025 migration)
+    trial_expiration_date timestamp(0)
 );
 CREATE UNIQUE INDEX organizations_contact_id_index ON organizations (contact_id);
 CREATE UNIQUE INDEX organizations_shortcode_index ON organizations (shortcode);
@@ -558,7 +563,8 @@ CREATE TABLE stats (
     hour integer,
     organization_id bigint NOT NULL REFERENCES organizations (id) ON DELETE CASCADE,
     inserted_at timestamp(0) NOT NULL,
-    updated_at timestamp(0) NOT NULL
+    updated_at timestamp(0) NOT NULL,
+    conversations integer DEFAULT 0
 );
 
 CREATE TABLE trackers (
@@ -583,6 +589,35 @@ CREATE TABLE saved_searches (
     updated_at timestamp(0) NOT NULL
 );
 CREATE UNIQUE INDEX saved_searches_shortcode_organization_id_index ON saved_searches (shortcode, organization_id);
+
+-- The platform itself: the saas row named 'Tides' names the organization running the service,
+-- whose BigQuery dataset also gets Glific's cross-organization tables (glific_bq.platform), and the
+-- people who asked for a trial account (no organization of their own yet).
+CREATE TABLE saas (
+    id bigserial PRIMARY KEY,
+    name varchar(255),
+    organization_id bigint REFERENCES organizations (id) ON DELETE CASCADE,
+    phone varchar(255),
+    stripe_ids jsonb DEFAULT '[]'::jsonb,
+    tax_rates jsonb DEFAULT '[]'::jsonb,
+    inserted_at timestamp(0) NOT NULL,
+    updated_at timestamp(0) NOT NULL,
+    email varchar(255),
+    isv_credentials jsonb DEFAULT '{}'::jsonb
+);
+
+CREATE TABLE trial_users (
+    id bigserial PRIMARY KEY,
+    username varchar(255) NOT NULL,
+    email varchar(255) NOT NULL,
+    phone varchar(255) NOT NULL,
+    organization_name varchar(255) NOT NULL,
+    otp_entered boolean DEFAULT false NOT NULL,
+    inserted_at timestamp(0) NOT NULL,
+    updated_at timestamp(0) NOT NULL
+);
+CREATE UNIQUE INDEX trial_users_phone_index ON trial_users (phone);
+CREATE UNIQUE INDEX trial_users_email_index ON trial_users (email);
 
 -- Glific's control plane for BigQuery: each organization's credential per provider (its secrets
 -- a Cloak AES-GCM envelope of a JSON map: glific_bq.cloak), and the notices NGO staff see in
@@ -632,7 +667,7 @@ DECLARE
 BEGIN
     FOR t IN SELECT c.relname FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid
              WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'r'
-               AND a.attname = 'organization_id' AND c.relname NOT IN ('organizations', 'bigquery_jobs')
+               AND a.attname = 'organization_id' AND c.relname NOT IN ('organizations', 'bigquery_jobs', 'saas')
     LOOP
         EXECUTE format('CREATE INDEX %I ON %I (organization_id, id)', t || '_organization_id_id_index', t);
         IF EXISTS (SELECT FROM pg_attribute WHERE attrelid = t::regclass AND attname = 'updated_at') THEN
@@ -643,6 +678,9 @@ BEGIN
 END $$;
 CREATE INDEX flows_organization_id_inserted_at_id_index ON flows (organization_id, inserted_at, id);
 CREATE INDEX contact_histories_organization_id_inserted_at_id_index ON contact_histories (organization_id, inserted_at, id);
+-- The platform organization's stats_all and trackers_all read every organization's rows by (cursor, id).
+CREATE INDEX stats_inserted_at_id_index ON stats (inserted_at, id);
+CREATE INDEX trackers_updated_at_id_index ON trackers (updated_at, id);
 
 -- ---------------------------------------------------------------------------------------------
 -- Triggers: the row changes Glific makes in the database rather than in the application.

@@ -37,8 +37,8 @@ from glific_bq.cloak import DEFAULT_TAG, Vault
 __all__ = [
     "add_to_group", "contact", "contact_fields", "delete", "flow", "insert", "insert_one", "iso",
     "language", "message", "message_row", "organization", "provider", "publish_revision",
-    "remove_from_group", "revision", "tag_contact", "tag_message", "untag_contact", "untag_message",
-    "update", "user", "utc_now",
+    "remove_from_group", "revision", "saas", "tag_contact", "tag_message", "trial_user", "untag_contact",
+    "untag_message", "update", "user", "utc_now",
 ]
 
 _dumps = partial(json.dumps, ensure_ascii=False)
@@ -231,6 +231,23 @@ def organization(conn: psycopg.Connection, name: str, shortcode: str, phone: str
                   bsp_status="session_and_hsm", optin_status=True, optin_method="BSP")
     update(conn, "organizations", organization_id, at=at, contact_id=bot)
     return organization_id
+
+
+def saas(conn: psycopg.Connection, organization_id: int, *, name: str = "Tides", phone: str = "919999999999",
+         at: datetime | None = None) -> int:
+    """The ``saas`` row naming the organization that runs the platform (Glific's seeds write one,
+    named ``Tides``, for the first organization): its BigQuery dataset also gets the platform's
+    cross-organization tables. Returns the row's id."""
+    return insert_one(conn, "saas", at=at, name=name, organization_id=organization_id, phone=phone,
+                      email=f"platform@{name.lower()}.example.org")
+
+
+def trial_user(conn: psycopg.Connection, username: str, email: str, phone: str, organization_name: str, *,
+               otp_entered: bool = False, at: datetime | None = None) -> int:
+    """Someone who signed up for a trial account on Glific's website (``trial_users``, no
+    organization of their own yet). Returns the row's id."""
+    return insert_one(conn, "trial_users", at=at, username=username, email=email, phone=phone,
+                      organization_name=organization_name, otp_entered=otp_entered)
 
 
 def bigquery_credential(conn: psycopg.Connection, organization_id: int, service_account: Mapping[str, Any] | str,
