@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     import psycopg
 
     from glific_bq.layouts import Shape
-    from glific_bq.registry import TableSpec
+    from glific_bq.catalog import TableSpec
 
 # Arrow's default allocator (jemalloc) keeps the freed buffers of pages already written; the
 # system allocator hands them back: a backfill's peak RSS 260 MB instead of 310, at the same
