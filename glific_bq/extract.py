@@ -34,8 +34,8 @@ from glific_bq.schema import Column
 if TYPE_CHECKING:
     import psycopg
 
-    from glific_bq.layouts import Shape
     from glific_bq.catalog import TableSpec
+    from glific_bq.layouts import Shape
 
 # Arrow's default allocator (jemalloc) keeps the freed buffers of pages already written; the
 # system allocator hands them back: a backfill's peak RSS 260 MB instead of 310, at the same
