@@ -5,9 +5,13 @@ rows again when the value changes (glific#4586). Here the change reaches them:
 
 1. ``detect``: per organization, the rows of each looked-up table changed since the last look
    (one index probe on ``(organization_id, updated_at)`` each) get a digest of the values
-   others copy; a digest that differs from the one kept in ``glific_bq_lookups`` queues a
-   refresh of every dependent table in ``glific_bq_refresh``. A changed row whose copied values
-   did not change (a contact field set by a flow, the usual case) queues nothing.
+   others copy; a digest that differs from the one kept in ``glific_bq_lookups``, or a row
+   without one (new since the last look: its dependents may have been sent before it was
+   renamed), queues a refresh of every dependent table in ``glific_bq_refresh``. A changed row
+   whose copied values did not change (a contact field set by a flow, the usual case) queues
+   nothing. The look moves like the sync's update cursor: up to the sync's horizon
+   (``extract.horizon``, which waits for transactions still writing), never past a change
+   still being committed; rows stamped exactly at the last position are looked at again.
 2. ``refresh`` (called by the sync of each dependent table): the queued rows, already sent,
    are sent again in their current version, in pages, as updates are; then the queue entries
    go. At most ``budget`` rows per call: a parent with more dependents (a flow renamed after a
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from datetime import datetime
 
 import psycopg
 
@@ -53,17 +58,18 @@ CREATE TABLE IF NOT EXISTS glific_bq_refresh (
 """
 
 _DETECT = """
-WITH current AS (
+WITH seen AS (  -- where the last look stopped; no row: this is the first look
+    SELECT updated_at FROM glific_bq_lookup_cursors WHERE organization_id = %(org)s AND parent = %(parent)s
+), current AS (
     SELECT p.id, p.updated_at, md5(row({columns})::text) AS digest
     FROM public.{parent} p
     WHERE p.organization_id = %(org)s
-      AND p.updated_at > COALESCE((SELECT updated_at FROM glific_bq_lookup_cursors
-                                   WHERE organization_id = %(org)s AND parent = %(parent)s), '-infinity')
-      AND p.updated_at < (clock_timestamp() AT TIME ZONE 'UTC') - interval '5 seconds'
-), changed AS (
+      AND p.updated_at >= COALESCE((SELECT updated_at FROM seen), '-infinity')
+      AND p.updated_at < %(horizon)s
+), changed AS (  -- a row without a digest is new since the last look: its dependents may copy an older value
     SELECT c.id FROM current c
-    JOIN glific_bq_lookups l ON l.organization_id = %(org)s AND l.parent = %(parent)s AND l.id = c.id
-    WHERE l.digest <> c.digest
+    LEFT JOIN glific_bq_lookups l ON l.organization_id = %(org)s AND l.parent = %(parent)s AND l.id = c.id
+    WHERE EXISTS (SELECT 1 FROM seen) AND l.digest IS DISTINCT FROM c.digest
 ), kept AS (
     INSERT INTO glific_bq_lookups (organization_id, parent, id, digest)
     SELECT %(org)s, %(parent)s, id, digest FROM current
@@ -76,8 +82,9 @@ WITH current AS (
     RETURNING 1
 ), moved AS (
     INSERT INTO glific_bq_lookup_cursors (organization_id, parent, updated_at)
-    SELECT %(org)s, %(parent)s, max(updated_at) FROM current HAVING max(updated_at) IS NOT NULL
-    ON CONFLICT (organization_id, parent) DO UPDATE SET updated_at = EXCLUDED.updated_at
+    SELECT %(org)s, %(parent)s, COALESCE((SELECT max(updated_at) FROM current), (SELECT updated_at FROM seen), '-infinity')
+    ON CONFLICT (organization_id, parent)
+    DO UPDATE SET updated_at = GREATEST(glific_bq_lookup_cursors.updated_at, EXCLUDED.updated_at)
 )
 SELECT (SELECT count(*) FROM current), (SELECT count(*) FROM queued)
 """
@@ -88,12 +95,16 @@ def ensure_tables(conn: psycopg.Connection) -> None:
 
 
 def detect(conn: psycopg.Connection, organization_id: int, looked_up: dict[str, tuple[str, ...]],
-           dependents: dict[str, list[str]]) -> int:
+           dependents: dict[str, list[str]], horizon: datetime) -> int:
     """Queue refreshes for the dependents of every looked-up row of this organization whose
-    copied values changed since the last look; returns the refreshes queued.
+    copied values changed since the last look, or that is new since then; returns the refreshes
+    queued.
 
     ``looked_up``: ``{parent table: columns others copy}``; ``dependents``: ``{parent table:
-    [dependent tables]}``. Parents the source lacks are skipped.
+    [dependent tables]}``. Parents the source lacks are skipped. ``horizon``: the sync's
+    (``extract.horizon``, read before this call): a row changed at or after it waits for a later
+    look, as it waits for the sync's update cursor, so that a change still being committed is
+    never passed.
     """
     ensure_tables(conn)
     queued = 0
@@ -103,7 +114,8 @@ def detect(conn: psycopg.Connection, organization_id: int, looked_up: dict[str, 
             continue
         statement = _DETECT.format(parent=parent, columns=", ".join(f"p.{c}" for c in columns))
         with conn.transaction():
-            _, count = conn.execute(statement, {"org": organization_id, "parent": parent, "tables": tables}).fetchone()
+            _, count = conn.execute(statement, {"org": organization_id, "parent": parent, "tables": tables,
+                                               "horizon": horizon}).fetchone()
         if count:
             log.info("organization %s: %s change(s) of looked-up %s values queued", organization_id, count, parent)
         queued += count

@@ -357,7 +357,10 @@ def _refresh(source, organization, spec, shape, watermark, timezone_name, option
     last = _detected.get(key)
     if last is None or time.monotonic() - last >= options.lookup_check_seconds:
         looked_up, dependents = layouts.lookup_sources()
-        lookups.detect(control, organization.id, looked_up, dependents)
+        reader.commit()
+        horizon = extract.horizon(reader, options.horizon_seconds)  # in a transaction of its own, before the look
+        reader.commit()
+        lookups.detect(control, organization.id, looked_up, dependents, horizon)
         _detected[key] = time.monotonic()
     pending = {p: ids for p, ids in lookups.queued(control, organization.id, spec.name).items()}
     for parent in [p for p in pending if p not in shape.refresh]:  # nothing here refers to it
