@@ -12,10 +12,13 @@ rows again when the value changes (glific#4586). Here the change reaches them:
    nothing. The look moves like the sync's update cursor: up to the sync's horizon
    (``extract.horizon``, which waits for transactions still writing), never past a change
    still being committed; rows stamped exactly at the last position are looked at again.
-2. ``refresh`` (called by the sync of each dependent table): the queued rows, already sent,
-   are sent again in their current version, in pages, as updates are; then the queue entries
-   go. At most ``budget`` rows per call: a parent with more dependents (a flow renamed after a
-   million messages) goes on at the next sync, never in one burst.
+2. the refresh (``sync._refresh``, in the sync of each dependent table): the rows referring to
+   a batch of queued parents (``next_batch``), already sent, are sent again in their current
+   version, in pages, in id order, as updates are. After each page BigQuery confirmed, the
+   batch's progress is kept (``progressed``): a sync stops after ``SyncOptions.refresh_rows``
+   rows (a flow renamed after a million messages goes on over many syncs, never in one burst),
+   and one that dies leaves the rest, not the whole batch, to the next. When a batch has no
+   rows left its queue entries go (``done``); one queued again meanwhile (renamed twice) stays.
 
 The state lives in the source database beside ``glific_bq_watermarks``. Cost: for each organization
 synced, one probe per looked-up table; per change of a copied value, the dependent rows once.
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import psycopg
@@ -55,6 +59,14 @@ CREATE TABLE IF NOT EXISTS glific_bq_refresh (
     id bigint NOT NULL,
     PRIMARY KEY (organization_id, "table", parent, id)
 );
+-- Added later (tables from before have neither: their refreshes start from the beginning).
+-- progress: the id of the last row of "table" sent again for this refresh and confirmed (0: none
+--   yet); the refreshes of one batch move together. queued: the transaction that queued it, so
+--   that a refresh queued again while it is being sent (renamed twice) is never marked done.
+ALTER TABLE glific_bq_refresh ADD COLUMN IF NOT EXISTS progress bigint NOT NULL DEFAULT 0,
+                              ADD COLUMN IF NOT EXISTS queued bigint NOT NULL DEFAULT 0;
+CREATE INDEX IF NOT EXISTS glific_bq_refresh_in_progress ON glific_bq_refresh (organization_id, "table")
+    WHERE progress > 0;
 """
 
 _DETECT = """
@@ -76,9 +88,11 @@ WITH seen AS (  -- where the last look stopped; no row: this is the first look
     ON CONFLICT (organization_id, parent, id) DO UPDATE SET digest = EXCLUDED.digest
     WHERE glific_bq_lookups.digest <> EXCLUDED.digest  -- most changes copy nothing: no write
 ), queued AS (
-    INSERT INTO glific_bq_refresh (organization_id, "table", parent, id)
-    SELECT %(org)s, d.name, %(parent)s, changed.id FROM changed CROSS JOIN unnest(%(tables)s::text[]) AS d(name)
-    ON CONFLICT DO NOTHING
+    INSERT INTO glific_bq_refresh (organization_id, "table", parent, id, queued)
+    SELECT %(org)s, d.name, %(parent)s, changed.id, txid_current()
+    FROM changed CROSS JOIN unnest(%(tables)s::text[]) AS d(name)
+    ON CONFLICT (organization_id, "table", parent, id)  -- changed again: sent again from the beginning
+    DO UPDATE SET progress = 0, queued = EXCLUDED.queued
     RETURNING 1
 ), moved AS (
     INSERT INTO glific_bq_lookup_cursors (organization_id, parent, updated_at)
@@ -122,37 +136,78 @@ def detect(conn: psycopg.Connection, organization_id: int, looked_up: dict[str, 
     return queued
 
 
-def queued(conn: psycopg.Connection, organization_id: int, table: str) -> dict[str, list[int]]:
-    """``{parent: [ids]}`` whose dependent rows of ``table`` wait to be sent again."""
+@dataclass(frozen=True)
+class Batch:
+    """Refreshes of one table sent together, by one query: ``ids``, the changed rows by looked-up
+    table (``{parent: [ids]}``, as ``extract.pages`` takes them); ``progress``, the id of the
+    last row already sent again for them (0: none yet), where the next page starts."""
+
+    organization_id: int
+    table: str
+    ids: dict[str, list[int]]
+    progress: int
+    queued: tuple[tuple[str, int, int], ...]  # (parent, id, queued) of each refresh
+
+
+#: Looked-up rows per batch: the rows referring to them are read by one query, in pages.
+BATCH_PARENTS = 1_000
+
+_BATCH = """
+SELECT parent, id, queued, progress FROM glific_bq_refresh
+WHERE organization_id = %(org)s AND "table" = %(table)s
+  AND progress = COALESCE((SELECT max(progress) FROM glific_bq_refresh  -- a batch under way goes on first
+                           WHERE organization_id = %(org)s AND "table" = %(table)s AND progress > 0), 0)
+ORDER BY parent, id
+LIMIT %(limit)s
+"""
+
+#: The refreshes of a batch (``_batch_values``), as ``FROM``/``USING`` and ``WHERE`` of ``r``.
+_BATCH_ROWS = "unnest(%(parents)s::text[], %(ids)s::bigint[], %(queued)s::bigint[]) AS b(parent, id, queued)"
+_IN_BATCH = """r.organization_id = %(org)s AND r."table" = %(table)s
+  AND (r.parent, r.id, r.queued) = (b.parent, b.id, b.queued)"""
+
+
+def next_batch(conn: psycopg.Connection, organization_id: int, table: str,
+               parents: int = BATCH_PARENTS) -> Batch | None:
+    """The refreshes of ``table`` to send next (None: nothing queued): the batch a sync left under
+    way, or else up to ``parents`` queued ones."""
     ensure_tables(conn)
-    rows = conn.execute(
-        'SELECT parent, array_agg(id ORDER BY id) FROM glific_bq_refresh '
-        'WHERE organization_id = %s AND "table" = %s GROUP BY parent ORDER BY parent',
-        (organization_id, table),
-    ).fetchall()
-    return {parent: ids for parent, ids in rows}
+    rows = conn.execute(_BATCH, {"org": organization_id, "table": table, "limit": parents}).fetchall()
+    if not rows:
+        return None
+    ids: dict[str, list[int]] = {}
+    for parent, id_, _, _ in rows:
+        ids.setdefault(parent, []).append(id_)
+    return Batch(organization_id, table, ids, rows[0][3], tuple((p, i, q) for p, i, q, _ in rows))
 
 
-def done(conn: psycopg.Connection, organization_id: int, table: str, parent: str, ids: Iterable[int]) -> None:
-    """Remove refreshes whose rows are confirmed in BigQuery."""
-    conn.execute(
-        'DELETE FROM glific_bq_refresh WHERE organization_id = %s AND "table" = %s AND parent = %s AND id = ANY(%s)',
-        (organization_id, table, parent, list(ids)),
-    )
+def _batch_values(batch: Batch) -> dict[str, object]:
+    parents, ids, queued = zip(*batch.queued, strict=True)
+    return {"org": batch.organization_id, "table": batch.table, "parents": list(parents), "ids": list(ids),
+            "queued": list(queued)}
 
 
-def take(pending: dict[str, list[int]], size: int) -> dict[str, list[int]]:
-    """Up to ``size`` ids out of ``pending`` (removed from it), by looked-up table: one refresh
-    query sends each dependent row once, however many of its lookups changed."""
-    batch: dict[str, list[int]] = {}
-    for parent in list(pending):
-        room = size - sum(map(len, batch.values()))
-        if room <= 0:
-            break
-        batch[parent], pending[parent] = pending[parent][:room], pending[parent][room:]
-        if not pending[parent]:
-            del pending[parent]
-    return batch
+def progressed(conn: psycopg.Connection, batch: Batch, last_id: int) -> Batch:
+    """Record that the rows of ``batch`` up to ``last_id`` are sent again and confirmed: a sync that
+    stops now goes on after them. Refreshes queued again meanwhile keep their own progress."""
+    conn.execute(f"UPDATE glific_bq_refresh r SET progress = %(progress)s FROM {_BATCH_ROWS} WHERE {_IN_BATCH}",
+                 {**_batch_values(batch), "progress": last_id})
+    return replace(batch, progress=last_id)
+
+
+def done(conn: psycopg.Connection, batch: Batch) -> None:
+    """Remove the refreshes of ``batch``: every row referring to them is sent again and confirmed.
+    A refresh queued again meanwhile stays, to be sent from the beginning."""
+    conn.execute(f"DELETE FROM glific_bq_refresh r USING {_BATCH_ROWS} WHERE {_IN_BATCH}",
+                 _batch_values(batch))
+
+
+def forget(conn: psycopg.Connection, organization_id: int, table: str, keep: Iterable[str]) -> None:
+    """Remove the refreshes of ``table`` for looked-up tables other than ``keep`` (those its rows
+    refer to now): nothing in it copies from them."""
+    ensure_tables(conn)
+    conn.execute('DELETE FROM glific_bq_refresh WHERE organization_id = %s AND "table" = %s AND parent <> ALL(%s)',
+                 (organization_id, table, list(keep)))
 
 
 def _has_columns(conn: psycopg.Connection, table: str, columns: tuple[str, ...]) -> bool:

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import psycopg
 
-from glific_bq import registry
+from glific_bq import layouts, lookups, registry
 from glific_bq.local import glific_writes as gw
 from glific_bq.sync import SyncOptions, sync_table
 from glific_bq.tenants import get_organization
@@ -23,16 +23,18 @@ NOW = datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(minutes=5)  # 
 LOOK = {"lookup_check_seconds": 0}
 
 
-def _world(db):
-    """One organization with two contacts, a flow, and a message of each contact in that flow."""
+def _world(db, more: int = 0):
+    """One organization with two contacts, a flow, and a message of each contact in that flow
+    (and ``more`` messages of the first one in it)."""
     org = add_organization(db, "Asia/Kolkata")
     bot = db.execute("SELECT contact_id FROM organizations WHERE id = %s", (org.id,)).fetchone()[0]
     at = NOW - timedelta(hours=1)
+    gw.update(db, "contacts", bot, at=at)  # the organization's own contact too, an hour ago: no change later
     asha = gw.contact(db, org.id, "919811111111", name="Asha", at=at)
     ravi = gw.contact(db, org.id, "919811111112", name="Ravi", at=at)
     flow = gw.flow(db, org.id, "Registration", at=at)
     messages = [gw.message(db, org.id, contact, bot, inbound=True, body="hi", flow_id=flow, at=at)
-                for contact in (asha, ravi)]
+                for contact in (asha, ravi, *[asha] * more)]
     return get_organization(db, org.id), {"asha": asha, "ravi": ravi, "flow": flow, "messages": messages, "bot": bot}
 
 
@@ -78,3 +80,87 @@ def test_a_rename_committed_late_reaches_its_messages(db, source, glific_warehou
 
         latest = _latest(warehouse)
         assert [latest[m]["contact_name"] for m in ids["messages"]] == ["Asha Devi", "Ravi Kumar"]
+
+
+
+def _versions(warehouse) -> dict[int, int]:
+    """How many versions of each message BigQuery holds."""
+    counts: dict[int, int] = {}
+    for row in warehouse_rows(warehouse, "messages"):
+        counts[row["id"]] = counts.get(row["id"], 0) + 1
+    return counts
+
+
+def test_a_flow_renamed_after_many_messages_is_sent_again_a_bounded_number_of_rows_per_sync(
+        db, source, glific_warehouse_config):
+    org, ids = _world(db, more=8)
+    with Warehouse(glific_warehouse_config, org) as warehouse:
+        _sync(source, warehouse, org, **LOOK)
+        gw.update(db, "flows", ids["flow"], at=NOW, name="Enrolment")
+
+        syncs = [_sync(source, warehouse, org, refresh_rows=4, page_rows=2, **LOOK) for _ in range(3)]
+
+        assert [s.refreshed for s in syncs] == [4, 4, 2]  # rows, not parents: one flow, ten messages
+        assert {r["flow_name"] for r in _latest(warehouse).values()} == {"Enrolment"}
+        assert set(_versions(warehouse).values()) == {2}  # each sent again once
+
+
+def test_a_sync_that_dies_while_sending_again_leaves_the_rest_for_the_next(db, source, glific_warehouse_config):
+    org, ids = _world(db, more=8)
+    with Warehouse(glific_warehouse_config, org) as warehouse:
+        _sync(source, warehouse, org, **LOOK)
+        gw.update(db, "flows", ids["flow"], at=NOW, name="Enrolment")
+        pages = []
+
+        def dies_at_the_third_page(step: str) -> None:
+            if step == "extracted":
+                pages.append(step)
+                if len(pages) == 3:
+                    raise RuntimeError("the worker died")
+
+        try:
+            sync_table(source, warehouse, org, MESSAGES, SyncOptions(page_rows=2, **LOOK), on_step=dies_at_the_third_page)
+        except RuntimeError:
+            pass
+        result = _sync(source, warehouse, org, page_rows=2, **LOOK)
+
+        assert len(pages) == 3 and result.refreshed == 6  # the two pages confirmed are not sent again
+        assert {r["flow_name"] for r in _latest(warehouse).values()} == {"Enrolment"}
+        assert set(_versions(warehouse).values()) == {2}
+
+
+
+def test_a_flow_renamed_again_while_its_messages_are_sent_again_gives_them_all_the_last_name(
+        db, source, glific_warehouse_config):
+    """The second rename is seen by another table's sync (its look queues the refresh again)
+    while this one sends the first: the pages sent before it carry the first name, so they are
+    sent again."""
+    org, ids = _world(db, more=4)
+    with Warehouse(glific_warehouse_config, org) as warehouse:
+        _sync(source, warehouse, org, **LOOK)
+        gw.update(db, "flows", ids["flow"], at=NOW, name="Enrolment")
+        pages = []
+
+        def renamed_again_at_the_first_page(step: str) -> None:
+            if step == "written" and not pages:
+                pages.append(step)
+                gw.update(db, "flows", ids["flow"], at=NOW + timedelta(seconds=1), name="Onboarding")
+                lookups.detect(db, org.id, *layouts.lookup_sources(), horizon=NOW + timedelta(seconds=2))
+
+        sync_table(source, warehouse, org, MESSAGES, SyncOptions(page_rows=2, **LOOK),
+                   on_step=renamed_again_at_the_first_page)
+        _sync(source, warehouse, org, **LOOK)
+
+        assert pages and {r["flow_name"] for r in _latest(warehouse).values()} == {"Onboarding"}
+
+
+def test_refreshes_queued_by_an_earlier_version_are_sent(db, source, glific_warehouse_config):
+    org, ids = _world(db)
+    db.execute("""CREATE TABLE glific_bq_refresh (organization_id bigint NOT NULL, "table" text NOT NULL,
+                  parent text NOT NULL, id bigint NOT NULL, PRIMARY KEY (organization_id, "table", parent, id))""")
+    db.execute("""INSERT INTO glific_bq_refresh VALUES (%s, 'messages', 'flows', %s)""", (org.id, ids["flow"]))
+    with Warehouse(glific_warehouse_config, org) as warehouse:
+        result = _sync(source, warehouse, org, **LOOK)
+
+    assert result.inserted == 2 and result.refreshed == 2
+    assert db.execute("SELECT count(*) FROM glific_bq_refresh").fetchone()[0] == 0
