@@ -4,12 +4,14 @@ on messages, ``flow_name`` on flow results…) when it sends them, and Glific ne
 rows again when the value changes (glific#4586). Here the change reaches them:
 
 1. ``detect``: per organization, the rows of each looked-up table changed since the last look
-   (one index probe on ``(organization_id, updated_at)`` each) get a digest of the values
-   others copy; a digest that differs from the one kept in ``glific_bq_lookups``, or a row
-   without one (new since the last look: its dependents may have been sent before it was
-   renamed), queues a refresh of every dependent table in ``glific_bq_refresh``. A changed row
-   whose copied values did not change (a contact field set by a flow, the usual case) queues
-   nothing. The look moves like the sync's update cursor: up to the sync's horizon
+   (one index probe on ``(organization_id, updated_at)`` each) get one digest per set of
+   columns some tables copy (``glific.COPIES``: messages copy a contact's phone and name,
+   contact histories its phone only); a digest that differs from the one kept in
+   ``glific_bq_lookup_digests``, or a row without one (new since the last look: its dependents
+   may have been sent before it was renamed), queues a refresh in ``glific_bq_refresh`` of the
+   tables copying those columns, and of no other. A changed row whose copied values did not
+   change (a contact field set by a flow, a staff login for every table but contacts, the usual
+   case) queues nothing. The look moves like the sync's update cursor: up to the sync's horizon
    (``extract.horizon``, which waits for transactions still writing), never past a change
    still being committed; rows stamped exactly at the last position are looked at again.
 2. the refresh (``sync._refresh``, in the sync of each dependent table): the rows referring to
@@ -21,8 +23,9 @@ rows again when the value changes (glific#4586). Here the change reaches them:
    rows left its queue entries go (``done``); one queued again meanwhile (renamed twice) stays.
 
 The state lives in the source database beside ``glific_bq_watermarks``. Cost: for each organization
-synced, one probe per looked-up table; per change of a copied value, the dependent rows once.
-The first look at an organization records the digests and sends nothing again.
+synced, one probe per looked-up table; per change of a copied value, the rows copying it once;
+per looked-up row new since the last look, its few dependents once. The first look at an
+organization records the digests and sends nothing again.
 """
 
 from __future__ import annotations
@@ -33,19 +36,26 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 import psycopg
+from psycopg import sql
 
 from glific_bq.source import ensure_state_tables
 
 log = logging.getLogger(__name__)
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS glific_bq_lookups (
+-- The digest of each set of copied columns (``copied``: their names, comma-separated) of each
+-- looked-up row, as last seen. It replaces glific_bq_lookups (one digest of every copied
+-- column, which cannot tell which tables copy what changed): without a digest, a row's next
+-- change is sent again to every table copying from it, so dropping those loses nothing.
+CREATE TABLE IF NOT EXISTS glific_bq_lookup_digests (
     organization_id bigint NOT NULL,
     parent text NOT NULL,
+    copied text NOT NULL,
     id bigint NOT NULL,
     digest text NOT NULL,
-    PRIMARY KEY (organization_id, parent, id)
+    PRIMARY KEY (organization_id, parent, copied, id)
 );
+DROP TABLE IF EXISTS glific_bq_lookups;
 CREATE TABLE IF NOT EXISTS glific_bq_lookup_cursors (
     organization_id bigint NOT NULL,
     parent text NOT NULL,
@@ -73,24 +83,25 @@ _DETECT = """
 WITH seen AS (  -- where the last look stopped; no row: this is the first look
     SELECT updated_at FROM glific_bq_lookup_cursors WHERE organization_id = %(org)s AND parent = %(parent)s
 ), current AS (
-    SELECT p.id, p.updated_at, md5(row({columns})::text) AS digest
-    FROM public.{parent} p
+    SELECT p.id, p.updated_at, s.copied, s.digest
+    FROM {parent} p CROSS JOIN LATERAL (VALUES {digests}) AS s(copied, digest)
     WHERE p.organization_id = %(org)s
       AND p.updated_at >= COALESCE((SELECT updated_at FROM seen), '-infinity')
       AND p.updated_at < %(horizon)s
 ), changed AS (  -- a row without a digest is new since the last look: its dependents may copy an older value
-    SELECT c.id FROM current c
-    LEFT JOIN glific_bq_lookups l ON l.organization_id = %(org)s AND l.parent = %(parent)s AND l.id = c.id
+    SELECT c.id, c.copied FROM current c
+    LEFT JOIN glific_bq_lookup_digests l
+           ON l.organization_id = %(org)s AND l.parent = %(parent)s AND l.copied = c.copied AND l.id = c.id
     WHERE EXISTS (SELECT 1 FROM seen) AND l.digest IS DISTINCT FROM c.digest
 ), kept AS (
-    INSERT INTO glific_bq_lookups (organization_id, parent, id, digest)
-    SELECT %(org)s, %(parent)s, id, digest FROM current
-    ON CONFLICT (organization_id, parent, id) DO UPDATE SET digest = EXCLUDED.digest
-    WHERE glific_bq_lookups.digest <> EXCLUDED.digest  -- most changes copy nothing: no write
+    INSERT INTO glific_bq_lookup_digests (organization_id, parent, copied, id, digest)
+    SELECT %(org)s, %(parent)s, copied, id, digest FROM current
+    ON CONFLICT (organization_id, parent, copied, id) DO UPDATE SET digest = EXCLUDED.digest
+    WHERE glific_bq_lookup_digests.digest <> EXCLUDED.digest  -- most changes copy nothing: no write
 ), queued AS (
     INSERT INTO glific_bq_refresh (organization_id, "table", parent, id, queued)
-    SELECT %(org)s, d.name, %(parent)s, changed.id, txid_current()
-    FROM changed CROSS JOIN unnest(%(tables)s::text[]) AS d(name)
+    SELECT DISTINCT %(org)s, d.name, %(parent)s, changed.id, txid_current()
+    FROM changed JOIN unnest(%(copied)s::text[], %(tables)s::text[]) AS d(copied, name) USING (copied)
     ON CONFLICT (organization_id, "table", parent, id)  -- changed again: sent again from the beginning
     DO UPDATE SET progress = 0, queued = EXCLUDED.queued
     RETURNING 1
@@ -100,7 +111,7 @@ WITH seen AS (  -- where the last look stopped; no row: this is the first look
     ON CONFLICT (organization_id, parent)
     DO UPDATE SET updated_at = GREATEST(glific_bq_lookup_cursors.updated_at, EXCLUDED.updated_at)
 )
-SELECT (SELECT count(*) FROM current), (SELECT count(*) FROM queued)
+SELECT (SELECT count(DISTINCT id) FROM current), (SELECT count(*) FROM queued)
 """
 
 def ensure_tables(conn: psycopg.Connection) -> None:
@@ -108,28 +119,37 @@ def ensure_tables(conn: psycopg.Connection) -> None:
     ensure_state_tables(conn, "lookups", _SCHEMA)
 
 
-def detect(conn: psycopg.Connection, organization_id: int, looked_up: dict[str, tuple[str, ...]],
-           dependents: dict[str, list[str]], horizon: datetime) -> int:
-    """Queue refreshes for the dependents of every looked-up row of this organization whose
-    copied values changed since the last look, or that is new since then; returns the refreshes
-    queued.
+def detect(conn: psycopg.Connection, organization_id: int,
+           copied: dict[str, dict[tuple[str, ...], list[str]]], horizon: datetime) -> int:
+    """Queue refreshes for the rows that copy a value of this organization's looked-up rows
+    that changed since the last look (or of a row new since then); returns the refreshes queued.
 
-    ``looked_up``: ``{parent table: columns others copy}``; ``dependents``: ``{parent table:
-    [dependent tables]}``. Parents the source lacks are skipped. ``horizon``: the sync's
+    ``copied``: ``{looked-up table: {columns: [tables copying exactly those]}}``
+    (``layouts.lookup_sources``): a change queues only the tables copying a changed column.
+    Looked-up tables or columns the source lacks are skipped. ``horizon``: the sync's
     (``extract.horizon``, read before this call): a row changed at or after it waits for a later
     look, as it waits for the sync's update cursor, so that a change still being committed is
     never passed.
     """
     ensure_tables(conn)
     queued = 0
-    for parent, columns in looked_up.items():
-        tables = dependents.get(parent)
-        if not tables or not _has_columns(conn, parent, ("organization_id", "updated_at", *columns)):
+    for parent, sets in copied.items():
+        present = _columns(conn, parent)
+        sets = {columns: tables for columns, tables in sets.items() if tables and set(columns) <= present}
+        if not sets or not {"organization_id", "updated_at"} <= present:
             continue
-        statement = _DETECT.format(parent=parent, columns=", ".join(f"p.{c}" for c in columns))
+        labels = {columns: ",".join(columns) for columns in sets}
+        digests = sql.SQL(", ").join(
+            sql.SQL("({}, md5(row({})::text))").format(
+                sql.Literal(labels[columns]), sql.SQL(", ").join(sql.Identifier("p", c) for c in columns))
+            for columns in sets)
+        statement = sql.SQL(_DETECT).format(parent=sql.Identifier("public", parent), digests=digests)
+        pairs = [(labels[columns], table) for columns, tables in sets.items() for table in tables]
         with conn.transaction():
-            _, count = conn.execute(statement, {"org": organization_id, "parent": parent, "tables": tables,
-                                               "horizon": horizon}).fetchone()
+            _, count = conn.execute(statement, {
+                "org": organization_id, "parent": parent, "horizon": horizon,
+                "copied": [label for label, _ in pairs], "tables": [table for _, table in pairs],
+            }).fetchone()
         if count:
             log.info("organization %s: %s change(s) of looked-up %s values queued", organization_id, count, parent)
         queued += count
@@ -210,9 +230,8 @@ def forget(conn: psycopg.Connection, organization_id: int, table: str, keep: Ite
                  (organization_id, table, list(keep)))
 
 
-def _has_columns(conn: psycopg.Connection, table: str, columns: tuple[str, ...]) -> bool:
-    found = conn.execute(
-        "SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = ANY(%s) AND NOT attisdropped",
-        (f"public.{table}", list(columns)),
-    ).fetchone()[0]
-    return found == len(set(columns))
+def _columns(conn: psycopg.Connection, table: str) -> set[str]:
+    """The columns of ``public.<table>`` (none if it does not exist)."""
+    rows = conn.execute("SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attnum > 0 "
+                        "AND NOT attisdropped", (f"public.{table}",)).fetchall()
+    return {name for (name,) in rows}

@@ -358,11 +358,10 @@ def _refresh(source, organization, spec, shape, watermark, timezone_name, option
     key = (source.url, organization.id)
     last = _detected.get(key)
     if last is None or time.monotonic() - last >= options.lookup_check_seconds:
-        looked_up, dependents = layouts.lookup_sources()
         reader.commit()
         horizon = extract.horizon(reader, options.horizon_seconds)  # in a transaction of its own, before the look
         reader.commit()
-        lookups.detect(control, organization.id, looked_up, dependents, horizon)
+        lookups.detect(control, organization.id, layouts.lookup_sources(), horizon)
         _detected[key] = time.monotonic()
     lookups.forget(control, organization.id, spec.name, keep=shape.refresh)  # nothing here refers to the others
     query = extract.build_query(shape, Pass.REFRESH)
