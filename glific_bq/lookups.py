@@ -13,7 +13,9 @@ rows again when the value changes (glific#4586). Here the change reaches them:
    change (a contact field set by a flow, a staff login for every table but contacts, the usual
    case) queues nothing. The look moves like the sync's update cursor: up to the sync's horizon
    (``extract.horizon``, which waits for transactions still writing), never past a change
-   still being committed; rows stamped exactly at the last position are looked at again.
+   still being committed. Every row stamped before the horizon is visible when it is read, so
+   the next look starts strictly after the newest one seen (a bulk update stamping thousands
+   of rows alike is not read again at every look).
 2. the refresh (``sync._refresh``, in the sync of each dependent table): the rows referring to
    a batch of queued parents (``next_batch``), already sent, are sent again in their current
    version, in pages, in id order, as updates are. After each page BigQuery confirmed, the
@@ -86,7 +88,7 @@ WITH seen AS (  -- where the last look stopped; no row: this is the first look
     SELECT p.id, p.updated_at, s.copied, s.digest
     FROM {parent} p CROSS JOIN LATERAL (VALUES {digests}) AS s(copied, digest)
     WHERE p.organization_id = %(org)s
-      AND p.updated_at >= COALESCE((SELECT updated_at FROM seen), '-infinity')
+      AND p.updated_at > COALESCE((SELECT updated_at FROM seen), '-infinity')
       AND p.updated_at < %(horizon)s
 ), changed AS (  -- a row without a digest is new since the last look: its dependents may copy an older value
     SELECT c.id, c.copied FROM current c
