@@ -176,9 +176,10 @@ BATCH_PARENTS = 1_000
 
 _BATCH = """
 SELECT parent, id, queued, progress FROM glific_bq_refresh
-WHERE organization_id = %(org)s AND "table" = %(table)s
+WHERE organization_id = %(org)s AND "table" = %(table)s AND parent = ANY(%(parents)s)
   AND progress = COALESCE((SELECT max(progress) FROM glific_bq_refresh  -- a batch under way goes on first
-                           WHERE organization_id = %(org)s AND "table" = %(table)s AND progress > 0), 0)
+                           WHERE organization_id = %(org)s AND "table" = %(table)s AND parent = ANY(%(parents)s)
+                             AND progress > 0), 0)
 ORDER BY parent, id
 LIMIT %(limit)s
 """
@@ -189,12 +190,13 @@ _IN_BATCH = """r.organization_id = %(org)s AND r."table" = %(table)s
   AND (r.parent, r.id, r.queued) = (b.parent, b.id, b.queued)"""
 
 
-def next_batch(conn: psycopg.Connection, organization_id: int, table: str,
-               parents: int = BATCH_PARENTS) -> Batch | None:
-    """The refreshes of ``table`` to send next (None: nothing queued): the batch a sync left under
-    way, or else up to ``parents`` queued ones."""
+def next_batch(conn: psycopg.Connection, organization_id: int, table: str, parents: Iterable[str],
+               size: int = BATCH_PARENTS) -> Batch | None:
+    """The refreshes of ``table`` for changes of the looked-up tables ``parents`` to send next
+    (None: nothing queued): the batch a sync left under way, or else up to ``size`` queued ones."""
     ensure_tables(conn)
-    rows = conn.execute(_BATCH, {"org": organization_id, "table": table, "limit": parents}).fetchall()
+    rows = conn.execute(_BATCH, {"org": organization_id, "table": table, "parents": list(parents),
+                                 "limit": size}).fetchall()
     if not rows:
         return None
     ids: dict[str, list[int]] = {}

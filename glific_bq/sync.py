@@ -22,7 +22,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import NamedTuple
 
@@ -364,10 +364,14 @@ def _refresh(source, organization, spec, shape, watermark, timezone_name, option
         lookups.detect(control, organization.id, layouts.lookup_sources(), horizon)
         _detected[key] = time.monotonic()
     lookups.forget(control, organization.id, spec.name, keep=shape.refresh)  # nothing here refers to the others
-    query = extract.build_query(shape, Pass.REFRESH)
     read = sent = 0
-    while read < options.refresh_rows and (batch := lookups.next_batch(control, organization.id, spec.name)):
+    while read < options.refresh_rows and (batch := lookups.next_batch(control, organization.id, spec.name,
+                                                                       shape.refresh)):
         limit, batch_read = options.refresh_rows - read, 0
+        # Only the references to the batch's looked-up tables, so that PostgreSQL can use their
+        # indexes: one reference without an index (messages.user_id in Glific's schema) makes it
+        # scan the table.
+        query = extract.build_query(replace(shape, refresh={p: shape.refresh[p] for p in batch.ids}), Pass.REFRESH)
         reader.commit()
         for page in extract.pages(
             reader, query, Pass.REFRESH, organization_id=organization.id, timezone=timezone_name,
