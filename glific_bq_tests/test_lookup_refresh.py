@@ -204,11 +204,11 @@ def test_editing_a_flows_keywords_sends_nothing_again(db, source, glific_warehou
 
 def _copied(text: str, parents: set[str]) -> dict[str, set[str]]:
     """``{looked-up table: columns}`` that SQL over aliased tables (``public.contacts c``) reads
-    from them, ids aside."""
+    from them, keys aside (its id, and its organization: every read is tenant-bound)."""
     found: dict[str, set[str]] = {}
     for table, alias in re.findall(r"public\.(\w+) (\w+)", text):
         if table in parents:
-            found.setdefault(table, set()).update(set(re.findall(rf"\b{alias}\.(\w+)", text)) - {"id"})
+            found.setdefault(table, set()).update(set(re.findall(rf"\b{alias}\.(\w+)", text)) - {"id", "organization_id"})
     return found
 
 
