@@ -95,7 +95,8 @@ TIMEZONE = _setting("timezone", "text")
 _CURSOR_TS = _setting("cursor_ts", "timestamp")
 _CURSOR_ID = _setting("cursor_id", "bigint")
 _HORIZON = _setting("horizon", "timestamp")
-_SETTINGS = ("organization_id", "id_bound", "ids", "limit", "timezone", "cursor_ts", "cursor_id", "horizon")
+_AFTER = _setting("after_id", "bigint")
+_SETTINGS = ("organization_id", "id_bound", "ids", "limit", "timezone", "cursor_ts", "cursor_id", "horizon", "after_id")
 
 
 def bind(reader, export_snapshot: bool = False, **values: object) -> str | None:
@@ -124,8 +125,9 @@ def build_query(shape: Shape, pass_: Pass, schema: str = "public") -> str:
     ``id_bound`` (``ids``, comma-separated, for ``BY_ID``), ``limit``, ``timezone``, and for the
     update pass ``cursor_ts``/``cursor_id`` (the cursor) and ``horizon``: rows changed at or
     after it are left for a later sync (see ``horizon``). ``REFRESH`` reads the rows already
-    sent (``id <= id_bound``) that refer to one of ``ids`` (``refresh_ids``: a JSON object of id
-    lists by looked-up table), as ``shape.refresh`` says how, each row once.
+    sent (``after_id < id <= id_bound``: ``after_id`` is where an earlier sync's refresh stopped)
+    that refer to one of ``ids`` (``refresh_ids``: a JSON object of id lists by looked-up table),
+    as ``shape.refresh`` says how, each row once.
     """
     cursor_expr = shape.cursor or sql.SQL("NULL::timestamp")
     filters = [f for f in (shape.where, shape.update_where if pass_ is Pass.UPDATE else None) if f is not None]
@@ -157,7 +159,8 @@ def build_query(shape: Shape, pass_: Pass, schema: str = "public") -> str:
                 _IDS, sql.Literal(parent)))
             for parent, keys in shape.refresh.items() for key in keys
         ]
-        conditions.append(sql.SQL("t.id <= {} AND ({})").format(_ID, sql.SQL(" OR ").join(matches)))
+        conditions.append(sql.SQL("t.id > {} AND t.id <= {} AND ({})").format(
+            _AFTER, _ID, sql.SQL(" OR ").join(matches)))
         order = sql.SQL("t.id")
     else:
         conditions.append(sql.SQL("t.id <= {} AND ({}, t.id) > ({}, {}) AND {} < {}").format(
@@ -216,6 +219,7 @@ def pages(
     cursor: tuple[datetime, int] | None = None,
     horizon: datetime | None = None,
     refresh_ids: dict[str, list[int]] | None = None,
+    after_id: int = 0,
     page_rows: int,
     max_rows: int | None = None,
     export_snapshot: bool = False,
@@ -234,7 +238,7 @@ def pages(
     snapshot = bind(reader, export_snapshot, organization_id=organization_id, timezone=timezone, id_bound=id_bound,
          limit=max_rows if max_rows is not None else 2**62,
          cursor_ts=cursor[0] if cursor else None, cursor_id=cursor[1] if cursor else None, horizon=horizon,
-         ids=json.dumps(refresh_ids) if refresh_ids is not None else None)
+         ids=json.dumps(refresh_ids) if refresh_ids is not None else None, after_id=after_id)
     with reader.cursor() as cur:
         cur.execute(query)
         gathered: list[pa.RecordBatch] = []  # record batches (or parts) of the next page

@@ -4,39 +4,60 @@ on messages, ``flow_name`` on flow results…) when it sends them, and Glific ne
 rows again when the value changes (glific#4586). Here the change reaches them:
 
 1. ``detect``: per organization, the rows of each looked-up table changed since the last look
-   (one index probe on ``(organization_id, updated_at)`` each) get a digest of the values
-   others copy; a digest that differs from the one kept in ``glific_bq_lookups`` queues a
-   refresh of every dependent table in ``glific_bq_refresh``. A changed row whose copied values
-   did not change (a contact field set by a flow, the usual case) queues nothing.
-2. ``refresh`` (called by the sync of each dependent table): the queued rows, already sent,
-   are sent again in their current version, in pages, as updates are; then the queue entries
-   go. At most ``budget`` rows per call: a parent with more dependents (a flow renamed after a
-   million messages) goes on at the next sync, never in one burst.
+   (one index probe on ``(organization_id, updated_at)`` each) get one digest per set of
+   columns some tables copy (``glific.COPIES``: messages copy a contact's phone and name,
+   contact histories its phone only); a digest that differs from the one kept in
+   ``glific_bq_lookup_digests``, or a row without one (new since the last look: its dependents
+   may have been sent before it was renamed), queues a refresh in ``glific_bq_refresh`` of the
+   tables copying those columns, and of no other. A changed row whose copied values did not
+   change (a contact field set by a flow, a staff login for every table but contacts, the usual
+   case) queues nothing. The look moves like the sync's update cursor: up to the sync's horizon
+   (``extract.horizon``, which waits for transactions still writing), never past a change
+   still being committed. Every row stamped before the horizon is visible when it is read, so
+   the next look starts strictly after the newest one seen (a bulk update stamping thousands
+   of rows alike is not read again at every look).
+2. the refresh (``sync._refresh``, in the sync of each dependent table): the rows referring to
+   a batch of queued parents (``next_batch``), already sent, are sent again in their current
+   version, in pages, in id order, as updates are. After each page BigQuery confirmed, the
+   batch's progress is kept (``progressed``): a sync stops after ``SyncOptions.refresh_rows``
+   rows (a flow renamed after a million messages goes on over many syncs, never in one burst),
+   and one that dies leaves the rest, not the whole batch, to the next. When a batch has no
+   rows left its queue entries go (``done``); one queued again meanwhile (renamed twice) stays.
 
 The state lives in the source database beside ``glific_bq_watermarks``. Cost: for each organization
-synced, one probe per looked-up table; per change of a copied value, the dependent rows once.
-The first look at an organization records the digests and sends nothing again.
+synced, one probe per looked-up table; per change of a copied value, the rows copying it once;
+per looked-up row new since the last look, its few dependents once. The first look at an
+organization records the digests and sends nothing again.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from datetime import datetime
 
 import psycopg
+from psycopg import sql
 
 from glific_bq.source import ensure_state_tables
 
 log = logging.getLogger(__name__)
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS glific_bq_lookups (
+-- The digest of each set of copied columns (``copied``: their names, comma-separated) of each
+-- looked-up row, as last seen. It replaces glific_bq_lookups (one digest of every copied
+-- column, which cannot tell which tables copy what changed): without a digest, a row's next
+-- change is sent again to every table copying from it, so dropping those loses nothing.
+CREATE TABLE IF NOT EXISTS glific_bq_lookup_digests (
     organization_id bigint NOT NULL,
     parent text NOT NULL,
+    copied text NOT NULL,
     id bigint NOT NULL,
     digest text NOT NULL,
-    PRIMARY KEY (organization_id, parent, id)
+    PRIMARY KEY (organization_id, parent, copied, id)
 );
+DROP TABLE IF EXISTS glific_bq_lookups;
 CREATE TABLE IF NOT EXISTS glific_bq_lookup_cursors (
     organization_id bigint NOT NULL,
     parent text NOT NULL,
@@ -50,36 +71,49 @@ CREATE TABLE IF NOT EXISTS glific_bq_refresh (
     id bigint NOT NULL,
     PRIMARY KEY (organization_id, "table", parent, id)
 );
+-- Added later (tables from before have neither: their refreshes start from the beginning).
+-- progress: the id of the last row of "table" sent again for this refresh and confirmed (0: none
+--   yet); the refreshes of one batch move together. queued: the transaction that queued it, so
+--   that a refresh queued again while it is being sent (renamed twice) is never marked done.
+ALTER TABLE glific_bq_refresh ADD COLUMN IF NOT EXISTS progress bigint NOT NULL DEFAULT 0,
+                              ADD COLUMN IF NOT EXISTS queued bigint NOT NULL DEFAULT 0;
+CREATE INDEX IF NOT EXISTS glific_bq_refresh_in_progress ON glific_bq_refresh (organization_id, "table")
+    WHERE progress > 0;
 """
 
 _DETECT = """
-WITH current AS (
-    SELECT p.id, p.updated_at, md5(row({columns})::text) AS digest
-    FROM public.{parent} p
+WITH seen AS (  -- where the last look stopped; no row: this is the first look
+    SELECT updated_at FROM glific_bq_lookup_cursors WHERE organization_id = %(org)s AND parent = %(parent)s
+), current AS (
+    SELECT p.id, p.updated_at, s.copied, s.digest
+    FROM {parent} p CROSS JOIN LATERAL (VALUES {digests}) AS s(copied, digest)
     WHERE p.organization_id = %(org)s
-      AND p.updated_at > COALESCE((SELECT updated_at FROM glific_bq_lookup_cursors
-                                   WHERE organization_id = %(org)s AND parent = %(parent)s), '-infinity')
-      AND p.updated_at < (clock_timestamp() AT TIME ZONE 'UTC') - interval '5 seconds'
-), changed AS (
-    SELECT c.id FROM current c
-    JOIN glific_bq_lookups l ON l.organization_id = %(org)s AND l.parent = %(parent)s AND l.id = c.id
-    WHERE l.digest <> c.digest
+      AND p.updated_at > COALESCE((SELECT updated_at FROM seen), '-infinity')
+      AND p.updated_at < %(horizon)s
+), changed AS (  -- a row without a digest is new since the last look: its dependents may copy an older value
+    SELECT c.id, c.copied FROM current c
+    LEFT JOIN glific_bq_lookup_digests l
+           ON l.organization_id = %(org)s AND l.parent = %(parent)s AND l.copied = c.copied AND l.id = c.id
+    WHERE EXISTS (SELECT 1 FROM seen) AND l.digest IS DISTINCT FROM c.digest
 ), kept AS (
-    INSERT INTO glific_bq_lookups (organization_id, parent, id, digest)
-    SELECT %(org)s, %(parent)s, id, digest FROM current
-    ON CONFLICT (organization_id, parent, id) DO UPDATE SET digest = EXCLUDED.digest
-    WHERE glific_bq_lookups.digest <> EXCLUDED.digest  -- most changes copy nothing: no write
+    INSERT INTO glific_bq_lookup_digests (organization_id, parent, copied, id, digest)
+    SELECT %(org)s, %(parent)s, copied, id, digest FROM current
+    ON CONFLICT (organization_id, parent, copied, id) DO UPDATE SET digest = EXCLUDED.digest
+    WHERE glific_bq_lookup_digests.digest <> EXCLUDED.digest  -- most changes copy nothing: no write
 ), queued AS (
-    INSERT INTO glific_bq_refresh (organization_id, "table", parent, id)
-    SELECT %(org)s, d.name, %(parent)s, changed.id FROM changed CROSS JOIN unnest(%(tables)s::text[]) AS d(name)
-    ON CONFLICT DO NOTHING
+    INSERT INTO glific_bq_refresh (organization_id, "table", parent, id, queued)
+    SELECT DISTINCT %(org)s, d.name, %(parent)s, changed.id, txid_current()
+    FROM changed JOIN unnest(%(copied)s::text[], %(tables)s::text[]) AS d(copied, name) USING (copied)
+    ON CONFLICT (organization_id, "table", parent, id)  -- changed again: sent again from the beginning
+    DO UPDATE SET progress = 0, queued = EXCLUDED.queued
     RETURNING 1
 ), moved AS (
     INSERT INTO glific_bq_lookup_cursors (organization_id, parent, updated_at)
-    SELECT %(org)s, %(parent)s, max(updated_at) FROM current HAVING max(updated_at) IS NOT NULL
-    ON CONFLICT (organization_id, parent) DO UPDATE SET updated_at = EXCLUDED.updated_at
+    SELECT %(org)s, %(parent)s, COALESCE((SELECT max(updated_at) FROM current), (SELECT updated_at FROM seen), '-infinity')
+    ON CONFLICT (organization_id, parent)
+    DO UPDATE SET updated_at = GREATEST(glific_bq_lookup_cursors.updated_at, EXCLUDED.updated_at)
 )
-SELECT (SELECT count(*) FROM current), (SELECT count(*) FROM queued)
+SELECT (SELECT count(DISTINCT id) FROM current), (SELECT count(*) FROM queued)
 """
 
 def ensure_tables(conn: psycopg.Connection) -> None:
@@ -87,65 +121,121 @@ def ensure_tables(conn: psycopg.Connection) -> None:
     ensure_state_tables(conn, "lookups", _SCHEMA)
 
 
-def detect(conn: psycopg.Connection, organization_id: int, looked_up: dict[str, tuple[str, ...]],
-           dependents: dict[str, list[str]]) -> int:
-    """Queue refreshes for the dependents of every looked-up row of this organization whose
-    copied values changed since the last look; returns the refreshes queued.
+def detect(conn: psycopg.Connection, organization_id: int,
+           copied: dict[str, dict[tuple[str, ...], list[str]]], horizon: datetime) -> int:
+    """Queue refreshes for the rows that copy a value of this organization's looked-up rows
+    that changed since the last look (or of a row new since then); returns the refreshes queued.
 
-    ``looked_up``: ``{parent table: columns others copy}``; ``dependents``: ``{parent table:
-    [dependent tables]}``. Parents the source lacks are skipped.
+    ``copied``: ``{looked-up table: {columns: [tables copying exactly those]}}``
+    (``layouts.lookup_sources``): a change queues only the tables copying a changed column.
+    Looked-up tables or columns the source lacks are skipped. ``horizon``: the sync's
+    (``extract.horizon``, read before this call): a row changed at or after it waits for a later
+    look, as it waits for the sync's update cursor, so that a change still being committed is
+    never passed.
     """
     ensure_tables(conn)
     queued = 0
-    for parent, columns in looked_up.items():
-        tables = dependents.get(parent)
-        if not tables or not _has_columns(conn, parent, ("organization_id", "updated_at", *columns)):
+    for parent, sets in copied.items():
+        present = _columns(conn, parent)
+        sets = {columns: tables for columns, tables in sets.items() if tables and set(columns) <= present}
+        if not sets or not {"organization_id", "updated_at"} <= present:
             continue
-        statement = _DETECT.format(parent=parent, columns=", ".join(f"p.{c}" for c in columns))
+        labels = {columns: ",".join(columns) for columns in sets}
+        digests = sql.SQL(", ").join(
+            sql.SQL("({}, md5(row({})::text))").format(
+                sql.Literal(labels[columns]), sql.SQL(", ").join(sql.Identifier("p", c) for c in columns))
+            for columns in sets)
+        statement = sql.SQL(_DETECT).format(parent=sql.Identifier("public", parent), digests=digests)
+        pairs = [(labels[columns], table) for columns, tables in sets.items() for table in tables]
         with conn.transaction():
-            _, count = conn.execute(statement, {"org": organization_id, "parent": parent, "tables": tables}).fetchone()
+            _, count = conn.execute(statement, {
+                "org": organization_id, "parent": parent, "horizon": horizon,
+                "copied": [label for label, _ in pairs], "tables": [table for _, table in pairs],
+            }).fetchone()
         if count:
             log.info("organization %s: %s change(s) of looked-up %s values queued", organization_id, count, parent)
         queued += count
     return queued
 
 
-def queued(conn: psycopg.Connection, organization_id: int, table: str) -> dict[str, list[int]]:
-    """``{parent: [ids]}`` whose dependent rows of ``table`` wait to be sent again."""
+@dataclass(frozen=True)
+class Batch:
+    """Refreshes of one table sent together, by one query: ``ids``, the changed rows by looked-up
+    table (``{parent: [ids]}``, as ``extract.pages`` takes them); ``progress``, the id of the
+    last row already sent again for them (0: none yet), where the next page starts."""
+
+    organization_id: int
+    table: str
+    ids: dict[str, list[int]]
+    progress: int
+    queued: tuple[tuple[str, int, int], ...]  # (parent, id, queued) of each refresh
+
+
+#: Looked-up rows per batch: the rows referring to them are read by one query, in pages.
+BATCH_PARENTS = 1_000
+
+_BATCH = """
+SELECT parent, id, queued, progress FROM glific_bq_refresh
+WHERE organization_id = %(org)s AND "table" = %(table)s AND parent = ANY(%(parents)s)
+  AND progress = COALESCE((SELECT max(progress) FROM glific_bq_refresh  -- a batch under way goes on first
+                           WHERE organization_id = %(org)s AND "table" = %(table)s AND parent = ANY(%(parents)s)
+                             AND progress > 0), 0)
+ORDER BY parent, id
+LIMIT %(limit)s
+"""
+
+#: The refreshes of a batch (``_batch_values``), as ``FROM``/``USING`` and ``WHERE`` of ``r``.
+_BATCH_ROWS = "unnest(%(parents)s::text[], %(ids)s::bigint[], %(queued)s::bigint[]) AS b(parent, id, queued)"
+_IN_BATCH = """r.organization_id = %(org)s AND r."table" = %(table)s
+  AND (r.parent, r.id, r.queued) = (b.parent, b.id, b.queued)"""
+
+
+def next_batch(conn: psycopg.Connection, organization_id: int, table: str, parents: Iterable[str],
+               size: int = BATCH_PARENTS) -> Batch | None:
+    """The refreshes of ``table`` for changes of the looked-up tables ``parents`` to send next
+    (None: nothing queued): the batch a sync left under way, or else up to ``size`` queued ones."""
     ensure_tables(conn)
-    rows = conn.execute(
-        'SELECT parent, array_agg(id ORDER BY id) FROM glific_bq_refresh '
-        'WHERE organization_id = %s AND "table" = %s GROUP BY parent ORDER BY parent',
-        (organization_id, table),
-    ).fetchall()
-    return {parent: ids for parent, ids in rows}
+    rows = conn.execute(_BATCH, {"org": organization_id, "table": table, "parents": list(parents),
+                                 "limit": size}).fetchall()
+    if not rows:
+        return None
+    ids: dict[str, list[int]] = {}
+    for parent, id_, _, _ in rows:
+        ids.setdefault(parent, []).append(id_)
+    return Batch(organization_id, table, ids, rows[0][3], tuple((p, i, q) for p, i, q, _ in rows))
 
 
-def done(conn: psycopg.Connection, organization_id: int, table: str, parent: str, ids: Iterable[int]) -> None:
-    """Remove refreshes whose rows are confirmed in BigQuery."""
-    conn.execute(
-        'DELETE FROM glific_bq_refresh WHERE organization_id = %s AND "table" = %s AND parent = %s AND id = ANY(%s)',
-        (organization_id, table, parent, list(ids)),
-    )
+def _batch_values(batch: Batch) -> dict[str, object]:
+    parents, ids, queued = zip(*batch.queued, strict=True)
+    return {"org": batch.organization_id, "table": batch.table, "parents": list(parents), "ids": list(ids),
+            "queued": list(queued)}
 
 
-def take(pending: dict[str, list[int]], size: int) -> dict[str, list[int]]:
-    """Up to ``size`` ids out of ``pending`` (removed from it), by looked-up table: one refresh
-    query sends each dependent row once, however many of its lookups changed."""
-    batch: dict[str, list[int]] = {}
-    for parent in list(pending):
-        room = size - sum(map(len, batch.values()))
-        if room <= 0:
-            break
-        batch[parent], pending[parent] = pending[parent][:room], pending[parent][room:]
-        if not pending[parent]:
-            del pending[parent]
-    return batch
+def progressed(conn: psycopg.Connection, batch: Batch, last_id: int) -> Batch:
+    """Record that the rows of ``batch`` up to ``last_id`` are sent again and confirmed: a sync that
+    stops now goes on after them. Refreshes queued again meanwhile keep their own progress."""
+    conn.execute(f"UPDATE glific_bq_refresh r SET progress = %(progress)s FROM {_BATCH_ROWS} WHERE {_IN_BATCH}",
+                 {**_batch_values(batch), "progress": last_id})
+    return replace(batch, progress=last_id)
 
 
-def _has_columns(conn: psycopg.Connection, table: str, columns: tuple[str, ...]) -> bool:
-    found = conn.execute(
-        "SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = ANY(%s) AND NOT attisdropped",
-        (f"public.{table}", list(columns)),
-    ).fetchone()[0]
-    return found == len(set(columns))
+def done(conn: psycopg.Connection, batch: Batch) -> None:
+    """Remove the refreshes of ``batch``: every row referring to them is sent again and confirmed.
+    A refresh queued again meanwhile stays, to be sent from the beginning."""
+    conn.execute(f"DELETE FROM glific_bq_refresh r USING {_BATCH_ROWS} WHERE {_IN_BATCH}",
+                 _batch_values(batch))
+
+
+def forget(conn: psycopg.Connection, organization_id: int, table: str, keep: Iterable[str]) -> None:
+    """Remove the refreshes of ``table`` for looked-up tables other than ``keep`` (those its rows
+    refer to now): nothing in it copies from them."""
+    ensure_tables(conn)
+    conn.execute('DELETE FROM glific_bq_refresh WHERE organization_id = %s AND "table" = %s AND parent <> ALL(%s)',
+                 (organization_id, table, list(keep)))
+
+
+def _columns(conn: psycopg.Connection, table: str) -> set[str]:
+    """The columns of ``public.<table>`` (none if it does not exist)."""
+    rows = conn.execute("SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attnum > 0 "
+                        "AND NOT attisdropped", (f"public.{table}",)).fetchall()
+    return {name for (name,) in rows}

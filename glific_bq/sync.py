@@ -22,7 +22,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import NamedTuple
 
@@ -366,33 +366,42 @@ _detected: dict[tuple[str, int], float] = {}
 
 
 def _refresh(source, organization, spec, shape, watermark, timezone_name, options, write) -> int:
-    """Send again the rows of ``spec`` whose looked-up values changed (``glific_bq.lookups``),
-    at most ``options.refresh_rows`` (whole groups of parents) per call."""
+    """Send again the rows of ``spec`` whose looked-up values changed (``glific_bq.lookups``):
+    at most ``options.refresh_rows`` rows read per call, the progress of each batch kept after
+    every confirmed page, so that a parent with more dependents (a flow renamed after a million
+    messages) goes on at the next sync where this one stopped, even if this one dies."""
     control, reader = source.control, source.reader
     key = (source.url, organization.id)
     last = _detected.get(key)
     if last is None or time.monotonic() - last >= options.lookup_check_seconds:
-        looked_up, dependents = layouts.lookup_sources()
-        lookups.detect(control, organization.id, looked_up, dependents)
+        reader.commit()
+        horizon = extract.horizon(reader, options.horizon_seconds)  # in a transaction of its own, before the look
+        reader.commit()
+        lookups.detect(control, organization.id, layouts.lookup_sources(), horizon)
         _detected[key] = time.monotonic()
-    pending = {p: ids for p, ids in lookups.queued(control, organization.id, spec.name).items()}
-    for parent in [p for p in pending if p not in shape.refresh]:  # nothing here refers to it
-        lookups.done(control, organization.id, spec.name, parent, pending.pop(parent))
-    query = extract.build_query(shape, Pass.REFRESH)
-    sent = 0
-    while pending and sent < options.refresh_rows:
-        batch = lookups.take(pending, 1_000)
+    lookups.forget(control, organization.id, spec.name, keep=shape.refresh)  # nothing here refers to the others
+    read = sent = 0
+    while read < options.refresh_rows and (batch := lookups.next_batch(control, organization.id, spec.name,
+                                                                       shape.refresh)):
+        limit, batch_read = options.refresh_rows - read, 0
+        # Only the references to the batch's looked-up tables, so that PostgreSQL can use their
+        # indexes: one reference without an index (messages.user_id in Glific's schema) makes it
+        # scan the table.
+        query = extract.build_query(replace(shape, refresh={p: shape.refresh[p] for p in batch.ids}), Pass.REFRESH)
         reader.commit()
         for page in extract.pages(
             reader, query, Pass.REFRESH, organization_id=organization.id, timezone=timezone_name,
-            id_bound=watermark.table_id, refresh_ids=batch, page_rows=options.page_rows,
-            export_snapshot=bool(shape.joins),
+            id_bound=watermark.table_id, refresh_ids=batch.ids, after_id=batch.progress,
+            page_rows=options.page_rows, max_rows=limit, export_snapshot=bool(shape.joins),
         ):
             write(page)
+            batch = lookups.progressed(control, batch, page.last_id)
             sent += exported(page.rows)
+            batch_read += page.rows.num_rows
         reader.commit()
-        for parent, ids in batch.items():
-            lookups.done(control, organization.id, spec.name, parent, ids)
+        read += batch_read
+        if batch_read < limit:  # every row referring to the batch is sent again
+            lookups.done(control, batch)
     return sent
 
 

@@ -133,13 +133,8 @@ def shape_for(layout: Layout, spec, columns: list) -> Shape:
     return dataclasses.replace(glific.shape(spec.name, columns, cursor), cross_organization=cross_organization)
 
 
-def lookup_sources() -> tuple[dict[str, tuple[str, ...]], dict[str, list[str]]]:
-    """For ``glific_bq.lookups.detect``: the looked-up tables with the columns others copy, and
-    the tables that copy from each."""
+def lookup_sources() -> dict[str, dict[tuple[str, ...], list[str]]]:
+    """For ``glific_bq.lookups.detect``: ``{looked-up table: {columns: [tables copying them]}}``."""
     from glific_bq.layouts import glific
 
-    dependents: dict[str, list[str]] = {}
-    for table, references in glific.REFERENCES.items():
-        for parent in references:
-            dependents.setdefault(parent, []).append(table)
-    return dict(glific.LOOKED_UP), dependents
+    return glific.copied_columns()

@@ -274,34 +274,62 @@ _TABLES: dict[str, GlificTable] = {
 }
 
 
-#: The columns of looked-up tables that Glific's rows copy: a change re-sends the rows that copy
-#: them (``glific_bq.lookups``).
-LOOKED_UP: dict[str, tuple[str, ...]] = {
-    "contacts": ("phone", "name"),
-    "users": ("phone", "name", "roles", "last_login_at", "last_login_from", "is_restricted"),
-    "flows": ("name", "uuid", "keywords", "tag_id"),
-    "groups": ("label", "description"),
+@dataclass(frozen=True)
+class Copies:
+    """What one table's rows copy from one looked-up table (``glific_bq.lookups``): the looked-up
+    ``columns`` its values come from, and how a row ``refers`` to the looked-up row: key columns
+    of ``t``, or conditions where ``{ids}`` stands for the changed ids. A change of one of these
+    columns re-sends the rows that refer to it; a change of any other column re-sends nothing."""
+
+    columns: tuple[str, ...]
+    refers: tuple[str, ...]
+
+
+_CONTACT = ("contact_id",)
+
+#: ``{table: {looked-up table: Copies}}``: every value a table copies from a row that can change
+#: after it was sent (the joins and subqueries above; glific_bq_tests/test_lookup_refresh.py
+#: holds the two together), except ``NOT_REFRESHED``.
+COPIES: dict[str, dict[str, Copies]] = {
+    "messages": {"contacts": Copies(("phone", "name"), ("contact_id", "sender_id", "receiver_id")),
+                 "users": Copies(("phone", "name"), ("user_id",)),
+                 "flows": Copies(("name", "uuid"), ("flow_id",)),
+                 "groups": Copies(("label",), ("group_id",))},
+    "contacts": {
+        "groups": Copies(("label", "description"), (
+            "t.id IN (SELECT cg.contact_id FROM public.contacts_groups cg WHERE cg.group_id = ANY({ids}))",)),
+        "users": Copies(("name", "roles", "last_login_at", "last_login_from", "is_restricted"), (
+            "t.id IN (SELECT u.contact_id FROM public.users u WHERE u.id = ANY({ids}))",)),
+    },
+    "flow_results": {"contacts": Copies(("phone", "name"), _CONTACT), "flows": Copies(("name", "uuid"), ("flow_id",))},
+    "flow_contexts": {"contacts": Copies(("phone",), _CONTACT), "flows": Copies(("name", "uuid"), ("flow_id",))},
+    "flow_counts": {"flows": Copies(("name", "uuid"), ("flow_id",))},
+    "tickets": {"contacts": Copies(("phone", "name"), _CONTACT), "users": Copies(("phone", "name"), ("user_id",))},
+    "contact_histories": {"contacts": Copies(("phone",), _CONTACT)},
+    "profiles": {"contacts": Copies(("phone",), _CONTACT)},
+    "contacts_groups": {"contacts": Copies(("phone", "name"), _CONTACT), "groups": Copies(("label",), ("group_id",))},
+    "message_broadcasts": {"flows": Copies(("name",), ("flow_id",)), "groups": Copies(("label",), ("group_id",)),
+                           "users": Copies(("phone",), ("user_id",))},
+    "message_broadcast_contacts": {"contacts": Copies(("phone",), _CONTACT)},
+    "wa_groups_collections": {"groups": Copies(("label",), ("group_id",))},
 }
 
-#: How each table's rows refer to the looked-up tables: key columns of ``t``, or a condition
-#: where ``{ids}`` stands for the changed ids.
-REFERENCES: dict[str, dict[str, tuple[str, ...]]] = {
-    "messages": {"contacts": ("contact_id", "sender_id", "receiver_id"), "users": ("user_id",),
-                 "flows": ("flow_id",), "groups": ("group_id",)},
-    "contacts": {
-        "groups": ("t.id IN (SELECT cg.contact_id FROM public.contacts_groups cg WHERE cg.group_id = ANY({ids}))",),
-        "users": ("t.id IN (SELECT u.contact_id FROM public.users u WHERE u.id = ANY({ids}))",),
-    },
-    "flow_results": {"contacts": ("contact_id",), "flows": ("flow_id",)},
-    "flow_contexts": {"contacts": ("contact_id",), "flows": ("flow_id",)},
-    "flow_counts": {"flows": ("flow_id",)},
-    "tickets": {"contacts": ("contact_id",), "users": ("user_id",)},
-    "contact_histories": {"contacts": ("contact_id",)},
-    "profiles": {"contacts": ("contact_id",)},
-    "contacts_groups": {"contacts": ("contact_id",), "groups": ("group_id",)},
-    "message_broadcasts": {"flows": ("flow_id",), "groups": ("group_id",), "users": ("user_id",)},
-    "message_broadcast_contacts": {"contacts": ("contact_id",)},
+#: Values copied from rows that can change but deliberately not sent again, and why.
+NOT_REFRESHED: dict[str, str] = {
+    "flows": "one row per exported revision: sending them all again would make an archived revision the newest",
+    "message_conversations": "refers to the contact through messages, with no index to find the rows by; "
+                             "a contact's phone is its identity in Glific",
 }
+
+
+def copied_columns() -> dict[str, dict[tuple[str, ...], list[str]]]:
+    """``{looked-up table: {columns: [tables copying exactly those]}}``, for ``glific_bq.lookups``:
+    one digest per set of columns, so that a change re-sends only the tables copying it."""
+    sets: dict[str, dict[tuple[str, ...], list[str]]] = {}
+    for table, copies in COPIES.items():
+        for parent, copy in copies.items():
+            sets.setdefault(parent, {}).setdefault(tuple(sorted(copy.columns)), []).append(table)
+    return sets
 
 
 @cache
@@ -382,8 +410,8 @@ def shape(table: str, columns: list[Column], cursor: sql.Composable | None) -> S
         added=added,
         refresh={
             parent: usable
-            for parent, keys in REFERENCES.get(table, {}).items()
-            if (usable := tuple(k for k in keys if "{ids}" in k or k in by_name))
+            for parent, copy in COPIES.get(table, {}).items()
+            if (usable := tuple(k for k in copy.refers if "{ids}" in k or k in by_name))
         },
     )
 
