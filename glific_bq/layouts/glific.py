@@ -42,7 +42,7 @@ from psycopg import sql
 from glific_bq.convert import Conversion, To, on_worker
 from glific_bq.extract import TIMEZONE
 from glific_bq.joins import Fetch, Join, Rows, key_column, keys_of
-from glific_bq.layouts import Shape, Stamp
+from glific_bq.layouts.shape import Shape, Stamp
 from glific_bq.schema import BQ_INSERTED_AT, BQ_UUID, Column
 
 SIMULATOR_PHONE_PREFIX = "9876543210"

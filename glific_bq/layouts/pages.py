@@ -10,7 +10,8 @@ import pyarrow.compute as pc
 from glific_bq import convert
 from glific_bq.extract import EXPORT_COLUMN, ID_COLUMN
 from glific_bq.joins import Joiner
-from glific_bq.layouts import Shape, records
+from glific_bq.layouts import records
+from glific_bq.layouts.shape import Shape
 from glific_bq.stamping import stamp
 from glific_bq.warehouse import SOURCE_ID, Rejected
 

@@ -9,7 +9,7 @@ from psycopg import sql
 
 from glific_bq.catalog import TableSpec
 from glific_bq.extract import TIMEZONE
-from glific_bq.layouts import Shape, Stamp
+from glific_bq.layouts.shape import Shape, Stamp
 from glific_bq.schema import Column, bigquery_schema
 
 
