@@ -17,7 +17,7 @@ Variants, each in a fresh subprocess so that its peak RSS (``ru_maxrss``) is its
   bench/make_bench_venv.sh``); skipped with a note if it is missing;
 * ``ours: extract``: ``extract.pages`` of the insert pass as ``sync`` runs it, rows dropped;
 * ``ours: load-ready``: extract + convert + serialize: per page what ``sync`` does before the
-  network (tenant check, ``layouts.pages.prepare``: joined columns read, hidden columns dropped,
+  network (tenant check, ``layouts.rows.prepare``: joined columns read, hidden columns dropped,
   conversions, stamping) and the Storage Write requests (``writes.append_requests``: protobuf
   rows, 8 MB requests), not sent: the minute syncs' path;
 * ``ours: load-ready parquet``: the same pages written to the backfill's Parquet file
@@ -321,7 +321,7 @@ def run_ours(url: str, layout: str, page_rows: int, work: str) -> dict:
     modules_before = set(sys.modules)
     from glific_bq import extract
     from glific_bq.extract import Pass
-    from glific_bq.layouts.pages import prepare
+    from glific_bq.layouts.rows import prepare
     from glific_bq.source import Source
     from glific_bq.sync import SyncOptions, _check_tenant, _pipeline
 

@@ -87,7 +87,7 @@ def parquet(url: str, repeat: int) -> None:
 
     from bench.bench_datapath import ORGANIZATION, TIMEZONE, _shape
     from glific_bq import extract
-    from glific_bq.layouts.pages import prepare
+    from glific_bq.layouts.rows import prepare
     from glific_bq.source import Source
     from glific_bq.warehouse import writes
 

@@ -138,7 +138,7 @@ class Joiner:
 
     def fill(self, rows: pa.Table, joins: Mapping[str, Join], snapshot: str | None, organization_id: int) -> pa.Table:
         """``rows`` (of ``organization_id``) with each joined column (added as NULLs by
-        ``layouts.pages.prepare``) replaced by its values, read in ``snapshot`` (the extract's
+        ``layouts.rows.prepare``) replaced by its values, read in ``snapshot`` (the extract's
         ``pg_export_snapshot()``, whose transaction is still open) from that organization's rows
         only: a key naming another organization's row joins nothing (the column's default)."""
         if not joins or rows.num_rows == 0:

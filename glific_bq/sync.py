@@ -31,12 +31,12 @@ import pyarrow as pa
 
 from glific_bq import applied_schemas, extract, layouts, lookups, platform, redact, watermarks
 from glific_bq.extract import ORGANIZATION_COLUMN, Pass
+from glific_bq.isolation import each_tenant, only_tenant
 from glific_bq.layouts import Shape
-from glific_bq.layouts.pages import exported, prepare
+from glific_bq.layouts.rows import exported, prepare
 from glific_bq.registry import Scope, TableSpec
 from glific_bq.schema import reflect_columns
 from glific_bq.source import Source
-from glific_bq.tenancy import each_tenant, only_tenant
 from glific_bq.tenants import Organization, get_organization
 from glific_bq.warehouse import DEAD_LETTERS, Rejected, Warehouse, WarehouseError, known_tables
 from glific_bq.warehouse import writes as warehouse_writes

@@ -2,7 +2,7 @@
 the newest version of each row of every table (``dedup``), remember the pass for the next
 incremental one (``watermarks.record_dedup``) and remove rows deleted at the source from
 ``propagate`` tables (``deletes``). One tenant's or one table's failure never stops the others
-(``tenancy.each_tenant``); it comes back with its error."""
+(``isolation.each_tenant``); it comes back with its error."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from datetime import datetime, timedelta, timezone
 from glific_bq import platform, watermarks
 from glific_bq.dedup import dedup_tenant
 from glific_bq.deletes import MassDeleteRefused, propagate_deletes
+from glific_bq.isolation import each_tenant
 from glific_bq.redact import describe
 from glific_bq.registry import TableSpec, platform_tables_for
 from glific_bq.source import Source
-from glific_bq.tenancy import each_tenant
 from glific_bq.tenants import Organization
 from glific_bq.warehouse import Warehouse
 

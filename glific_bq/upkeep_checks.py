@@ -16,11 +16,11 @@ from datetime import datetime, timezone
 
 from glific_bq import plan, watermarks
 from glific_bq.dedup import version_key
+from glific_bq.isolation import each_tenant
 from glific_bq.reconcile import compare_ids
 from glific_bq.registry import DeletePolicy, TableSpec
 from glific_bq.roster import Roster
 from glific_bq.source import Source
-from glific_bq.tenancy import each_tenant
 from glific_bq.tenants import Organization
 from glific_bq.views import latest_sql_for, latest_view_name
 from glific_bq.warehouse import Warehouse
@@ -104,7 +104,7 @@ def check_table(source: Source, roster: Roster, open_warehouse: Callable[[Organi
     """Every tenant's checks of ``spec`` (``roster``: who is synced). A tenant whose warehouse
     cannot be opened or queried (invalid credentials, say) fails its own ``latest_ids_unique`` and
     ``reconciled`` findings with the reason; every other tenant is still checked
-    (``tenancy.each_tenant``)."""
+    (``isolation.each_tenant``)."""
     waiting = waiting_organizations(source, spec, roster.destinations)
     organizations = [t.organization for t in roster.tenants]
 

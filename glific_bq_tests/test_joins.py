@@ -12,7 +12,7 @@ import pytest
 from glific_bq import extract, layouts, registry
 from glific_bq.extract import Pass
 from glific_bq.joins import Fetch, Join, Joiner, Rows, key_column
-from glific_bq.layouts.pages import prepare
+from glific_bq.layouts.rows import prepare
 from glific_bq.local import glific_writes as gw
 from glific_bq.schema import reflect_columns
 from glific_bq.warehouse import SOURCE_ID

@@ -37,8 +37,8 @@ from collections.abc import Sequence
 import dagster as dg
 
 from glific_bq import views
+from glific_bq.isolation import each_tenant
 from glific_bq.registry import TABLES, TableSpec, table
-from glific_bq.tenancy import each_tenant
 from glific_bq.tenants import Organization, get_organization
 from glific_bq.warehouse import Warehouse
 

@@ -15,7 +15,7 @@ from google.cloud import bigquery
 
 from glific_bq.dedup import IS_NEWEST_VERSION, NEWEST_FIRST
 from glific_bq.export.result import ExportError
-from glific_bq.tenancy import only_tenant
+from glific_bq.isolation import only_tenant
 from glific_bq.warehouse import Warehouse, queries
 
 log = logging.getLogger(__name__)

@@ -69,7 +69,7 @@ class Shape:
         refresh: ``{looked-up table: how a row refers to it}`` for the values this table copies
             from others (``glific_bq.lookups``); empty in the raw layout.
         conversions: ``{column: glific_bq.convert.Conversion}``: columns ``select`` reads as
-            stored, converted on the worker (``layouts.pages.prepare``) instead of in the source database.
+            stored, converted on the worker (``layouts.rows.prepare``) instead of in the source database.
         joins: ``{column: glific_bq.joins.Join}``: columns copied from other tables, filled on the
             worker from the keys ``select`` reads (``glific_bq.joins.Joiner``).
         added: ``{column: Arrow type}``: the columns ``select`` does not read, added on the worker
