@@ -321,9 +321,10 @@ def run_ours(url: str, layout: str, page_rows: int, work: str) -> dict:
     modules_before = set(sys.modules)
     from glific_bq import extract
     from glific_bq.extract import Pass
+    from glific_bq.isolation import check_tenant
     from glific_bq.layouts.rows import prepare
     from glific_bq.source import Source
-    from glific_bq.sync import SyncOptions, _check_tenant, _pipeline
+    from glific_bq.sync import SyncOptions, _pipeline
 
     if work.startswith("load_ready"):
         from glific_bq.warehouse import writes
@@ -351,7 +352,7 @@ def run_ours(url: str, layout: str, page_rows: int, work: str) -> dict:
 
         def ready(page):  # the sync's encode stage, timed (it runs in a thread of its own)
             t0 = time.perf_counter()
-            _check_tenant(page.rows, ORGANIZATION, shape.table)
+            check_tenant(page.rows, ORGANIZATION, shape.table, extract.ORGANIZATION_COLUMN)
             prepared, _ = prepare(page.rows, shape, TIMEZONE, source.joiner, page.snapshot, ORGANIZATION)
             t1 = time.perf_counter()
             if parquet is not None:

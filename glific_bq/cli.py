@@ -68,7 +68,7 @@ def _warehouse(source: Source, organization_id: int, *, tenant_only: bool = True
 
 
 def _redrive(args: argparse.Namespace) -> int:
-    from glific_bq.sync import redrive
+    from glific_bq.redrive import redrive
 
     tables = _tables(args)
     with Source(database_url()) as source:

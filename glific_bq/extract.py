@@ -17,23 +17,20 @@ from __future__ import annotations
 
 import json
 import os
-import queue
-import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from psycopg import sql
 
+from glific_bq import pipeline
 from glific_bq.schema import Column
 
 if TYPE_CHECKING:
-    import psycopg
-
     from glific_bq.catalog import TableSpec
     from glific_bq.layouts import Shape
 
@@ -43,8 +40,6 @@ if TYPE_CHECKING:
 if "ARROW_DEFAULT_MEMORY_POOL" not in os.environ:
     pa.set_memory_pool(pa.system_memory_pool())
 
-#: Default margin behind the database clock that the update cursor never passes (see ``horizon``).
-HORIZON_SECONDS = 5.0
 
 #: Columns the extract carries with each row for the sync's own use, never sent: the source
 #: row's id and organization (the watermark and the tenant check; a layout's ``id`` column need
@@ -264,82 +259,11 @@ def _page(batches: list[pa.RecordBatch], snapshot: str | None) -> Page:
     return Page(rows, last_id, (last_ts, last_id) if last_ts is not None else None, snapshot)
 
 
-_END = object()
-T = TypeVar("T")
-
-
-#: The longest a pipeline stage waits for the stage before it (a page read, prepared or encoded).
-#: The connections' own deadlines (``glific_bq.postgres``) end a stalled read first; this is the
-#: backstop, so that no wait is unbounded.
-STAGE_TIMEOUT_SECONDS = 2 * 1800
-
-
-class StageTimeout(TimeoutError):
-    """A pipeline stage produced nothing within its deadline."""
-
-
-def ahead(items: Iterable[T], depth: int = 2, name: str = "glific_bq-ahead",
-          timeout: float = STAGE_TIMEOUT_SECONDS) -> Iterator[T]:
-    """``items``, produced up to ``depth`` ahead in a thread of their own: a stage of a pipeline.
-
-    The producer's exceptions are raised in the consumer, in order; when the consumer stops
-    (exhausted, an error, ``close``), the producer stops at its next item, ``items`` is closed in
-    its thread, and the thread is joined before this generator returns, so that nothing still
-    reads from a connection the caller goes on to use. Arrow, numpy and ADBC release the GIL in
-    their bulk work, so stages overlap on several cores. No wait is unbounded: an item not
-    produced within ``timeout`` seconds raises ``StageTimeout``, and a producer that does not
-    stop within ``timeout`` is left behind (a daemon thread; the caller then drops the
-    connection it was reading, as after any failed sync).
-    """
-    ready: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def hand_over(item: object) -> bool:
-        while not stop.is_set():
-            try:
-                ready.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        iterator = iter(items)
-        try:
-            for item in iterator:
-                if not hand_over(item):
-                    return
-            hand_over(_END)
-        except BaseException as error:  # handed to the consumer, raised there
-            hand_over(error)
-        finally:
-            close = getattr(iterator, "close", None)
-            if close is not None:
-                close()
-
-    producer = threading.Thread(target=produce, name=name, daemon=True)
-    producer.start()
-    try:
-        while True:
-            try:
-                item = ready.get(timeout=timeout)
-            except queue.Empty:
-                raise StageTimeout(f"{name}: nothing produced for {timeout:g} s") from None
-            if item is _END:
-                break
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        producer.join(timeout)
-
-
 def _read_ahead(batches: Iterator[pa.RecordBatch], depth: int = 2) -> Iterator[pa.RecordBatch]:
     """Read up to ``depth`` record batches ahead in a thread, so that PostgreSQL keeps streaming
     while the previous page is encoded and written (about 20 % faster end to end in
     the former bench/bench_extract.py, for at most ``depth`` batches more in memory)."""
-    return ahead(batches, depth, name="glific_bq-read-ahead")
+    return pipeline.ahead(batches, depth, name="glific_bq-read-ahead")
 
 
 def rows_by_id(reader, query: str, organization_id: int, timezone: str, ids: list[int],
@@ -352,62 +276,6 @@ def rows_by_id(reader, query: str, organization_id: int, timezone: str, ids: lis
     with reader.cursor() as cur:
         cur.execute(query)
         return cur.fetch_arrow_table(), snapshot
-
-
-_HORIZON_QUERY = """
-SELECT least(
-    clock_timestamp(),
-    (SELECT min(xact_start) FROM pg_stat_activity
-     WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid())
-) AT TIME ZONE 'UTC' - make_interval(secs => $1::float8)
-"""
-
-
-def horizon(reader, margin_seconds: float) -> datetime:
-    """How far the update cursor may go in this snapshot: the database clock, or the start of
-    the oldest transaction still writing if that is earlier, minus a margin (UTC).
-
-    Read before the round's snapshot is taken, in a transaction of its own: a writer that
-    commits after ``pg_stat_activity`` was read is then visible to the snapshot. (Read inside the
-    snapshot, a long transaction committing between the snapshot and that read would be neither
-    visible nor holding the horizon back, and its changes would be skipped for good.) Only
-    transactions that have written count: one that reads for longer than the margin and then
-    writes rows stamped with its own start time (raw SQL ``now()``; Ecto stamps with the
-    application clock just before writing) is not covered. Rows become visible when their transaction
-    commits, but carry the ``updated_at`` (and id) of when they were written: a change stamped in
-    the current second (Glific's ``timestamp(0)``), by a writer whose clock runs a little ahead,
-    or by a transaction still open could otherwise get a key below a cursor that has already
-    moved on, and be skipped for good. Such changes wait for a later sync instead. A
-    transaction left open for hours holds the cursor back (inserts still flow; their rows are
-    sent again once it moves, and dedup keeps one), and rows stamped in the future wait for
-    their time without dragging the cursor past rows written later.
-
-    Seeing other sessions' transactions needs the ``pg_read_all_stats`` role (or superuser);
-    without it only the clock and the margin protect.
-    """
-    with reader.cursor() as cur:
-        cur.execute(_HORIZON_QUERY, parameters=(float(margin_seconds),))
-        (value,) = cur.fetchone()
-    return value
-
-
-_SEES_ALL_TRANSACTIONS = """
-SELECT current_user, rolsuper OR pg_has_role(current_user, 'pg_read_all_stats', 'MEMBER')
-FROM pg_roles WHERE rolname = current_user
-"""
-
-
-def late_commit_warning(conn: psycopg.Connection, margin_seconds: float = HORIZON_SECONDS) -> str | None:
-    """What to say when the ``horizon`` cannot see other roles' open transactions (the database
-    role is neither superuser nor a member of ``pg_read_all_stats``), or None when it can. Then a
-    transaction of Glific's open longer than the margin can commit rows the cursor has passed."""
-    row = conn.execute(_SEES_ALL_TRANSACTIONS).fetchone()
-    if row is None or row[1]:
-        return None
-    return (f"late-commit protection is OFF: the database role {row[0]} cannot see other roles' open "
-            "transactions (it is not a member of pg_read_all_stats), so a Glific transaction open for more "
-            f"than {margin_seconds:g} s can commit rows the sync has already passed, and they are never sent. "
-            f"Fix: GRANT pg_read_all_stats TO {row[0]}")
 
 
 def max_cursor(rows: pa.Table, below: datetime) -> tuple[datetime, int] | None:

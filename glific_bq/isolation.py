@@ -74,3 +74,10 @@ def only_tenant(rows: pa.Table | pa.RecordBatch, organization_id: int, column: s
     if not rows.num_rows:
         return True
     return bool(pc.all(pc.fill_null(pc.equal(rows.column(column), organization_id), False)).as_py())
+
+
+def check_tenant(rows: pa.Table | pa.RecordBatch, organization_id: int, table: str,
+                 column: str = "organization_id") -> None:
+    """Refuse to write a page holding another organization's rows (glific#4880)."""
+    if not only_tenant(rows, organization_id, column):
+        raise RuntimeError(f"{table}: extract returned rows of another organization than {organization_id}")

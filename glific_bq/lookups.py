@@ -12,7 +12,7 @@ rows again when the value changes (glific#4586). Here the change reaches them:
    tables copying those columns, and of no other. A changed row whose copied values did not
    change (a contact field set by a flow, a staff login for every table but contacts, the usual
    case) queues nothing. The look moves like the sync's update cursor: up to the sync's horizon
-   (``extract.horizon``, which waits for transactions still writing), never past a change
+   (``horizon.horizon``, which waits for transactions still writing), never past a change
    still being committed. Every row stamped before the horizon is visible when it is read, so
    the next look starts strictly after the newest one seen (a bulk update stamping thousands
    of rows alike is not read again at every look).
@@ -129,7 +129,7 @@ def detect(conn: psycopg.Connection, organization_id: int,
     ``copied``: ``{looked-up table: {columns: [tables copying exactly those]}}``
     (``layouts.lookup_sources``): a change queues only the tables copying a changed column.
     Looked-up tables or columns the source lacks are skipped. ``horizon``: the sync's
-    (``extract.horizon``, read before this call): a row changed at or after it waits for a later
+    (``horizon.horizon``, read before this call): a row changed at or after it waits for a later
     look, as it waits for the sync's update cursor, so that a change still being committed is
     never passed.
     """

@@ -7,7 +7,7 @@ One query per table, whatever the number of organizations: each organization cos
 probes (``(organization_id, id)`` and ``(organization_id, updated_at, id)``), never a scan.
 
 A change counts as waiting once it is older than the sync's margin (``HORIZON_SECONDS``) by the
-database clock, deliberately without the open-transaction part of ``extract.horizon``: rows a
+database clock, deliberately without the open-transaction part of ``horizon.horizon``: rows a
 long-open transaction holds back are waiting, so the stalled-watermark alert sees them.
 """
 
@@ -19,7 +19,8 @@ import psycopg
 from psycopg import sql
 
 from glific_bq import lookups
-from glific_bq.extract import HORIZON_SECONDS, cursor_expression
+from glific_bq.extract import cursor_expression
+from glific_bq.horizon import HORIZON_SECONDS
 from glific_bq.registry import Scope, TableSpec
 from glific_bq.schema import reflect_columns
 

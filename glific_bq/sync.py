@@ -29,9 +29,9 @@ from typing import NamedTuple
 import psycopg
 import pyarrow as pa
 
-from glific_bq import applied_schemas, extract, layouts, lookups, platform, redact, watermarks
+from glific_bq import applied_schemas, extract, horizon, layouts, lookups, pipeline, platform, redact, watermarks
 from glific_bq.extract import ORGANIZATION_COLUMN, Pass
-from glific_bq.isolation import each_tenant, only_tenant
+from glific_bq.isolation import check_tenant, each_tenant
 from glific_bq.layouts import Shape
 from glific_bq.layouts.rows import exported, prepare
 from glific_bq.registry import Scope, TableSpec
@@ -67,7 +67,7 @@ class SyncOptions:
             checked for changed values: the syncs of one tenant's tables in one tick share one check.
         horizon_seconds: changes stamped less than this long ago (database clock) wait for the
             next sync, so that the update cursor never passes a change still being committed
-            in the same second (see ``extract.horizon``). Raise it if writers' clocks drift.
+            in the same second (see ``horizon.horizon``). Raise it if writers' clocks drift.
         load_backlog_rows: an insert backlog of at least this many rows (a new organization, a
             resync, a table added to the registry) goes by Parquet load jobs of ``load_rows``
             rows each, within the table's daily budget (``writes.LOADS_PER_TABLE_PER_DAY``);
@@ -82,7 +82,7 @@ class SyncOptions:
     refresh_rows: int = 100_000
     lookup_check_seconds: float = 30.0
     max_rows: int | None = None
-    horizon_seconds: float = extract.HORIZON_SECONDS
+    horizon_seconds: float = horizon.HORIZON_SECONDS
     load_backlog_rows: int | None = 500_000
     load_rows: int = 500_000
 
@@ -160,7 +160,7 @@ def _sync_table(source, warehouse, organization, spec, options, on_step) -> Tabl
     control, reader = source.control, source.reader
     started = time.monotonic()
     result = TableSync(organization.id, spec.name, dataset=warehouse.dataset_ref)
-    shape = _shape(control, warehouse, spec, organization)
+    shape = table_shape(control, warehouse, spec, organization)
     if shape is None:
         result.status, result.message = "missing", f"table {spec.source} does not exist in the source database"
         log.warning(result.message)
@@ -187,7 +187,7 @@ def _sync_table(source, warehouse, organization, spec, options, on_step) -> Tabl
             """The encode stage (a thread of its own): the page as BigQuery receives it, its
             Storage Write requests built ahead of the write unless it goes by a load job."""
             if not shape.cross_organization:  # those are the platform's: checked once, in _shape
-                _check_tenant(page.rows, organization.id, spec.name)
+                check_tenant(page.rows, organization.id, spec.name, ORGANIZATION_COLUMN)
             rows, rejected = prepare(page.rows, shape, timezone_name, source.joiner, page.snapshot, organization.id)
             if encode:
                 warehouse_writes.encode_ahead(warehouse, target, rows)
@@ -249,14 +249,14 @@ def _sync_table(source, warehouse, organization, spec, options, on_step) -> Tabl
             update_exhausted = True
             insert_top = None
             reader.commit()
-            # In a transaction of its own, before the round's snapshot (see extract.horizon).
-            horizon = extract.horizon(reader, options.horizon_seconds)
+            # In a transaction of its own, before the round's snapshot (see horizon.horizon).
+            top = horizon.horizon(reader, options.horizon_seconds)
             reader.commit()  # each round starts a fresh snapshot, taken after the horizon
             if update_query:
                 with pipeline(extract.pages(
                     reader, update_query, Pass.UPDATE, organization_id=organization.id,
                     timezone=timezone_name, id_bound=watermark.table_id, cursor=watermark.cursor,
-                    horizon=horizon, page_rows=options.page_rows, max_rows=round_limit, export_snapshot=joined,
+                    horizon=top, page_rows=options.page_rows, max_rows=round_limit, export_snapshot=joined,
                 )) as ready_pages:
                     for ready_page in ready_pages:
                         watermark = write(Pass.UPDATE, ready_page)
@@ -289,7 +289,7 @@ def _sync_table(source, warehouse, organization, spec, options, on_step) -> Tabl
                                 watermark = write(Pass.INSERT, ready_page)
                             result.inserted += exported(page.rows)
                             insert_read += page.rows.num_rows
-                            insert_top = max(filter(None, (insert_top, extract.max_cursor(page.rows, horizon))),
+                            insert_top = max(filter(None, (insert_top, extract.max_cursor(page.rows, top))),
                                              default=None)
                         if parquet is not None:
                             watermark = load(parquet, page, gathered)
@@ -318,49 +318,6 @@ def _sync_table(source, warehouse, organization, spec, options, on_step) -> Tabl
     return result
 
 
-#: Dead letters re-driven per page (one read of the source, one append, one delete).
-REDRIVE_PAGE_IDS = 10_000
-
-
-def redrive(source: Source, warehouse: Warehouse, organization: Organization, spec: TableSpec,
-            *, page_ids: int = REDRIVE_PAGE_IDS) -> TableSync:
-    """Send again, in their current version, the rows of ``spec`` that BigQuery refused before.
-
-    Rows that now load, or no longer exist at the source, leave the dead-letter table; rows still
-    refused stay there with their first error. With the sync's safeguards: under the
-    tenant-table's lock (``busy`` while a sync holds it), every page checked to hold only this
-    organization's rows, and the letters read ``page_ids`` at a time (there may be millions).
-    """
-    result = TableSync(organization.id, spec.name, dataset=warehouse.dataset_ref)
-    shape = _shape(source.control, warehouse, spec, organization)
-    if shape is None:
-        result.status, result.message = "missing", f"table {spec.source} does not exist in the source database"
-        return result
-    result.warnings = list(shape.warnings)
-    timezone_name = organization.checked_timezone()
-    query = extract.build_query(shape, Pass.BY_ID)
-    with watermarks.exclusive(source.control, organization.id, spec.name) as acquired:
-        if not acquired:
-            result.status, result.message = "busy", "another run is syncing this table"
-            return result
-        target, after = None, None
-        while ids := warehouse.dead_letter_ids(spec.name, after=after, limit=page_ids):
-            after = ids[-1]
-            target = target or warehouse.ensure_table(spec, list(shape.schema))
-            rows, snapshot = extract.rows_by_id(source.reader, query, organization.id, timezone_name, ids,
-                                                export_snapshot=bool(shape.joins))
-            if not shape.cross_organization:  # the platform's: checked once, in _shape
-                _check_tenant(rows, organization.id, spec.name)
-            rows, rejected = prepare(rows, shape, timezone_name, source.joiner, snapshot, organization.id)
-            source.reader.commit()
-            refused = warehouse.append(target, rows)  # ``rows`` holds none of ``rejected``
-            still_refused = {r.source_id for r in rejected + refused}
-            warehouse.forget_dead_letters(spec.name, [i for i in ids if i not in still_refused])
-            result.updated += rows.num_rows - len(refused)
-            result.set_aside += len(still_refused)
-    return result
-
-
 #: When each organization's looked-up values were last checked, in this process.
 _detected: dict[tuple[str, int], float] = {}
 
@@ -375,9 +332,9 @@ def _refresh(source, organization, spec, shape, watermark, timezone_name, option
     last = _detected.get(key)
     if last is None or time.monotonic() - last >= options.lookup_check_seconds:
         reader.commit()
-        horizon = extract.horizon(reader, options.horizon_seconds)  # in a transaction of its own, before the look
+        top = horizon.horizon(reader, options.horizon_seconds)  # in a transaction of its own, before the look
         reader.commit()
-        lookups.detect(control, organization.id, layouts.lookup_sources(), horizon)
+        lookups.detect(control, organization.id, layouts.lookup_sources(), top)
         _detected[key] = time.monotonic()
     lookups.forget(control, organization.id, spec.name, keep=shape.refresh)  # nothing here refers to the others
     read = sent = 0
@@ -425,7 +382,7 @@ def _pipeline(pages: Iterator[extract.Page], ready: Callable[[extract.Page], _Re
     writing and advancing the watermark (the caller's thread, in page order, so a page's
     watermark moves only after BigQuery confirmed it and every page before it). Use as a context
     manager: leaving it stops and joins the stages before the caller touches the reader again."""
-    return contextlib.closing(extract.ahead(_ready_pages(pages, ready), PAGES_AHEAD, name="glific_bq-encode"))
+    return contextlib.closing(pipeline.ahead(_ready_pages(pages, ready), PAGES_AHEAD, name="glific_bq-encode"))
 
 
 def _ready_pages(pages: Iterator[extract.Page], ready: Callable[[extract.Page], _ReadyPage]) -> Iterator[_ReadyPage]:
@@ -446,7 +403,7 @@ def _ensure_table(control, warehouse: Warehouse, spec: TableSpec, shape: Shape):
     return target
 
 
-def _shape(control, warehouse: Warehouse, spec: TableSpec, organization: Organization) -> Shape | None:
+def table_shape(control, warehouse: Warehouse, spec: TableSpec, organization: Organization) -> Shape | None:
     """``spec``'s table in the warehouse's layout, from its source's columns now; None if the
     source table does not exist (an older Glific database lacks some tables). A table of every
     organization's rows is refused to all but the platform organization (``glific_bq.platform``)."""
@@ -460,12 +417,6 @@ def _shape(control, warehouse: Warehouse, spec: TableSpec, organization: Organiz
     if not needed <= names:
         raise ValueError(f"table {spec.source} lacks an id or organization_id column")
     return layouts.shape_for(warehouse.config.layout, spec, columns)
-
-
-def _check_tenant(rows, organization_id: int, table: str) -> None:
-    """Refuse to write a page holding another organization's rows (glific#4880)."""
-    if not only_tenant(rows, organization_id, ORGANIZATION_COLUMN):
-        raise RuntimeError(f"{table}: extract returned rows of another organization than {organization_id}")
 
 
 def _lag_seconds(watermark: Watermark) -> float:
@@ -543,5 +494,5 @@ def _describe(error: Exception) -> str:
     return redact.describe(error)
 
 
-__all__ = ["STEPS", "SyncOptions", "TableSync", "WarehouseError", "record_failure", "redrive", "sync_table",
+__all__ = ["STEPS", "SyncOptions", "TableSync", "WarehouseError", "record_failure", "sync_table", "table_shape",
            "sync_tenant"]

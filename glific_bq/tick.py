@@ -29,7 +29,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from glific_bq import extract, notices, plan, platform, redact, watermarks
+from glific_bq import horizon, notices, plan, platform, redact, watermarks
 from glific_bq.registry import TABLES, Scope, TableSpec
 from glific_bq.roster import Roster, select_tenants
 from glific_bq.source import Source
@@ -251,7 +251,7 @@ def run_tick(
     open_warehouse = open_warehouse or (lambda organization: Warehouse(config, organization))
     with Source(database_url) as source:
         watermarks.ensure_table(source.control)
-        unprotected = extract.late_commit_warning(source.control)
+        unprotected = horizon.late_commit_warning(source.control)
         if unprotected:
             log.warning(unprotected)
         roster = select_tenants(source.control, config)

@@ -377,7 +377,7 @@ def test_a_tick_runs_as_a_role_with_exactly_the_documented_grants(db, states, co
     moves Glific's watermarks, tells the NGO, and sees other roles' open transactions."""
     import psycopg
 
-    from glific_bq import extract, watermarks
+    from glific_bq import horizon, watermarks
 
     for (table,) in db.execute("SELECT tablename FROM pg_tables WHERE tablename LIKE 'glific\\_bq\\_%'").fetchall():
         db.execute(f"DROP TABLE {table}")  # glific_bq's own tables: its role creates them
@@ -395,7 +395,7 @@ def test_a_tick_runs_as_a_role_with_exactly_the_documented_grants(db, states, co
     assert sorted((r.organization_id, r.status) for r in result.results) == sorted(
         [(states["active"], "synced"), (states["rotated"], "synced")])
     with psycopg.connect(url, autocommit=True) as conn:
-        assert extract.late_commit_warning(conn) is None  # pg_read_all_stats granted
+        assert horizon.late_commit_warning(conn) is None  # pg_read_all_stats granted
         assert watermarks.get(conn, states["active"], "notes").table_id > 0
         watermarks.create(conn, states["active"], "notes", "glific:p.d")  # as for a Glific dataset:
         watermarks.advance(conn, states["active"], "notes", "glific:p.d", table_id=7)  # Glific's row moves too

@@ -8,7 +8,7 @@ import uuid
 import dagster as dg
 import psycopg
 
-from glific_bq import extract
+from glific_bq import horizon
 from glific_bq.defs.alerting import stalled_watermarks
 from glific_bq.defs.resources import GlificPostgres
 
@@ -29,13 +29,13 @@ def _limited_role(db, database_url) -> tuple[str, str]:
 def test_a_role_without_pg_read_all_stats_is_told_what_to_grant(db, database_url):
     role, url = _limited_role(db, database_url)
     with psycopg.connect(url, autocommit=True) as conn:
-        warning = extract.late_commit_warning(conn)
+        warning = horizon.late_commit_warning(conn)
     assert warning and "late-commit protection is OFF" in warning and f"GRANT pg_read_all_stats TO {role}" in warning
 
     db.execute(f"GRANT pg_read_all_stats TO {role}")
     with psycopg.connect(url, autocommit=True) as conn:
-        assert extract.late_commit_warning(conn) is None
-    assert extract.late_commit_warning(db) is None  # the tests' superuser sees everything
+        assert horizon.late_commit_warning(conn) is None
+    assert horizon.late_commit_warning(db) is None  # the tests' superuser sees everything
 
 
 def test_the_stalled_watermark_sensor_says_protection_is_off(db, database_url, warehouse_config):

@@ -71,7 +71,7 @@ def test_a_contact_created_and_renamed_between_two_looks_reaches_its_messages(db
 def test_a_rename_committed_late_reaches_its_messages(db, source, glific_warehouse_config, database_url):
     """A rename whose transaction commits after others that changed later values (a writer whose
     clock runs 10 s behind the database, the sync's margin raised to 30 s for it): the look at
-    copied values waits for it as the sync's cursor does (``extract.horizon``)."""
+    copied values waits for it as the sync's cursor does (``horizon.horizon``)."""
     org, ids = _world(db)
     stamped = "UPDATE contacts SET name = %s, updated_at = now() AT TIME ZONE 'UTC' - %s::interval WHERE id = %s"
     with Warehouse(glific_warehouse_config, org) as warehouse:

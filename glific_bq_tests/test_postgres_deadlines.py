@@ -8,7 +8,7 @@ import threading
 import psycopg
 import pytest
 
-from glific_bq import extract, postgres, watermarks
+from glific_bq import pipeline, postgres, watermarks
 from glific_bq.source import Source
 
 
@@ -45,8 +45,8 @@ def test_a_stage_that_produces_nothing_gives_up():
         never.wait()  # a read that never returns
         yield 1
 
-    with pytest.raises(extract.StageTimeout, match="nothing produced"):
-        list(extract.ahead(stuck(), timeout=0.2, name="stuck"))
+    with pytest.raises(pipeline.StageTimeout, match="nothing produced"):
+        list(pipeline.ahead(stuck(), timeout=0.2, name="stuck"))
     never.set()
 
 

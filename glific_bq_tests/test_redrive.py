@@ -6,8 +6,9 @@ from __future__ import annotations
 import psycopg
 
 from glific_bq import watermarks
+from glific_bq.redrive import redrive
 from glific_bq.registry import TableSpec
-from glific_bq.sync import redrive, sync_table
+from glific_bq.sync import sync_table
 
 from .helpers import add_notes, add_organization, warehouse_rows
 

@@ -329,7 +329,7 @@ def test_an_open_transaction_holds_the_cursor_back_but_not_the_inserts(notes, so
 
 
 def test_a_row_bigquery_refuses_is_set_aside_and_the_rest_loads(notes, source, warehouse_for):
-    from glific_bq.sync import redrive
+    from glific_bq.redrive import redrive
 
     org = add_organization(notes)
     notes.execute("ALTER TABLE notes ADD COLUMN happened timestamp")
@@ -441,10 +441,10 @@ def test_a_long_transaction_committing_while_the_horizon_is_read_is_not_lost(
 
     import psycopg
 
-    from glific_bq import extract
+    from glific_bq import horizon
 
     # Widen the moment between the round's start and the pg_stat_activity read, to commit inside it.
-    monkeypatch.setattr(extract, "_HORIZON_QUERY", extract._HORIZON_QUERY.rstrip() + "\nFROM (SELECT pg_sleep(1.5)) AS widen\n")
+    monkeypatch.setattr(horizon, "_HORIZON_QUERY", horizon._HORIZON_QUERY.rstrip() + "\nFROM (SELECT pg_sleep(1.5)) AS widen\n")
     org = add_organization(notes)
     ids = add_notes(notes, org, [f"n{i}" for i in range(3)])
     warehouse = warehouse_for(org)

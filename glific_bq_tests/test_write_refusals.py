@@ -21,8 +21,9 @@ import pytest
 
 from glific_bq import registry, watermarks
 from glific_bq.local import glific_writes as gw
+from glific_bq.redrive import redrive
 from glific_bq.registry import TableSpec
-from glific_bq.sync import redrive, sync_table
+from glific_bq.sync import sync_table
 from glific_bq.warehouse import DEAD_LETTERS, Warehouse, WarehouseConfig, WarehouseError
 
 from .grpc_proxy import CutShort, Refuse, StorageWriteProxy

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from glific_bq import alerts, extract
+from glific_bq import alerts, horizon
 from glific_bq.registry import TABLES
 from glific_bq.roster import select_tenants
 
@@ -72,7 +72,7 @@ def deliver(context: dg.SensorEvaluationContext, webhook_url: str | None, state:
 def stalled_watermarks(context: dg.SensorEvaluationContext, postgres: GlificPostgres, bigquery: GlificBigQuery):
     settings = alerts.AlertSettings.from_env()
     with postgres.source() as source:
-        unprotected = extract.late_commit_warning(source.control)
+        unprotected = horizon.late_commit_warning(source.control)
         roster = select_tenants(source.control, bigquery.config())
         snapshot = alerts.read_status(source.control, TABLES, roster.destinations)
     if unprotected:  # every evaluation: a stall this causes is invisible to the checks above

@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import dagster as dg
 
-from glific_bq import alerts, extract, redact, tick, upkeep, watermarks
+from glific_bq import alerts, horizon, redact, tick, upkeep, watermarks
 from glific_bq.registry import TABLES, table
 from glific_bq.roster import select_tenants
 from glific_bq.sync import sync_table
@@ -40,7 +40,7 @@ def sync_dirty_tenants(context: dg.OpExecutionContext, config: TickConfig, postg
     options = TickOptions.from_env()
     shards = config.shards or options.shards
     with postgres.source() as source:
-        unprotected = extract.late_commit_warning(source.control)
+        unprotected = horizon.late_commit_warning(source.control)
         roster = select_tenants(source.control, bigquery.config())
         dirty = tick.plan_tick(source, roster.destinations, TABLES)
     if unprotected:
