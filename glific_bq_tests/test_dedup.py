@@ -254,10 +254,12 @@ def test_versions_left_inside_the_window_are_deleted_by_the_next_pass(warehouse,
     later = NOW + window
     guard.edge = later - window
 
+    checked = len(guard.dml)
     second = dedup_table(warehouse, "notes", since=NOW, buffer_window=window, now=later)
 
     assert (first.deleted, second.candidates, second.deleted) == (0, 2, 2)
     assert bodies(warehouse) == {1: ["buffered 2"], 2: ["copy"]}
+    assert len(guard.dml) > checked  # the second pass's DML went through the buffer guard
 
 
 def test_only_ids_changed_since_the_previous_pass_are_examined(warehouse):
