@@ -532,6 +532,26 @@ class TableReport:
     duplicated: int = 0
     examples: list[str] = field(default_factory=list)
 
+    def check(self, key, versions: list[dict], differences: Callable[[list[dict]], list[str]]) -> None:
+        """One expected row: missing, kept in several versions, or its kept version differing
+        (``differences`` names the columns)."""
+        if not versions:
+            self.missing += 1
+            self.examples.append(f"missing {key}")
+            return
+        if len(versions) > 1:
+            self.duplicated += 1
+            self.examples.append(f"duplicated {key}: {len(versions)} versions")
+        if diffs := differences(versions):
+            self.differing += 1
+            self.examples.append(f"differing {key}: " + "; ".join(diffs))
+
+    def unexpected(self, keys) -> None:
+        """Rows in BigQuery that are not expected at all (invented, or a delete not propagated)."""
+        for key in keys:
+            self.extra += 1
+            self.examples.append(f"extra {key}")
+
     @property
     def bad(self) -> int:
         return self.missing + self.extra + self.differing + self.duplicated
@@ -563,25 +583,17 @@ def compare_table(conn: psycopg.Connection, warehouse: Warehouse, organization: 
         versions.setdefault(row["id"], []).append(row)
 
     report.source, report.warehouse = len(expected), len(versions)
-    for row_id, (source_hash, source_values) in expected.items():
-        found = versions.get(row_id)
-        if not found:
-            report.missing += 1
-            report.examples.append(f"missing id {row_id}")
-            continue
-        if len(found) > 1:
-            report.duplicated += 1
-            report.examples.append(f"duplicated id {row_id}: {len(found)} versions")
-        newest = max(found, key=lambda r: (r[BQ_INSERTED_AT], r[BQ_UUID] or ""))
-        warehouse_hash, warehouse_values = digest(newest)
-        if warehouse_hash != source_hash:
-            report.differing += 1
-            diffs = [f"{n}: source {s!r:.60} bigquery {w!r:.60}"
-                     for n, s, w in zip(names, source_values, warehouse_values) if s != w]
-            report.examples.append(f"differing id {row_id}: " + "; ".join(diffs))
-    for row_id in versions.keys() - expected.keys():
-        report.extra += 1
-        report.examples.append(f"extra id {row_id}")
+    def differences(source_values):
+        def of(found: list[dict]) -> list[str]:
+            newest = max(found, key=lambda r: (r[BQ_INSERTED_AT], r[BQ_UUID] or ""))
+            warehouse_values = digest(newest)[1]
+            return [f"{n}: source {s!r:.60} bigquery {w!r:.60}"
+                    for n, s, w in zip(names, source_values, warehouse_values) if s != w]
+        return of
+
+    for row_id, (_, source_values) in expected.items():
+        report.check(f"id {row_id}", versions.get(row_id, []), differences(source_values))
+    report.unexpected(f"id {row_id}" for row_id in versions.keys() - expected.keys())
     return report
 
 
@@ -640,22 +652,9 @@ def _compare_datasets(soaked: Warehouse, fresh: Warehouse, organization: Organiz
     got, expected = rows(soaked), rows(fresh)
     report.source, report.warehouse = len(expected), len(got)
     for k, (want, *_) in expected.items():
-        versions = got.get(k)
-        if not versions:
-            report.missing += 1
-            report.examples.append(f"missing {k}")
-            continue
-        if len(versions) > 1:
-            report.duplicated += 1
-            report.examples.append(f"duplicated {k}: {len(versions)} versions")
-        if versions[0] != want:
-            report.differing += 1
-            diffs = [f"{n}: fresh {want[n]!r:.60} soaked {versions[0].get(n)!r:.60}"
-                     for n in want if want[n] != versions[0].get(n)]
-            report.examples.append(f"differing {k}: " + "; ".join(diffs))
-    for k in got.keys() - expected.keys():
-        report.extra += 1
-        report.examples.append(f"extra {k}")
+        report.check(k, got.get(k, []), lambda versions, want=want: [
+            f"{n}: fresh {want[n]!r:.60} soaked {versions[0].get(n)!r:.60}" for n in want if want[n] != versions[0].get(n)])
+    report.unexpected(got.keys() - expected.keys())
     return report
 
 

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 import dagster as dg
 
 from glific_bq.registry import TABLES, TableSpec
-from glific_bq.roster import select_tenants
+from glific_bq.roster import Roster, select_tenants
 from glific_bq.sync import TableSync
 from glific_bq.tick import TickOptions, sync_tenants, tell_organizations
 
@@ -64,6 +64,7 @@ def sync_partitions(
     postgres: GlificPostgres,
     bigquery: GlificBigQuery,
     work: Iterable[tuple[str, TableSpec]],
+    roster: Roster | None = None,
 ) -> list[TableSync]:
     """Sync each (tenant key, table), several tenants at once (``glific_bq.tick``), recording a
     materialization for each success.
@@ -84,8 +85,9 @@ def sync_partitions(
     # The watermark table is created or upgraded before any worker starts; the roster says who
     # may be synced (a hand-run materialization of an organization that is not comes back
     # not_synced, with the reason, and fails the run).
-    with postgres.source() as source:
-        roster = select_tenants(source.control, bigquery.config())
+    if roster is None:  # the tick's op hands over the roster it planned with
+        with postgres.source() as source:
+            roster = select_tenants(source.control, bigquery.config())
     results = sync_tenants(postgres.database_url, bigquery.open_warehouse, dict(by_tenant), TickOptions.from_env(),
                            record, roster=roster)
     with postgres.source() as source:

@@ -57,7 +57,7 @@ def sync_dirty_tenants(context: dg.OpExecutionContext, config: TickConfig, postg
             yield dg.DynamicOutput([(org_id, [spec.name for spec in specs]) for org_id, specs in part.items()],
                                    mapping_key=f"shard_{shard}")
         return
-    results = sync_partitions(context, postgres, bigquery, work)
+    results = sync_partitions(context, postgres, bigquery, work, roster)
     context.log.info(
         f"synced {len(results)} tenant-table pair(s): {sum(r.inserted for r in results)} rows inserted, "
         f"{sum(r.updated for r in results)} updated"
