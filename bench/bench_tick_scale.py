@@ -110,11 +110,10 @@ def make_dirty(conn, fraction: float, max_rows: int, seed: int) -> tuple[int, in
 def child(spec: dict) -> dict:
     os.environ.update(spec["env"])
     sys.path.insert(0, str(ROOT / "bench"))
+    from dagster import DagsterInstance
     from latency_proxy import ProxyControl
 
     import glific_bq
-    from dagster import DagsterInstance
-
     from glific_bq.definitions import defs
 
     control = ProxyControl(spec["control_port"])

@@ -263,7 +263,7 @@ def _read_ahead(batches: Iterator[pa.RecordBatch], depth: int = 2) -> Iterator[p
     """Read up to ``depth`` record batches ahead in a thread, so that PostgreSQL keeps streaming
     while the previous page is encoded and written (about 20 % faster end to end in
     the former bench/bench_extract.py, for at most ``depth`` batches more in memory)."""
-    return pipeline.ahead(batches, depth, name="glific_bq-read-ahead")
+    return pipeline.ahead(batches, depth, name="glific_bq-read-ahead", inline_first=True)
 
 
 def rows_by_id(reader, query: str, organization_id: int, timezone: str, ids: list[int],

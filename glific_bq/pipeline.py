@@ -23,7 +23,7 @@ class StageTimeout(TimeoutError):
 
 
 def ahead(items: Iterable[T], depth: int = 2, name: str = "glific_bq-ahead",
-          timeout: float = STAGE_TIMEOUT_SECONDS) -> Iterator[T]:
+          timeout: float = STAGE_TIMEOUT_SECONDS, *, inline_first: bool = False) -> Iterator[T]:
     """``items``, produced up to ``depth`` ahead in a thread of their own: a stage of a pipeline.
 
     The producer's exceptions are raised in the consumer, in order; when the consumer stops
@@ -34,7 +34,37 @@ def ahead(items: Iterable[T], depth: int = 2, name: str = "glific_bq-ahead",
     produced within ``timeout`` seconds raises ``StageTimeout``, and a producer that does not
     stop within ``timeout`` is left behind (a daemon thread; the caller then drops the
     connection it was reading, as after any failed sync).
+
+    With ``inline_first``, the first two items are produced in the caller's thread, and the thread
+    starts only for a third: a minute sync's pass is one page, and a thread per stage and pass
+    (two per pass, four per tenant-table) cost more than the page itself (bench/bench_tick_scale.py).
+    Those two items are bounded by the connections' own deadlines, not by ``timeout``.
     """
+    if inline_first:
+        return _inline_first(items, lambda rest: ahead(rest, depth, name, timeout))
+    return _ahead(items, depth, name, timeout)
+
+
+def _inline_first(items: Iterable[T], then) -> Iterator[T]:
+    """``items``: the first two read here, the rest by ``then`` (a stage in a thread)."""
+    iterator = iter(items)
+    handed_over = False
+    try:
+        for _ in range(2):
+            try:
+                item = next(iterator)
+            except StopIteration:
+                return
+            yield item
+        handed_over = True
+        yield from then(iterator)  # which closes it, in its own thread
+    finally:
+        close = getattr(iterator, "close", None)
+        if close is not None and not handed_over:
+            close()
+
+
+def _ahead(items: Iterable[T], depth: int, name: str, timeout: float) -> Iterator[T]:
     ready: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
 

@@ -160,7 +160,7 @@ def _sync_table(source, warehouse, organization, spec, options, on_step) -> Tabl
     control, reader = source.control, source.reader
     started = time.monotonic()
     result = TableSync(organization.id, spec.name, dataset=warehouse.dataset_ref)
-    shape = table_shape(control, warehouse, spec, organization)
+    shape = table_shape(control, warehouse, spec, organization, source.shapes)
     if shape is None:
         result.status, result.message = "missing", f"table {spec.source} does not exist in the source database"
         log.warning(result.message)
@@ -382,7 +382,8 @@ def _pipeline(pages: Iterator[extract.Page], ready: Callable[[extract.Page], _Re
     writing and advancing the watermark (the caller's thread, in page order, so a page's
     watermark moves only after BigQuery confirmed it and every page before it). Use as a context
     manager: leaving it stops and joins the stages before the caller touches the reader again."""
-    return contextlib.closing(pipeline.ahead(_ready_pages(pages, ready), PAGES_AHEAD, name="glific_bq-encode"))
+    return contextlib.closing(pipeline.ahead(_ready_pages(pages, ready), PAGES_AHEAD, name="glific_bq-encode",
+                                                   inline_first=True))
 
 
 def _ready_pages(pages: Iterator[extract.Page], ready: Callable[[extract.Page], _ReadyPage]) -> Iterator[_ReadyPage]:
@@ -396,27 +397,37 @@ def _ensure_table(control, warehouse: Warehouse, spec: TableSpec, shape: Shape):
     process applied this very schema (``glific_bq.applied_schemas``)."""
     schema = list(shape.schema)
     table_id, digest = f"{warehouse.dataset_ref}.{spec.name}", known_tables.fingerprint(schema)
-    if applied_schemas.recorded(control, table_id) == digest:
+    applied = applied_schemas.recorded(control, table_id) == digest
+    if applied:
         known_tables.trust(warehouse, spec, schema)
     target = warehouse.ensure_table(spec, schema)
-    applied_schemas.record(control, table_id, digest)
+    if not applied:
+        applied_schemas.record(control, table_id, digest)
     return target
 
 
-def table_shape(control, warehouse: Warehouse, spec: TableSpec, organization: Organization) -> Shape | None:
-    """``spec``'s table in the warehouse's layout, from its source's columns now; None if the
-    source table does not exist (an older Glific database lacks some tables). A table of every
-    organization's rows is refused to all but the platform organization (``glific_bq.platform``)."""
+def table_shape(control, warehouse: Warehouse, spec: TableSpec, organization: Organization,
+                cache: dict | None = None) -> Shape | None:
+    """``spec``'s table in the warehouse's layout, from its source's columns now (or as the
+    ``cache`` of this tick has them, ``Source.shapes``); None if the source table does not exist
+    (an older Glific database lacks some tables). A table of every organization's rows is refused
+    to all but the platform organization (``glific_bq.platform``)."""
     if spec.scope is Scope.PLATFORM:
         platform.require_platform_organization(control, organization.id, spec.name)
+    key = (warehouse.config.layout, spec)
+    if cache is not None and key in cache:
+        return cache[key]
     columns = reflect_columns(control, spec.source)
-    if not columns:
-        return None
-    names = {c.name for c in columns}
-    needed = {"id"} if spec.scope is Scope.PLATFORM else {"id", "organization_id"}
-    if not needed <= names:
-        raise ValueError(f"table {spec.source} lacks an id or organization_id column")
-    return layouts.shape_for(warehouse.config.layout, spec, columns)
+    shape = None
+    if columns:
+        names = {c.name for c in columns}
+        needed = {"id"} if spec.scope is Scope.PLATFORM else {"id", "organization_id"}
+        if not needed <= names:
+            raise ValueError(f"table {spec.source} lacks an id or organization_id column")
+        shape = layouts.shape_for(warehouse.config.layout, spec, columns)
+    if cache is not None:
+        cache[key] = shape
+    return shape
 
 
 def _lag_seconds(watermark: Watermark) -> float:

@@ -135,9 +135,10 @@ class SourcePool:
     at most, opened on first need, closed with the pool. A ``Source`` pairs two drivers, so it is
     pooled whole rather than through psycopg_pool. A source left broken by a failure is dropped."""
 
-    def __init__(self, database_url: str, size: int) -> None:
+    def __init__(self, database_url: str, size: int, shapes: dict | None = None) -> None:
         self.database_url = database_url
         self.size = size
+        self.shapes = shapes
         self._idle: queue.LifoQueue[Source] = queue.LifoQueue()
         self._opened: list[Source] = []
         self._lock = threading.Lock()
@@ -148,6 +149,7 @@ class SourcePool:
             source = self._idle.get_nowait()
         except queue.Empty:
             source = Source(self.database_url)
+            source.shapes = self.shapes
             with self._lock:
                 self._opened.append(source)
         try:
@@ -201,14 +203,16 @@ def sync_tenants(
         tenant = roster.tenant(organization_id) if roster is not None else None
         return tenant.destination if tenant else None
 
+    shapes: dict = {}  # the tick's table shapes, read from the catalog once per table (Source.shapes)
     if options.workers == 1 or len(work) <= 1:
         with Source(database_url) as source:
+            source.shapes = shapes
             for organization_id, specs in work.items():
                 report(sync_tenant(source, open_warehouse, organization_id, specs, options.sync,
                                         destination=destination_of(organization_id)))
         return results
 
-    pool = SourcePool(database_url, options.workers)
+    pool = SourcePool(database_url, options.workers, shapes)
 
     def one_tenant(organization_id: int, specs: list[TableSpec]) -> list[TableSync]:
         try:

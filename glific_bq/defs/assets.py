@@ -1,10 +1,13 @@
 """One asset per synced table, ``bigquery/<table>``, partitioned by tenant, downstream of the
 PostgreSQL table it copies (``postgres/<table>``, an external asset)."""
 
+import os
+import time
 from collections import defaultdict
 from collections.abc import Iterable
 
 import dagster as dg
+from dagster._core.events import DagsterEvent, DagsterEventBatchMetadata, generate_event_batch_id
 
 from glific_bq.registry import TABLES, TableSpec
 from glific_bq.roster import Roster, select_tenants
@@ -59,6 +62,53 @@ def materialization(result: TableSync) -> dg.AssetMaterialization:
     )
 
 
+#: Materializations of one asset written together. With PostgreSQL storage (production) and
+#: ``DAGSTER_EVENT_BATCH_SIZE``, Dagster stores a batch with one INSERT instead of three statements
+#: per event: 0.8 ms of CPU per materialization instead of 5.2 (13.4 on SQLite, which stores a batch
+#: event by event); see docs/scale.md.
+RECORD_BATCH = 200
+#: A batch is written at the latest this long after its first materialization, so that the UI
+#: follows a long tick.
+RECORD_SECONDS = 5.0
+
+
+class Recorder:
+    """Records each synced tenant-table as a materialization of ``bigquery/<table>`` for its
+    tenant partition, in batches per asset (Dagster stores a batch of one asset's events at once;
+    its asset record is updated from the batch's last event, so a batch never mixes assets).
+
+    The events are exactly those ``context.log_event`` records, with Dagster's batch marks (the
+    ones its own multi-partition outputs carry; dagster is pinned exactly). Call ``close`` at the
+    end: it writes what is pending."""
+
+    def __init__(self, context: dg.OpExecutionContext | dg.AssetExecutionContext) -> None:
+        os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", str(RECORD_BATCH))
+        self.context = context.op_execution_context if isinstance(context, dg.AssetExecutionContext) else context
+        self.pending: dict[str, list[dg.AssetMaterialization]] = defaultdict(list)
+        self.oldest: float | None = None
+
+    def add(self, result: TableSync) -> None:
+        self.pending[result.table].append(materialization(result))
+        self.oldest = self.oldest or time.monotonic()
+        if len(self.pending[result.table]) >= RECORD_BATCH:
+            self._write(result.table)
+        if time.monotonic() - self.oldest >= RECORD_SECONDS:
+            self.close()
+
+    def close(self) -> None:
+        for table in list(self.pending):
+            self._write(table)
+        self.oldest = None
+
+    def _write(self, table: str) -> None:
+        batch, step = self.pending.pop(table), self.context.get_step_execution_context()
+        batch_id = generate_event_batch_id()
+        for n, event in enumerate(batch, 1):
+            # What OpExecutionContext.log_event does, with the batch's marks.
+            self.context._events.append(  # noqa: SLF001  (the step's event stream, as log_event)
+                DagsterEvent.asset_materialization(step, event, DagsterEventBatchMetadata(batch_id, n == len(batch))))
+
+
 def sync_partitions(
     context: dg.OpExecutionContext,
     postgres: GlificPostgres,
@@ -76,9 +126,11 @@ def sync_partitions(
     for key, spec in work:
         by_tenant[int(key)].append(spec)
 
+    recorder = Recorder(context)
+
     def record(result: TableSync) -> None:  # called in this thread, whatever thread synced the tenant
         if result.status == "synced":
-            context.log_event(materialization(result))
+            recorder.add(result)
         else:
             context.log.info(f"organization {result.organization_id}, {result.table}: {result.status}: {result.message}")
 
@@ -88,8 +140,11 @@ def sync_partitions(
     if roster is None:  # the tick's op hands over the roster it planned with
         with postgres.source() as source:
             roster = select_tenants(source.control, bigquery.config())
-    results = sync_tenants(postgres.database_url, bigquery.open_warehouse, dict(by_tenant), TickOptions.from_env(),
-                           record, roster=roster)
+    try:
+        results = sync_tenants(postgres.database_url, bigquery.open_warehouse, dict(by_tenant),
+                               TickOptions.from_env(), record, roster=roster)
+    finally:
+        recorder.close()
     with postgres.source() as source:
         tell_organizations(source, roster, results)
     failures = [r for r in results if r.status in ("failed", "missing", "not_synced")]
