@@ -113,6 +113,16 @@ def bind(reader, export_snapshot: bool = False, **values: object) -> str | None:
 
 
 def build_query(shape: Shape, pass_: Pass, schema: str = "public") -> str:
+    """``_build_query``, once per shape object and pass: a tick shares its shapes across its
+    syncs (``Source.shapes``), and composing the SQL costs more than a minute sync's page
+    (about 1.4 ms of CPU per sync, bench/bench_tick_scale.py)."""
+    built = shape.__dict__.setdefault("_queries", {})  # a frozen dataclass: its own memo, beside its fields
+    if (pass_, schema) not in built:
+        built[(pass_, schema)] = _build_query(shape, pass_, schema)
+    return built[(pass_, schema)]
+
+
+def _build_query(shape: Shape, pass_: Pass, schema: str = "public") -> str:
     """The SELECT of one pass over ``shape``'s source table (aliased ``t``) for one organization
     and position.
 

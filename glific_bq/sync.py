@@ -23,7 +23,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import NamedTuple
 
 import psycopg
@@ -142,21 +142,34 @@ def sync_table(
     spec: TableSpec,
     options: SyncOptions = SyncOptions(),
     on_step: Callable[[str], None] = lambda step: None,
+    *,
+    horizon_at: datetime | None = None,
 ) -> TableSync:
-    """Sync one table of one organization until caught up.
+    """Sync one table of one organization until caught up. ``horizon_at``: a horizon read before
+    this call (``read_horizon``; the tenant's, shared by its tables), for the first round and the
+    lookup check; None: read here.
 
     Raises on failures (warehouse, source) after leaving the watermark at the last confirmed
     page; returns status ``missing`` for a registered table the source lacks and ``busy`` when
     another run holds its lock.
     """
     try:
-        return _sync_table(source, warehouse, organization, spec, options, on_step)
+        return _sync_table(source, warehouse, organization, spec, options, on_step, horizon_at)
     except Exception:
         source.reset_reader()  # its transaction may be aborted; the next sync opens a new one
         raise
 
 
-def _sync_table(source, warehouse, organization, spec, options, on_step) -> TableSync:
+def read_horizon(source: Source, options: SyncOptions) -> datetime:
+    """The horizon (``horizon.horizon``), read in a transaction of its own: every snapshot the
+    reader takes afterwards may use it (it only holds a cursor back more than a fresher one)."""
+    source.reader.commit()
+    top = horizon.horizon(source.reader, options.horizon_seconds)
+    source.reader.commit()
+    return top
+
+
+def _sync_table(source, warehouse, organization, spec, options, on_step, horizon_at) -> TableSync:
     control, reader = source.control, source.reader
     started = time.monotonic()
     result = TableSync(organization.id, spec.name, dataset=warehouse.dataset_ref)
@@ -228,9 +241,10 @@ def _sync_table(source, warehouse, organization, spec, options, on_step) -> Tabl
             return watermarks.loads_today(control, organization.id, spec.name, destination) < warehouse_writes.LOADS_PER_TABLE_PER_DAY
 
         def by_load_jobs() -> bool:
-            """Whether this round's insert pass goes by load jobs: its backlog is large enough,
-            and the table's daily load budget is not spent (checked again before each load)."""
-            if backlog_query is None or not load_budget_left():
+            """Whether this round's insert pass goes by load jobs: it may have a backlog
+            (``may_have_backlog``), which is large enough, and the table's daily load budget is not
+            spent (checked again before each load)."""
+            if backlog_query is None or not may_have_backlog(watermark) or not load_budget_left():
                 return False
             return extract.backlog_at_least(reader, backlog_query, organization_id=organization.id,
                                             timezone=timezone_name, id_bound=watermark.table_id,
@@ -242,16 +256,15 @@ def _sync_table(source, warehouse, organization, spec, options, on_step) -> Tabl
             result.loads += 1
             return confirmed(Pass.INSERT, last, rejected + parquet.load())
 
+        first_top = horizon_at  # the tenant's, for the lookup check
         budget = options.max_rows
         while budget is None or budget > 0:
             round_limit = options.round_rows if budget is None else min(options.round_rows, budget)
             read = 0
             update_exhausted = True
             insert_top = None
-            reader.commit()
-            # In a transaction of its own, before the round's snapshot (see horizon.horizon).
-            top = horizon.horizon(reader, options.horizon_seconds)
-            reader.commit()  # each round starts a fresh snapshot, taken after the horizon
+            # Before the round's snapshot (see horizon.horizon); each round starts a fresh one.
+            top, horizon_at = horizon_at or read_horizon(source, options), None
             if update_query:
                 with pipeline(extract.pages(
                     reader, update_query, Pass.UPDATE, organization_id=organization.id,
@@ -308,7 +321,7 @@ def _sync_table(source, warehouse, organization, spec, options, on_step) -> Tabl
                 break
         if shape.refresh:
             result.refreshed = _refresh(source, organization, spec, shape, watermark, timezone_name, options,
-                                        lambda page: write(Pass.REFRESH, ready(page, encode=False)))
+                                        lambda page: write(Pass.REFRESH, ready(page, encode=False)), first_top)
         result.after = watermark
         watermarks.record_success(control, organization.id, spec.name, destination)
     result.lag_seconds = 0.0 if result.caught_up else _lag_seconds(watermark)
@@ -322,7 +335,7 @@ def _sync_table(source, warehouse, organization, spec, options, on_step) -> Tabl
 _detected: dict[tuple[str, int], float] = {}
 
 
-def _refresh(source, organization, spec, shape, watermark, timezone_name, options, write) -> int:
+def _refresh(source, organization, spec, shape, watermark, timezone_name, options, write, top) -> int:
     """Send again the rows of ``spec`` whose looked-up values changed (``glific_bq.lookups``):
     at most ``options.refresh_rows`` rows read per call, the progress of each batch kept after
     every confirmed page, so that a parent with more dependents (a flow renamed after a million
@@ -331,9 +344,7 @@ def _refresh(source, organization, spec, shape, watermark, timezone_name, option
     key = (source.url, organization.id)
     last = _detected.get(key)
     if last is None or time.monotonic() - last >= options.lookup_check_seconds:
-        reader.commit()
-        top = horizon.horizon(reader, options.horizon_seconds)  # in a transaction of its own, before the look
-        reader.commit()
+        top = top or read_horizon(source, options)  # before the look
         lookups.detect(control, organization.id, layouts.lookup_sources(), top)
         _detected[key] = time.monotonic()
     lookups.forget(control, organization.id, spec.name, keep=shape.refresh)  # nothing here refers to the others
@@ -430,6 +441,21 @@ def table_shape(control, warehouse: Warehouse, spec: TableSpec, organization: Or
     return shape
 
 
+#: A watermark that moved less than this long ago, with no failure since, belongs to a
+#: tenant-table synced every minute: its insert backlog is not measured (two statements a sync).
+BACKLOG_CHECK_AFTER = timedelta(minutes=10)
+
+
+def may_have_backlog(watermark: Watermark) -> bool:
+    """Whether an insert backlog large enough for load jobs can have built up: the watermark is
+    new or reset (a new organization or table, a resync), its syncs failed, or it has not moved for
+    ``BACKLOG_CHECK_AFTER``. A bulk import landing between two minute syncs goes by the Storage
+    Write API instead: every row still arrives, at Storage Write's price."""
+    if watermark.table_id == 0 or watermark.failures or watermark.advanced_at is None:
+        return True
+    return datetime.now(timezone.utc) - watermark.advanced_at >= BACKLOG_CHECK_AFTER
+
+
 def _lag_seconds(watermark: Watermark) -> float:
     """Seconds since the newest change the update cursor has passed (an upper bound of the lag)."""
     now = datetime.now(timezone.utc).replace(tzinfo=None)
@@ -466,10 +492,12 @@ def sync_tenant(
         return [failed(spec, _describe(error)) for spec in tables]
 
     def sync_tables(organization: Organization, warehouse: Warehouse) -> list[TableSync]:
-        results = []
+        results, top = [], None
         for spec in tables:
             try:
-                results.append(sync_table(source, warehouse, organization, spec, options))
+                # One horizon for the tenant's tables, read before the first one's snapshot.
+                top = top or read_horizon(source, options)
+                results.append(sync_table(source, warehouse, organization, spec, options, horizon_at=top))
             except Exception as error:  # this table only
                 results.append(failed(spec, _describe(error), warehouse.destination))
         return results
