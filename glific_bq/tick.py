@@ -50,6 +50,10 @@ DEFAULT_WORKERS = 8
 #: More than this many threads per process buys nothing on the machines we run on, and each one
 #: holds two PostgreSQL connections and one Storage Write connection.
 MAX_WORKERS = 64
+#: Dirty pairs one process syncs with room to spare within the minute (bench/bench_tick_scale.py:
+#: about 25 ms of CPU a pair); above this, ``shards`` left to choose spreads the tick over the
+#: machine's cores. A shard is a process of its own (about 5 s to start, 290 MB): not worth it below.
+PAIRS_PER_SHARD = 1_500
 
 #: ``(organization id, tables)`` for each tenant with work to do.
 TenantWork = dict[int, list[TableSpec]]
@@ -63,27 +67,29 @@ class TickOptions:
         workers: tenants synced at once in this process (1: one after another, as before).
             Each worker holds its own source connections (two PostgreSQL sessions).
         shards: processes (Dagster ops) the tenants are split into by organization id;
-            1 keeps the whole tick in one op.
+            1 keeps the whole tick in one op; None (the default, ``auto``) chooses per tick
+            (``shards_for``): one process per ``PAIRS_PER_SHARD`` dirty pairs, at most one per core.
         sync: options of each (tenant, table) sync.
     """
 
     workers: int = DEFAULT_WORKERS
-    shards: int = 1
+    shards: int | None = None
     sync: SyncOptions = field(default_factory=SyncOptions)
 
     def __post_init__(self) -> None:
         if not 1 <= self.workers <= MAX_WORKERS:
             raise ValueError(f"tick workers must be between 1 and {MAX_WORKERS}, got {self.workers!r}")
-        if not 1 <= self.shards <= 1024:
+        if self.shards is not None and not 1 <= self.shards <= 1024:
             raise ValueError(f"tick shards must be between 1 and 1024, got {self.shards!r}")
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> TickOptions:
-        """``GLIFIC_BQ_TICK_WORKERS`` and ``GLIFIC_BQ_TICK_SHARDS``, defaults where unset."""
+        """``GLIFIC_BQ_TICK_WORKERS`` and ``GLIFIC_BQ_TICK_SHARDS`` (a number, or ``auto``),
+        defaults where unset."""
         env = os.environ if environ is None else environ
         values = {}
         for name, var in (("workers", WORKERS_ENV), ("shards", SHARDS_ENV)):
-            if env.get(var):
+            if env.get(var) and env[var].strip().lower() != "auto":
                 try:
                     values[name] = int(env[var])
                 except ValueError:
@@ -115,6 +121,22 @@ def plan_tick(source: Source, tenants: Mapping[int, str], tables: Sequence[Table
     for organization_id, specs in platform.work(source.control, tenants).items():
         work[organization_id].extend(specs)
     return dict(sorted(work.items()))
+
+
+def cores() -> int:
+    """The cores this process may run on (a container's limit, not the host's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def shards_for(pairs: int, shards: int | None = None, available: int | None = None) -> int:
+    """How many processes a tick of ``pairs`` dirty pairs spreads over: ``shards`` when
+    configured, else one per ``PAIRS_PER_SHARD`` pairs, at most one per core (``available``)."""
+    if shards is not None:
+        return shards
+    return max(1, min(available or cores(), -(-pairs // PAIRS_PER_SHARD)))
 
 
 def shard_of(organization_id: int, shards: int) -> int:
@@ -292,6 +314,7 @@ __all__ = [
     "plan_tick",
     "run_tick",
     "shard_of",
+    "shards_for",
     "split_into_shards",
     "sync_tenants",
     "tell_organizations",

@@ -22,7 +22,8 @@ from .resources import GlificBigQuery, GlificPostgres
 
 
 class TickConfig(dg.Config):
-    """How the tick spreads over processes: ``shards`` (default ``GLIFIC_BQ_TICK_SHARDS``, else 1).
+    """How the tick spreads over processes: ``shards`` (default ``GLIFIC_BQ_TICK_SHARDS``, else
+    chosen per tick from the dirty pairs and the cores, ``tick.shards_for``).
     With one shard this op syncs everything itself; with more, each shard of tenants (by
     organization id) is a ``sync_tick_shard`` step, which the multiprocess executor runs in
     parallel (and the Kubernetes or Celery executor on other machines)."""
@@ -38,7 +39,6 @@ class TickConfig(dg.Config):
 def sync_dirty_tenants(context: dg.OpExecutionContext, config: TickConfig, postgres: GlificPostgres,
                        bigquery: GlificBigQuery):
     options = TickOptions.from_env()
-    shards = config.shards or options.shards
     with postgres.source() as source:
         unprotected = horizon.late_commit_warning(source.control)
         roster = select_tenants(source.control, bigquery.config())
@@ -47,6 +47,7 @@ def sync_dirty_tenants(context: dg.OpExecutionContext, config: TickConfig, postg
         context.log.warning(unprotected)
         context.instance.add_run_tags(context.run_id, {"glific_bq/late_commits": "unprotected"})
     work = [(str(org_id), spec) for org_id, specs in dirty.items() for spec in specs]
+    shards = tick.shards_for(len(work), config.shards or options.shards)
     keys = sorted({key for key, _ in work}, key=int)
     known = set(context.instance.get_dynamic_partitions(tenants.name))
     if set(keys) - known:  # a tenant found before the discovery sensor's next tick
