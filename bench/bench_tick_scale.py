@@ -9,8 +9,9 @@ Stack: an embedded PostgreSQL (pgserver) holding Glific's real schema, seeded by
 dataset and table and syncs the seed (not measured). Then, per variant (``--baseline REF``: the
 code of a git revision, checked out in a temporary worktree, then this checkout), and the same
 work for each: a fraction ``--dirty`` of the tenant-tables gets 1–``--max-rows`` changed rows
-(``updated_at`` moved a minute back, past the horizon), and one tick runs; then a tick with
-nothing dirty.
+(``updated_at`` moved a minute back, past the horizon), and one tick runs; then the next tick
+(rows a trigger stamped at commit, within the horizon at the first), then a tick with nothing
+dirty.
 
 Printed per variant: the run's seconds (``execute_in_process``, after imports), its CPU seconds
 (user + system of the child process over the run) and CPU ms per dirty pair, pairs synced, rows
@@ -301,6 +302,7 @@ def main() -> None:
                           "profile": args.profile if code == ROOT else None}, code,
                          py_spy=args.py_spy if code == ROOT else None)
             idle = spawn({**spec, "delay_ms": args.delay_ms}, code)
+            quiet = spawn({**spec, "delay_ms": args.delay_ms}, code)
             # Rows a trigger stamped with the commit's own time (contacts, when their groups
             # change) are within the horizon at the dirty tick: the next tick sends them.
             short = {pair: (rows, busy["synced"].get(pair, 0) + idle["synced"].get(pair, 0))
@@ -308,7 +310,7 @@ def main() -> None:
                      if busy["synced"].get(pair, 0) + idle["synced"].get(pair, 0) < rows}
             left = remaining_dirty(url, spec["env"])
             arrived = busy["success"] and idle["success"] and not short and not left
-            for tick, out in (("dirty", busy), ("idle", idle)):
+            for tick, out in (("dirty", busy), ("next", idle), ("idle", quiet)):
                 per_pair = f"{out['cpu'] / out['pairs'] * 1000:.1f}" if out["pairs"] else "-"
                 lines.append(f"{label:<22} {tick:<6} {out['seconds']:>8.1f} {out['cpu']:>7.1f} {per_pair:>11} "
                              f"{out['pairs']:>6} {out['rows']:>7} {out['round_trips']:>7} {out['peak_rss_mb']:>7.0f} "
@@ -326,7 +328,10 @@ def main() -> None:
     finally:
         for proc in helpers:
             proc.terminate()
-            proc.wait(timeout=10)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
         server.cleanup()
         if args.baseline:
             subprocess.run(["git", "worktree", "remove", "--force", str(scratch / "baseline")], cwd=ROOT)
