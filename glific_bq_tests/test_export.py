@@ -197,7 +197,10 @@ def test_a_date_range_keeps_rows_inserted_on_those_local_days(notes, source, war
     assert pq.read_table(file_of(nothing, "notes", "parquet").uri).num_rows == 0
 
 
-def test_a_large_table_is_read_in_id_windows_each_id_once_in_its_latest_version(notes, source, warehouse_for, tmp_path):
+def test_a_large_table_is_read_in_id_windows_each_id_once_in_its_latest_version(notes, source, warehouse_for, tmp_path,
+                                                                                monkeypatch):
+    from glific_bq.export import reading
+
     org = add_organization(notes)
     ids = add_notes(notes, org, [f"n{i}" for i in range(25)])
     warehouse = warehouse_for(org)
@@ -205,12 +208,25 @@ def test_a_large_table_is_read_in_id_windows_each_id_once_in_its_latest_version(
     notes.execute(f"UPDATE notes SET body = body || ' edited', updated_at = {RECENTLY} WHERE id = ANY(%s)", (ids[::3],))
     sync_table(source, warehouse, org, NOTES)
     assert len(warehouse_rows(warehouse, "notes")) == 25 + len(ids[::3])
+    windows = []  # (first id, end id) of each query that read rows, as BigQuery was asked
+    real_query = reading._query
+
+    def observed(warehouse, statement, params, page_size=None):
+        bounds = {p.name: p.value for p in params if p.name in ("first_id", "end_id")}
+        if page_size is not None:
+            windows.append((bounds.get("first_id"), bounds.get("end_id")))
+        return real_query(warehouse, statement, params, page_size)
+
+    monkeypatch.setattr(reading, "_query", observed)
 
     result = export_tenant(warehouse, [NOTES], formats=["parquet"], destination=tmp_path, query_rows=7, page_rows=3)
 
     rows = pq.read_table(file_of(result, "notes", "parquet").uri).to_pylist()
     assert [r["id"] for r in rows] == ids
     assert [r["body"] for r in rows] == [f"n{i}" + (" edited" if i % 3 == 0 else "") for i in range(25)]
+    # 34 versions at 7 a query: 5 windows, adjacent, covering every id exactly once
+    assert len(windows) == 5 and windows[0][0] == ids[0] and windows[-1][1] == ids[-1] + 1
+    assert all(end == start for (_, end), (start, _) in zip(windows, windows[1:]))
 
 
 def test_rows_of_another_organization_stop_the_export(notes, source, warehouse_for, tmp_path):
