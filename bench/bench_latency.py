@@ -114,9 +114,9 @@ def main() -> None:
           f"({datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, traffic 5 changes/s, "
           "Glific layout)")
     for name, values in (("commit → sent (bq_inserted_at)", to_sent), ("commit → visible to a query", to_seen)):
-        if len(values) > 1:
-            q = statistics.quantiles(values, n=20)
-            print(f"{name:32} p50 {statistics.median(values):5.1f} s   p95 {q[18]:5.1f} s   max {max(values):5.1f} s")
+        if values:
+            p95 = statistics.quantiles(values, n=20)[18] if len(values) > 1 else values[0]
+            print(f"{name:32} p50 {statistics.median(values):5.1f} s   p95 {p95:5.1f} s   max {max(values):5.1f} s")
     sys.exit(0 if committed and len(to_seen) == len(committed) else 1)
 
 
