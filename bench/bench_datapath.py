@@ -471,14 +471,15 @@ def run_dlt(url: str, chunk_size: int) -> dict:
 # ---------------------------------------------------------------------------------------------
 
 
-def start_server():
+def start_server(data_dir: Path = DATA_DIR):
+    """The benchmark's PostgreSQL on ``data_dir`` (kept between runs: the table is generated once)."""
     if "XDG_RUNTIME_DIR" not in os.environ:  # pgserver and platformdirs want a private runtime dir
         os.environ["XDG_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="glific_bq_bench_runtime_")
     import pgserver
     import psycopg
 
-    DATA_DIR.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(str(DATA_DIR), cleanup_mode="stop")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    server = pgserver.get_server(str(data_dir), cleanup_mode="stop")
     base = server.get_uri()
     with psycopg.connect(base, autocommit=True) as conn:
         if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)).fetchone():
@@ -520,6 +521,9 @@ def main() -> None:
                              "Write API only, and as the sync chooses (a backfill by load jobs)")
     parser.add_argument("--load-page-rows", type=int, default=0,
                         help="also the load_parquet write method at this page size (one load job per page)")
+    parser.add_argument("--data-dir", type=Path, default=DATA_DIR,
+                        help="PostgreSQL's data directory, kept for the next run (default .local/bench_pg; "
+                             "the smoke test uses one of its own, so as not to regenerate this one's table)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -530,7 +534,7 @@ def main() -> None:
     from glific_bq.sync import SyncOptions
 
     pages = args.page_rows or [SyncOptions().page_rows]
-    server, url = start_server()
+    server, url = start_server(args.data_dir)
     try:
         generated, seconds = ensure_data(url, args.rows)
         print(("generated" if generated else "reused") + f" the table{f' in {seconds:.0f} s' if generated else ''}")

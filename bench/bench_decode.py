@@ -10,7 +10,8 @@ one organization, generated there): the figures behind the extract's design.
   layout), written with each codec and option, CPU and size per million rows (why
   ``writes.PARQUET_OPTIONS``).
 
-Run: ``.venv/bin/python bench/bench_decode.py [--repeat 2]`` (after bench_datapath.py made the table).
+Run: ``.venv/bin/python bench/bench_decode.py [--repeat 2]`` (it generates bench_datapath.py's table
+when missing: ``--rows``, default 2M). Smoke size: ``--rows 3000 --repeat 1 --data-dir DIR``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.bench_datapath import _PLAIN, backend_cpu_seconds, start_server  # noqa: E402
+from bench.bench_datapath import _PLAIN, DATA_DIR, backend_cpu_seconds, ensure_data, start_server  # noqa: E402
 
 
 def own_cpu() -> float:
@@ -33,6 +34,8 @@ def own_cpu() -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     parser.add_argument("--repeat", type=int, default=2, help="runs per variant; the least CPU is reported")
+    parser.add_argument("--rows", type=int, default=2_000_000, help="messages of organization 1 (bench_datapath's)")
+    parser.add_argument("--data-dir", type=Path, default=DATA_DIR, help="PostgreSQL's data directory (bench_datapath's)")
     args = parser.parse_args()
     import psycopg
 
@@ -46,8 +49,9 @@ def main() -> None:
         "SELECT *, 8 more int8 columns": _PLAIN.replace("SELECT *", f"SELECT *, {ints}"),
         "SELECT id": _PLAIN.replace("SELECT *", "SELECT t.id"),
     }
-    server, url = start_server()
+    server, url = start_server(args.data_dir)
     try:
+        ensure_data(url, args.rows)
         with Source(url) as source:
             reader = source.reader
             print("ADBC decoding (our CPU s per M rows):")
@@ -74,12 +78,12 @@ def main() -> None:
                     spent = (backend_cpu_seconds(pid) - before) / rows * 1e6
                     best = spent if best is None else min(best, spent)
                 print(f"  {fmt:<34}{best:6.2f}")
-        parquet(url, args.repeat)
+        parquet(url, args.repeat, min(200_000, args.rows))
     finally:
         server.cleanup()
 
 
-def parquet(url: str, repeat: int) -> None:
+def parquet(url: str, repeat: int, rows: int) -> None:
     import io
 
     import pyarrow as pa
@@ -96,7 +100,7 @@ def parquet(url: str, repeat: int) -> None:
         query = extract.build_query(shape, extract.Pass.INSERT)
         tables = []
         for page in extract.pages(source.reader, query, extract.Pass.INSERT, organization_id=ORGANIZATION,
-                                  timezone=TIMEZONE, id_bound=0, page_rows=20_000, max_rows=200_000,
+                                  timezone=TIMEZONE, id_bound=0, page_rows=20_000, max_rows=rows,
                                   export_snapshot=True):
             rows, _ = prepare(page.rows, shape, TIMEZONE, source.joiner, page.snapshot, ORGANIZATION)
             tables.append(pa.Table.from_batches(writes.arrow_batches(rows, shape.schema)))

@@ -3,7 +3,8 @@ organizations, a month of hourly stats for each (720,000 rows), a tracker a day 
 users, every platform watermark caught up (the usual minute: nothing to do). Prints the median
 and worst of 20 calls and the statements each runs (psycopg cursor executions).
 
-    python bench/bench_platform_plan.py
+    python bench/bench_platform_plan.py [--organizations 1000] [--days 30]
+    python bench/bench_platform_plan.py --organizations 10 --days 1   # the smoke size
     NOINDEX=1 python bench/bench_platform_plan.py   # without stats (inserted_at, id), trackers (updated_at, id)
 
 Out of the default test run: this is a script, not a test.
@@ -11,6 +12,7 @@ Out of the default test run: this is a script, not a test.
 
 from __future__ import annotations
 
+import argparse
 import os
 import statistics
 import tempfile
@@ -49,12 +51,12 @@ _SEED = [
 ]
 
 
-def seed(conn: psycopg.Connection) -> None:
+def seed(conn: psycopg.Connection, organizations: int = ORGANIZATIONS, days: int = DAYS) -> None:
     create_glific_schema(conn)
     watermarks.ensure_table(conn)
-    start = datetime.now(UTC).replace(tzinfo=None) - timedelta(days=DAYS + 1)
+    start = datetime.now(UTC).replace(tzinfo=None) - timedelta(days=days + 1)
     values = {"bsp": gw.provider(conn), "language": gw.language(conn), "start": start,
-              "organizations": ORGANIZATIONS, "hours": DAYS * 24, "days": DAYS}
+              "organizations": organizations, "hours": days * 24, "days": days}
     for statement in _SEED:
         conn.execute(statement, values)
     if os.environ.get("NOINDEX"):
@@ -97,15 +99,19 @@ def timed(label: str, call, calls: int = 20) -> None:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
+    parser.add_argument("--organizations", type=int, default=ORGANIZATIONS)
+    parser.add_argument("--days", type=int, default=DAYS, help="days of hourly stats per organization")
+    args = parser.parse_args()
     server = pgserver.get_server(tempfile.mkdtemp(prefix="bench_platform_"), cleanup_mode="stop")
     try:
         with psycopg.connect(server.get_uri(), autocommit=True) as conn:
-            seed(conn)
+            seed(conn, args.organizations, args.days)
             rows = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
                     for t in ("organizations", "stats", "trackers", "trial_users")}
             print(f"rows: {rows}; indexes on (cursor, id): {'no' if os.environ.get('NOINDEX') else 'yes'}")
             Statements.install()
-            tenants = dict.fromkeys(range(1, ORGANIZATIONS + 1), DESTINATION)
+            tenants = dict.fromkeys(range(1, args.organizations + 1), DESTINATION)
             timed("platform.work (whole platform plan)", lambda: platform.work(conn, tenants))
             timed("  platform.organization_id", lambda: platform.organization_id(conn))
             for spec in PLATFORM_TABLES:

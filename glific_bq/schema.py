@@ -10,7 +10,7 @@ expression that turns each column into the value BigQuery receives:
 | numeric(p,s) with p-s <= 29 and s <= 9 | NUMERIC | decimal text |
 | other numeric, money | BIGNUMERIC | decimal text |
 | boolean | BOOL | as is |
-| text, varchar, char, name, citext, enum, uuid, inet, interval, xml, ... | STRING | text |
+| text, varchar, char, name, citext, enum, uuid, inet, interval, xml, ... | STRING | text (inet as PostgreSQL shows it, no /32 on a host) |
 | json, jsonb | STRING | JSON text (Glific's dashboards use JSON_EXTRACT_SCALAR on it) |
 | date | DATE | as is |
 | time | TIME | as is |
@@ -123,6 +123,8 @@ class Column:
             expr = sql.SQL("({}) AT TIME ZONE {}").format(utc, timezone)
         elif self.type_name in _INTEGERS | _FLOATS or self.type_name in _SIMPLE:
             expr = col
+        elif self.type_name == "inet" and not self.is_array:
+            expr = sql.SQL("abbrev({})").format(col)  # as PostgreSQL shows it: ::text adds /32 to a host
         else:
             expr = sql.SQL("{}::text[]" if self.is_array else "{}::text").format(col)
         return sql.SQL("{} AS {}").format(expr, sql.Identifier(self.target_name))

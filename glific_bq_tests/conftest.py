@@ -126,7 +126,7 @@ SERVICE_FIXTURES = {"pg_server", "bigquery_emulator", "_pg_uri", "emulator"}
 
 
 #: Tests that start services (or subprocesses) by other means.
-SERVICE_MODULES = {"test_soak", "test_ui"}
+SERVICE_MODULES = {"test_soak", "test_ui", "test_bench_smoke"}
 
 
 def pytest_collection_modifyitems(config, items):

@@ -3,9 +3,15 @@ row for row, in its latest state; sheets split at the limit; date ranges; the Da
 
 from __future__ import annotations
 
+import base64
+import http.server
 import json
+import os
 import re
-import tempfile
+import threading
+import tracemalloc
+import urllib.parse
+from dataclasses import replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
@@ -31,6 +37,7 @@ from glific_bq.registry import TableSpec, table
 from glific_bq.schema import reflect_columns, syncable_columns
 from glific_bq.sync import sync_table
 from glific_bq.tenants import Organization, get_organization
+from glific_bq.warehouse import Warehouse
 
 from .helpers import add_notes, add_organization, bigquery_resource, warehouse_rows
 
@@ -197,7 +204,10 @@ def test_a_date_range_keeps_rows_inserted_on_those_local_days(notes, source, war
     assert pq.read_table(file_of(nothing, "notes", "parquet").uri).num_rows == 0
 
 
-def test_a_large_table_is_read_in_id_windows_each_id_once_in_its_latest_version(notes, source, warehouse_for, tmp_path):
+def test_a_large_table_is_read_in_id_windows_each_id_once_in_its_latest_version(notes, source, warehouse_for, tmp_path,
+                                                                                monkeypatch):
+    from glific_bq.export import reading
+
     org = add_organization(notes)
     ids = add_notes(notes, org, [f"n{i}" for i in range(25)])
     warehouse = warehouse_for(org)
@@ -205,12 +215,25 @@ def test_a_large_table_is_read_in_id_windows_each_id_once_in_its_latest_version(
     notes.execute(f"UPDATE notes SET body = body || ' edited', updated_at = {RECENTLY} WHERE id = ANY(%s)", (ids[::3],))
     sync_table(source, warehouse, org, NOTES)
     assert len(warehouse_rows(warehouse, "notes")) == 25 + len(ids[::3])
+    windows = []  # (first id, end id) of each query that read rows, as BigQuery was asked
+    real_query = reading._query
+
+    def observed(warehouse, statement, params, page_size=None):
+        bounds = {p.name: p.value for p in params if p.name in ("first_id", "end_id")}
+        if page_size is not None:
+            windows.append((bounds.get("first_id"), bounds.get("end_id")))
+        return real_query(warehouse, statement, params, page_size)
+
+    monkeypatch.setattr(reading, "_query", observed)
 
     result = export_tenant(warehouse, [NOTES], formats=["parquet"], destination=tmp_path, query_rows=7, page_rows=3)
 
     rows = pq.read_table(file_of(result, "notes", "parquet").uri).to_pylist()
     assert [r["id"] for r in rows] == ids
     assert [r["body"] for r in rows] == [f"n{i}" + (" edited" if i % 3 == 0 else "") for i in range(25)]
+    # 34 versions at 7 a query: 5 windows, adjacent, covering every id exactly once
+    assert len(windows) == 5 and windows[0][0] == ids[0] and windows[-1][1] == ids[-1] + 1
+    assert all(end == start for (_, end), (start, _) in zip(windows, windows[1:]))
 
 
 def test_rows_of_another_organization_stop_the_export(notes, source, warehouse_for, tmp_path):
@@ -255,43 +278,133 @@ def test_cloud_storage_destinations_name_objects_under_dataset_and_timestamp():
             Destination.parse(bad)
 
 
-class FakeStorage:
-    """Stands in for google.cloud.storage.Client (no Cloud Storage emulator here): keeps uploads."""
+class TokenServer:
+    """Google's OAuth token endpoint, locally: a service account's signed assertion buys a token
+    naming that account (``token-of-<client_email>``); who asked is recorded."""
 
     def __init__(self) -> None:
-        self.objects: dict[str, tuple[bytes, str]] = {}
+        self.asked: list[str] = []
+        server = self
 
-    def bucket(self, name: str):
-        storage = self
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                form = urllib.parse.parse_qs(self.rfile.read(int(self.headers["Content-Length"])).decode())
+                email = _jwt_claims(form["assertion"][0])["iss"]
+                server.asked.append(email)
+                body = json.dumps({"access_token": f"token-of-{email}", "expires_in": 3600,
+                                   "token_type": "Bearer"}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
 
-        class Blob:
-            def __init__(self, blob_name: str) -> None:
-                self.name = blob_name
+            def log_message(self, *args):
+                pass
 
-            def upload_from_filename(self, filename: str, content_type: str) -> None:
-                storage.objects[f"{name}/{self.name}"] = (Path(filename).read_bytes(), content_type)
+        self.httpd = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_port}/token"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
-        return type("Bucket", (), {"blob": staticmethod(Blob)})()
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
 
 
-def test_a_cloud_storage_export_uploads_each_finished_file_and_keeps_no_local_copy(notes, source, warehouse_for, tmp_path, monkeypatch):
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the files wait for upload
+def _jwt_claims(token: str) -> dict:
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+
+
+def _caller(authorization: str | None) -> str | None:
+    """The service account a request authenticated as: a token from ``TokenServer``, or a
+    self-signed JWT; None for an anonymous request."""
+    if not authorization:
+        return None
+    token = authorization.removeprefix("Bearer ")
+    return token.removeprefix("token-of-") if token.startswith("token-of-") else _jwt_claims(token)["iss"]
+
+
+@pytest.fixture
+def cloud_storage(tmp_path, monkeypatch):
+    """The local Cloud Storage (``storage_emulator.LocalStorage``), where the Google client goes."""
+    from .storage_emulator import LocalStorage
+
+    storage = LocalStorage(tmp_path / "storage-requests.jsonl")
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", storage.url)
+    yield storage
+    storage.close()
+
+
+def test_an_export_to_cloud_storage_is_uploaded_with_the_organizations_own_key_in_bounded_chunks(
+    notes, source, warehouse_config, cloud_storage, tmp_path, monkeypatch
+):
+    """Glific's rule: the organization's key, saved in Glific, signs every Cloud Storage request of
+    its export, never the platform's (Application Default Credentials, here a key of its own).
+    A large file goes up in chunks of ``UPLOAD_CHUNK_BYTES``: memory bounded by the chunk, not
+    the file. Scaled down: chunks (and the client's one-request limit) of 1 MiB for a 6 MB file."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+    from google.cloud.storage import blob as storage_blob
+
+    from glific_bq.cloak import Vault
+    from glific_bq.export import destinations
+    from glific_bq.local import glific_writes
+    from glific_bq.warehouse import clients
+    from glific_bq.warehouse import config as warehouse_config_module
+
+    tokens = TokenServer()
+    vault_key = base64.b64encode(os.urandom(32)).decode()
     org = add_organization(notes)
-    add_notes(notes, org, ["a", "b"])
-    warehouse = warehouse_for(org)
-    sync_table(source, warehouse, org, NOTES)
-    storage = FakeStorage()
+    own = {**glific_writes.service_account_key("ngo-exports"), "token_uri": tokens.url,
+           "client_email": "exports@ngo-exports.iam.gserviceaccount.com"}
+    glific_writes.bigquery_credential(notes, org.id, own, Vault.from_env({"CIPHER_KEY": vault_key}))
+    platform_key = tmp_path / "platform.json"
+    platform_key.write_text(json.dumps({**own, "client_email": "platform@glific-platform.iam.gserviceaccount.com"}))
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(platform_key))
+    config = replace(warehouse_config, organizations="glific", cipher_key=vault_key)
+    org = get_organization(notes, org.id)  # with its credential
+    add_notes(notes, org, [os.urandom(10_000).hex() for _ in range(300)])  # 20 kB each: a 6 MB CSV
+    sync_table(source, Warehouse(config, org), org, NOTES)
+    # From here on, the organization's clients as in production: its key's credentials (the emulators
+    # take any), not the anonymous ones the emulator configuration gives.
+    clients.close_all()
+    monkeypatch.setattr(clients, "credentials_for", lambda config, organization: warehouse_config_module.credentials_for(
+        replace(config, emulator_host=None), organization))
+    admin = storage.Client(project="test", credentials=AnonymousCredentials())
+    admin.create_bucket("ngo-exports-bucket")
+    monkeypatch.setattr(destinations, "UPLOAD_CHUNK_BYTES", 1024 * 1024)
+    monkeypatch.setattr(storage_blob, "_MAX_MULTIPART_SIZE", 1024 * 1024)
+    held = {}  # file -> (its size, the most memory its upload held)
+    real_publish = destinations._Location.publish
 
-    result = export_tenant(warehouse, [NOTES], destination="gs://exports-bucket/glific", storage_client=storage)
+    def measured(location, path, filename):
+        size = path.stat().st_size
+        tracemalloc.start()
+        try:
+            return real_publish(location, path, filename)
+        finally:
+            held[filename] = (size, tracemalloc.get_traced_memory()[1])
+            tracemalloc.stop()
 
-    folder = f"gs://exports-bucket/glific/{warehouse.dataset}/"
-    assert result.location.startswith(folder)
-    uris = {f.uri for f in result.files} | {result.manifest}
-    assert {u.rsplit("/", 1)[-1] for u in uris} == {"notes.csv", "notes.parquet", f"{warehouse.dataset}.xlsx", "manifest.json"}
-    assert {"gs://" + key for key in storage.objects} == uris and all(u.startswith(result.location + "/") for u in uris)
-    body, content_type = storage.objects[file_of(result, "notes", "csv").uri[len("gs://"):]]
-    assert content_type.startswith("text/csv") and body.decode().count("\n") == 3
-    assert not [p for p in tmp_path.rglob("*") if p.is_file()]
+    monkeypatch.setattr(destinations._Location, "publish", measured)
+    before = len(cloud_storage.requests())
+    warehouse = Warehouse(config, org)
+    try:
+        result = export_tenant(warehouse, [NOTES], formats=["csv"], destination="gs://ngo-exports-bucket/glific")
+    finally:
+        clients.close_all()
+        tokens.close()
+
+    sent = cloud_storage.requests()[before:]
+    assert sent and {_caller(r["authorization"]) for r in sent} == {own["client_email"]}
+    assert "platform@glific-platform.iam.gserviceaccount.com" not in tokens.asked
+    csv = admin.bucket("ngo-exports-bucket").blob(file_of(result, "notes", "csv").uri.split("/", 3)[3])
+    assert csv.download_as_bytes().decode().count("\n") == 301
+    size, peak = held["notes.csv"]
+    assert size > 6_000_000 and peak < 3 * 1024 * 1024, f"{peak:,} bytes held to upload {size:,}"
+    chunks = [r for r in sent if r["method"] == "PUT" and r["content_range"]]
+    assert len(chunks) >= size // (1024 * 1024)
 
 
 def test_export_job_records_each_file_with_its_row_count(db, source, database_url, warehouse_config, warehouse_for, tmp_path):

@@ -12,11 +12,11 @@ from google.cloud import bigquery
 
 from glific_bq import plan, registry, watermarks
 from glific_bq.dedup import dedup_table
-from glific_bq.layouts import glific
+from glific_bq.layouts import Layout, glific
 from glific_bq.local import glific_writes as gw
 from glific_bq.sync import SyncOptions, sync_table, sync_tenant
 from glific_bq.tenants import get_organization
-from glific_bq.warehouse import DEAD_LETTERS, Warehouse
+from glific_bq.warehouse import DEAD_LETTERS, Warehouse, WarehouseConfig
 
 from .helpers import add_organization, destinations
 
@@ -73,9 +73,14 @@ def _latest(warehouse: Warehouse, table: str) -> dict[int, dict]:
     return latest
 
 
-def test_dataset_is_named_after_the_bot_phone(db, source, glific_warehouse_config):
-    org, _ = _world(db)
-    assert org.phone and glific_warehouse_config.dataset_for(org).endswith("_" + org.phone)
+def test_dataset_is_named_after_the_bot_phone_by_default(db):
+    """Glific names an organization's dataset after its bot's phone number; with no template
+    configured, so do we, and so take over the dataset Glific's own sync filled."""
+    org, ids = _world(db)
+    (bot_phone,) = db.execute("SELECT phone FROM contacts WHERE id = %s", (ids["bot"],)).fetchone()
+    config = WarehouseConfig(project="p", organizations="active", layout=Layout.GLIFIC)  # no dataset template
+
+    assert bot_phone and config.dataset_for(org) == bot_phone
 
 
 def test_every_table_has_exactly_glifics_columns(db, source, glific_warehouse_config):
@@ -148,8 +153,6 @@ def test_renames_reach_the_rows_that_copy_them(db, source, glific_warehouse_conf
         gw.update(db, "flows", ids["flow"], at=later, name="Enrolment")
         gw.update(db, "groups", ids["group"], at=later, label="Cohort A")
         gw.update(db, "users", ids["staff"], at=later, name="Ravi K")
-        # A change of something nobody copies re-sends nothing but the contact itself.
-        gw.update(db, "contacts", ids["bot"], at=later, optin_method="URL")
         results = _sync_all(source, warehouse, org, lookup_check_seconds=0)
         message = _latest(warehouse, "messages")[ids["message"]]
         contact = _latest(warehouse, "contacts")[ids["asha"]]
@@ -160,6 +163,23 @@ def test_renames_reach_the_rows_that_copy_them(db, source, glific_warehouse_conf
     assert result["name"] == "Enrolment"
     assert results["messages"].refreshed == 1  # the one message, once, though four of its lookups changed
     assert results["flow_results"].refreshed == 1
+
+
+def test_a_change_of_something_nobody_copies_resends_only_the_row_itself(db, source, glific_warehouse_config):
+    """The bot is every inbound message's receiver, but its opt-in method is copied into no
+    message: changing it re-sends the bot's contact row and no message."""
+    org, ids = _world(db)
+    # Stamped before the first look (not, as created, in its last seconds): a contact the first
+    # look has not seen may have been renamed before its messages were sent, and is refreshed.
+    gw.update(db, "contacts", ids["bot"], at=NOW, optin_method="BSP")
+    with Warehouse(glific_warehouse_config, org) as warehouse:
+        _sync_all(source, warehouse, org)
+        gw.update(db, "contacts", ids["bot"], at=NOW + timedelta(seconds=1), optin_method="URL")
+        results = _sync_all(source, warehouse, org, lookup_check_seconds=0)
+        messages = _rows(warehouse, "messages")
+    assert (results["contacts"].updated, results["contacts"].refreshed) == (1, 0)
+    assert (results["messages"].updated, results["messages"].refreshed) == (0, 0)
+    assert len(messages) == 1  # the message sent once
 
 
 def test_a_flow_revision_published_after_a_sync_is_exported(db, source, glific_warehouse_config):

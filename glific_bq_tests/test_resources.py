@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from glific_bq.defs.resources import GlificBigQuery, GlificPostgres
-from glific_bq.warehouse import CredentialsError
+from glific_bq.warehouse import ENVIRONMENT, CredentialsError
 
 from .helpers import add_organization, bigquery_resource
 
@@ -35,4 +35,15 @@ def test_a_bigquery_client_comes_only_with_the_organizations_own_settings(db, wa
         warehouse.close()
     with pytest.raises(CredentialsError, match=f"organization {org.id}"):
         GlificBigQuery(**{**bigquery.model_dump(), "credentials_dir": str(tmp_path)}).open_warehouse(org)
-    assert not hasattr(bigquery, "get_client")  # no second way around those settings
+
+
+def test_the_bigquery_resource_offers_no_way_to_a_client_but_the_organizations_warehouse():
+    """Every setting of the resource reaches the ``WarehouseConfig`` that ``open_warehouse`` builds
+    the client from, and the resource adds no other method (a ``get_client``, say) that could
+    reach BigQuery around the organization's project, credentials and dataset."""
+    resource = GlificBigQuery(project="p", organizations="active", dataset_template="d_{organization_id}")
+    own = {name for name, value in vars(GlificBigQuery).items() if callable(value) and not name.startswith("_")}
+
+    assert own == {"config", "open_warehouse"}
+    assert set(GlificBigQuery.model_fields) == set(ENVIRONMENT)
+    assert all(getattr(resource.config(), name) == getattr(resource, name) for name in ENVIRONMENT)

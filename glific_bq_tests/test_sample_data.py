@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
@@ -456,40 +455,58 @@ def _start_traffic(conninfo: str, stop: threading.Event, seed: int) -> tuple[thr
     return thread, result
 
 
+def _until(condition: Callable[[], object], what: str, seconds: float = 60) -> None:
+    """Wait until ``condition()`` holds: the database shows what the traffic did, however fast
+    or slow this machine runs it (no fixed sleep). ``seconds`` only bounds a traffic that stopped."""
+    for _ in range(int(seconds / 0.05)):
+        if condition():
+            return
+        threading.Event().wait(0.05)
+    pytest.fail(f"never saw {what} within {seconds:.0f} s")
+
+
+def _traffic_connections(conninfo: str) -> int:
+    with psycopg.connect(conninfo) as conn:
+        return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+                            (traffic.APPLICATION_NAME,)).fetchone()[0]
+
+
 def test_traffic_inserts_and_updates_rows_until_stopped(small_seeded: str) -> None:
     before = _high_water_marks(small_seeded)
     stop = threading.Event()
+    seen: dict[str, int] = {}
+
+    def changes() -> dict[str, int]:
+        with psycopg.connect(small_seeded) as conn:
+            new_messages, moved_messages, advanced = conn.execute(
+                "SELECT count(*) FILTER (WHERE id > %(id)s), "
+                "count(*) FILTER (WHERE id <= %(id)s AND updated_at > %(at)s), "
+                "count(*) FILTER (WHERE id > %(id)s AND flow = 'outbound' AND status <> 'enqueued') FROM messages",
+                {"id": before["messages"][0], "at": before["messages"][1]},
+            ).fetchone()
+            moved_contacts = conn.execute(
+                "SELECT count(*) FROM contacts WHERE id <= %s AND updated_at > %s", before["contacts"]
+            ).fetchone()[0]
+        seen.update(new_messages=new_messages, moved_messages=moved_messages, advanced=advanced,
+                    moved_contacts=moved_contacts)
+        return all(seen.values())
+
     thread, steps = _start_traffic(small_seeded, stop, seed=1)
-    time.sleep(2)
-    stop.set()
-    thread.join(timeout=5)
+    try:
+        _until(changes, "new, updated and advanced messages and updated contacts")
+    finally:
+        stop.set()
+        thread.join(timeout=30)
     assert not thread.is_alive()
     assert steps["inbound_message"] > 0 and steps["advance_statuses"] > 0
-
-    with psycopg.connect(small_seeded) as conn:
-        new_messages, moved_messages = conn.execute(
-            "SELECT count(*) FILTER (WHERE id > %s), "
-            "count(*) FILTER (WHERE id <= %s AND updated_at > %s) FROM messages",
-            (before["messages"][0], before["messages"][0], before["messages"][1]),
-        ).fetchone()
-        moved_contacts = conn.execute(
-            "SELECT count(*) FROM contacts WHERE id <= %s AND updated_at > %s", before["contacts"]
-        ).fetchone()[0]
-        advanced = conn.execute(
-            "SELECT count(*) FROM messages WHERE id > %s AND flow = 'outbound' AND status <> 'enqueued'",
-            (before["messages"][0],),
-        ).fetchone()[0]
-    assert new_messages > 0
-    assert moved_messages > 0
-    assert moved_contacts > 0
-    assert advanced > 0
+    assert all(seen.values()), seen
 
 
 def test_traffic_reconnects_after_its_connection_is_killed(small_seeded: str) -> None:
     stop = threading.Event()
     thread, _ = _start_traffic(small_seeded, stop, seed=2)
     try:
-        time.sleep(0.5)
+        _until(lambda: _traffic_connections(small_seeded) == 1, "the traffic's connection")
         with psycopg.connect(small_seeded, autocommit=True) as admin:
             killed = admin.execute(
                 "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
@@ -498,11 +515,10 @@ def test_traffic_reconnects_after_its_connection_is_killed(small_seeded: str) ->
             ).fetchone()[0]
         assert killed == 1
         after_kill = _high_water_marks(small_seeded)["messages"][0]
-        time.sleep(2)
-        assert _high_water_marks(small_seeded)["messages"][0] > after_kill
+        _until(lambda: _high_water_marks(small_seeded)["messages"][0] > after_kill, "a message inserted after the kill")
     finally:
         stop.set()
-        thread.join(timeout=5)
+        thread.join(timeout=30)
     assert not thread.is_alive()
 
 
@@ -513,8 +529,12 @@ def test_traffic_command_stops_cleanly_on_sigterm(small_seeded: str) -> None:
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(1.5)
-    process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=10)
+    try:
+        _until(lambda: _traffic_connections(small_seeded) == 1, "the command connected")  # its handler is set by then
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
     assert process.returncode == 0, stderr
     assert "traffic stopped" in stderr

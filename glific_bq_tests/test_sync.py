@@ -185,17 +185,25 @@ def test_a_missing_table_is_reported_and_does_not_stop_the_others(notes, source,
     assert len(warehouse_rows(warehouse, "notes")) == 1
 
 
-def test_insert_only_tables_skip_the_update_pass(notes, source, warehouse_for):
+def test_an_insert_only_tables_update_pass_follows_inserted_at_not_updated_at(notes, source, warehouse_for):
+    """Glific's append-only tables are never re-sent for an edit in place (``updated_at``); their
+    update pass runs on ``inserted_at``, to catch rows committed late."""
     org = add_organization(notes)
-    ids = add_notes(notes, org, ["a"])
+    ids = add_notes(notes, org, ["a", "b"])
     warehouse = warehouse_for(org)
     spec = TableSpec("notes", SyncMode.INSERT_ONLY)
     sync_table(source, warehouse, org, spec)
-    notes.execute("UPDATE notes SET body = 'changed', updated_at = updated_at + interval '1 hour' WHERE id = %s", (ids[0],))
+    notes.execute("UPDATE notes SET body = 'changed', updated_at = updated_at + interval '30 minutes' WHERE id = %s",
+                  (ids[0],))  # still half an hour old: past the horizon, and past the update cursor
 
-    result = sync_table(source, warehouse, org, spec)
+    edited = sync_table(source, warehouse, org, spec)
+    notes.execute("UPDATE notes SET body = 'moved', inserted_at = inserted_at + interval '1 second' WHERE id = %s", (ids[1],))
+    moved = sync_table(source, warehouse, org, spec)
 
-    assert (result.inserted, result.updated) == (0, 0)
+    assert (edited.inserted, edited.updated) == (0, 0)
+    assert (moved.inserted, moved.updated) == (0, 1)
+    assert [(r["id"], r["body"]) for r in warehouse_rows(warehouse, "notes")] == [
+        (ids[0], "a"), (ids[1], "b"), (ids[1], "moved")]
 
 
 def test_an_overlapping_sync_of_the_same_tenant_table_skips(notes, source, warehouse_for, database_url):
@@ -226,12 +234,13 @@ def test_a_column_added_at_the_source_appears_in_bigquery(notes, source, warehou
 
 def test_changes_newer_than_the_horizon_wait_for_a_later_sync(notes, source, warehouse_for):
     org = add_organization(notes)
-    ids = add_notes(notes, org, ["a", "b"])
+    ids = add_notes(notes, org, ["a", "b"])  # stamped an hour ago
     warehouse = warehouse_for(org)
     sync_table(source, warehouse, org, NOTES)
     notes.execute("UPDATE notes SET body = 'edited now', updated_at = now() AT TIME ZONE 'UTC' WHERE id = %s", (ids[1],))
 
-    now = sync_table(source, warehouse, org, NOTES)
+    # A ten-minute horizon: 'now' stays inside it however slowly this machine runs the next line.
+    now = sync_table(source, warehouse, org, NOTES, SyncOptions(horizon_seconds=600))
     later = sync_table(source, warehouse, org, NOTES, SyncOptions(horizon_seconds=-60))  # a minute later
 
     assert (now.updated, later.updated) == (0, 1)
@@ -436,37 +445,44 @@ def test_rows_with_a_null_updated_at_are_still_synced(notes, source, warehouse_f
 def test_a_long_transaction_committing_while_the_horizon_is_read_is_not_lost(
     notes, source, warehouse_for, database_url, monkeypatch
 ):
+    """A transaction that commits after the round began but before ``pg_stat_activity`` is read
+    neither holds the horizon back nor may be invisible to the round's snapshot. The horizon query
+    waits on an advisory lock the test holds, so the commit falls inside it on any machine."""
     import threading
-    import time
 
     import psycopg
 
     from glific_bq import horizon
 
-    # Widen the moment between the round's start and the pg_stat_activity read, to commit inside it.
-    monkeypatch.setattr(horizon, "_HORIZON_QUERY", horizon._HORIZON_QUERY.rstrip() + "\nFROM (SELECT pg_sleep(1.5)) AS widen\n")
+    gate_key = 19_435_470
+    monkeypatch.setattr(horizon, "_HORIZON_QUERY", horizon._HORIZON_QUERY.rstrip()
+                        + f"\nFROM (SELECT pg_advisory_xact_lock_shared({gate_key})) AS gate\n")
     org = add_organization(notes)
-    ids = add_notes(notes, org, [f"n{i}" for i in range(3)])
+    ids = add_notes(notes, org, [f"n{i}" for i in range(3)])  # stamped an hour ago
     warehouse = warehouse_for(org)
-    sync_table(source, warehouse, org, NOTES, SyncOptions(horizon_seconds=1))
-    with psycopg.connect(database_url) as late:
-        late.execute("UPDATE notes SET body = 'late', updated_at = now() AT TIME ZONE 'UTC' WHERE id = %s", (ids[0],))
-        time.sleep(0.5)
-        notes.execute("UPDATE notes SET body = 'other', updated_at = now() AT TIME ZONE 'UTC' WHERE id = %s", (ids[1],))
-        time.sleep(2)  # the open transaction is now older than the margin
-
-        def commit_while_the_horizon_is_read():
-            while not notes.execute("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%%widen%%' "
-                                    "AND state = 'active' AND pid <> pg_backend_pid()").fetchone()[0]:
-                time.sleep(0.01)
-            time.sleep(0.3)
+    sync_table(source, warehouse, org, NOTES, SyncOptions(horizon_seconds=600))
+    stamped = "UPDATE notes SET body = %s, updated_at = now() AT TIME ZONE 'UTC' - %s * interval '1 second' WHERE id = %s"
+    with psycopg.connect(database_url) as late, psycopg.connect(database_url, autocommit=True) as gate:
+        late.execute(stamped, ("late", 300, ids[0]))  # open, and older than the margin
+        notes.execute(stamped, ("other", 200, ids[1]))  # committed: the cursor moves past 'late'
+        gate.execute("SELECT pg_advisory_lock(%s)", (gate_key,))
+        synced = []
+        syncing = threading.Thread(target=lambda: synced.append(
+            sync_table(source, warehouse, org, NOTES, SyncOptions(horizon_seconds=1))))
+        syncing.start()
+        try:
+            waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = %s AND NOT granted"
+            for _ in range(3000):  # the horizon query is waiting at the gate (30 s at most)
+                if gate.execute(waiting, (gate_key,)).fetchone()[0]:
+                    break
+                threading.Event().wait(0.01)
+            else:
+                pytest.fail("the horizon query never reached the gate")
             late.commit()
+        finally:
+            gate.execute("SELECT pg_advisory_unlock(%s)", (gate_key,))
+            syncing.join()
+    sync_table(source, warehouse, org, NOTES, SyncOptions(horizon_seconds=-60))  # a minute later
 
-        committer = threading.Thread(target=commit_while_the_horizon_is_read)
-        committer.start()
-        sync_table(source, warehouse, org, NOTES, SyncOptions(horizon_seconds=1))
-        committer.join()
-    time.sleep(1.5)
-    sync_table(source, warehouse, org, NOTES, SyncOptions(horizon_seconds=1))
-
+    assert synced[0].updated == 2  # 'late' and 'other', in the round the commit raced
     assert latest_versions(warehouse_rows(warehouse, "notes"))[ids[0]]["body"] == "late"

@@ -3,6 +3,7 @@ tables set up once per process and checked again only when BigQuery refuses."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import uuid
 
@@ -133,6 +134,35 @@ def test_run_tick_plans_the_dirty_tenants_and_syncs_only_them(notes, database_ur
     assert [(r.organization_id, r.inserted) for r in second.results] == [(tenants[1].id, 1)]
 
 
+#: The BigQuery calls that check or set up a table (``known_tables``, ``tables.ensure_table``).
+METADATA_CALLS = ("get_table", "create_dataset", "create_table", "update_table")
+
+
+@contextlib.contextmanager
+def metadata_calls(client):
+    """Every table check or set-up made through ``client`` (the organization's, shared by all its
+    warehouses in the process) while the block runs, as (method, table or dataset) pairs; the
+    calls still go to BigQuery."""
+    calls: list[tuple[str, str]] = []
+
+    def recorded(method):
+        real = getattr(client, method)
+
+        def call(what, *args, **kwargs):
+            calls.append((method, str(getattr(what, "table_id", None) or getattr(what, "dataset_id", None) or what)))
+            return real(what, *args, **kwargs)
+
+        return call
+
+    for method in METADATA_CALLS:
+        setattr(client, method, recorded(method))
+    try:
+        yield calls
+    finally:
+        for method in METADATA_CALLS:
+            delattr(client, method)
+
+
 def test_a_table_set_up_once_is_not_checked_again_until_bigquery_refuses_an_append(
     notes, database_url, warehouse_config
 ):
@@ -141,36 +171,42 @@ def test_a_table_set_up_once_is_not_checked_again_until_bigquery_refuses_an_appe
     tick.sync_tenants(database_url, open_warehouse, {tenant.id: [NOTES]}, TickOptions(workers=1))
     warehouse = open_warehouse(tenant)
     table_id = f"{warehouse.dataset_ref}.notes"
-    calls = []
-    warehouse.client.create_table = lambda *a, **k: calls.append(a) or pytest.fail("table checked again")
     notes.execute("INSERT INTO notes (organization_id, body) VALUES (%s, 'second')", (tenant.id,))
-    tick.sync_tenants(database_url, open_warehouse, {tenant.id: [NOTES]}, TickOptions(workers=1))
-    del warehouse.client.create_table
-    assert not calls
+    with metadata_calls(warehouse.client) as calls:
+        [result] = tick.sync_tenants(database_url, open_warehouse, {tenant.id: [NOTES]}, TickOptions(workers=1))
+    assert (result.status, result.inserted, calls) == ("synced", 1, [])  # not a single check
 
     # Dropped behind the cache's back: the append is refused, the table set up again, the rows land.
     warehouse.client.delete_table(table_id)
     notes.execute("INSERT INTO notes (organization_id, body) VALUES (%s, 'third')", (tenant.id,))
-    [result] = tick.sync_tenants(database_url, open_warehouse, {tenant.id: [NOTES]}, TickOptions(workers=1))
+    with metadata_calls(warehouse.client) as calls:
+        [result] = tick.sync_tenants(database_url, open_warehouse, {tenant.id: [NOTES]}, TickOptions(workers=1))
 
     assert (result.status, result.inserted) == ("synced", 1)
+    assert ("create_table", "notes") in calls  # checked again only now, and set up again
     assert [r["body"] for r in warehouse_rows(warehouse, "notes")] == ["third"]
 
 
-def test_a_table_set_up_by_an_earlier_process_is_recognised_with_one_lookup(notes, database_url, warehouse_config):
+def test_a_table_that_exists_but_was_never_recorded_is_recognised_with_one_lookup(
+    notes, database_url, warehouse_config
+):
+    """A table this project never recorded setting up (one Glific's own sync created, or one set
+    up before ``applied_schemas`` existed) costs one ``tables.get`` in a new process, and is not
+    set up again when it already has every column."""
     tenant = add_tenant(notes)
     open_warehouse = lambda o: Warehouse(warehouse_config, o)  # noqa: E731
     tick.sync_tenants(database_url, open_warehouse, {tenant.id: [NOTES]}, TickOptions(workers=1))
     warehouse = open_warehouse(tenant)
-    known_tables.forget(f"{warehouse.dataset_ref}.notes")  # as in a new process
-    calls = []
-    warehouse.client.create_table = lambda *a, **k: calls.append(a) or pytest.fail("table set up again")
+    table_id = f"{warehouse.dataset_ref}.notes"
+    known_tables.forget(table_id)  # as in a new process
+    notes.execute("DELETE FROM glific_bq_applied_schemas WHERE table_id = %s", (table_id,))  # never recorded
     notes.execute("INSERT INTO notes (organization_id, body) VALUES (%s, 'second')", (tenant.id,))
 
-    [result] = tick.sync_tenants(database_url, open_warehouse, {tenant.id: [NOTES]}, TickOptions(workers=1))
+    with metadata_calls(warehouse.client) as calls:
+        [result] = tick.sync_tenants(database_url, open_warehouse, {tenant.id: [NOTES]}, TickOptions(workers=1))
 
-    del warehouse.client.create_table
-    assert (result.status, result.inserted, calls) == ("synced", 1, [])
+    assert (result.status, result.inserted) == ("synced", 1)
+    assert calls == [("get_table", table_id)]  # one lookup, nothing set up
 
 
 def test_a_schema_change_is_applied_although_the_table_is_known(notes, database_url, warehouse_config):

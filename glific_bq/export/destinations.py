@@ -16,6 +16,13 @@ from glific_bq.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
 
+#: Bytes of an export file held in memory while it uploads. The client uploads a file of at most
+#: 8 MiB in one request, read whole; a larger one by a resumable upload in chunks of this size
+#: (the client's default is 100 MiB a chunk: a 90 MB workbook would be read into memory whole).
+#: A multiple of 256 KiB, as Cloud Storage requires.
+UPLOAD_CHUNK_BYTES = 8 * 1024 * 1024
+
+
 @dataclass(frozen=True)
 class Destination:
     """Where exports go: a local directory, or a Cloud Storage bucket and object prefix."""
@@ -75,7 +82,8 @@ class _Location:
             os.replace(path, final)
             return str(final)
         name = self.destination.object_name(self.dataset, self.stamp, filename)
-        self._bucket.blob(name).upload_from_filename(str(path), content_type=_CONTENT_TYPES[Path(filename).suffix])
+        blob = self._bucket.blob(name, chunk_size=UPLOAD_CHUNK_BYTES)
+        blob.upload_from_filename(str(path), content_type=_CONTENT_TYPES[Path(filename).suffix])
         path.unlink()
         return f"gs://{self.destination.bucket}/{name}"
 
