@@ -61,7 +61,7 @@ from google.api_core.exceptions import NotFound
 from google.cloud import bigquery
 from psycopg.rows import dict_row
 
-from glific_bq import applied_schemas, identifiers, redact, watermarks
+from glific_bq import applied_schemas, identifiers, redact, registry, watermarks
 from glific_bq.registry import TableSpec
 from glific_bq.schema import BQ_UUID
 from glific_bq.source import ensure_state_tables
@@ -157,6 +157,18 @@ def warehouse_config(config: WarehouseConfig) -> WarehouseConfig:
     return replace(config, deadline_seconds=max(config.deadline_seconds, DEADLINE_SECONDS))
 
 
+def tables_to_repartition(layout, table: str | None, all_tables: bool) -> list[TableSpec]:
+    """The tables of ``layout`` (a ``glific_bq.layouts.Layout``) named by ``table`` or
+    ``all_tables`` (exactly one of them); with ``all_tables``, those Glific partitions (the others
+    would only be reported as left alone)."""
+    if (table is None) == (not all_tables):
+        raise ValueError("name one table, or all of them (not both)")
+    tables = registry.tables_for(layout)
+    if table is not None:
+        return [registry.table(table, tables)]
+    return [spec for spec in tables if spec.partitioned]
+
+
 def repartition_tenant(control: psycopg.Connection, warehouse: Warehouse, specs: Sequence[TableSpec],
                        options: RepartitionOptions = RepartitionOptions(), **kwargs) -> list[Repartition]:
     """``repartition_table`` for each of ``specs`` of the warehouse's organization; a table that
@@ -189,6 +201,12 @@ def repartition_table(
     Raises on BigQuery or database errors, with the progress so far recorded.
     """
     started = time.monotonic()
+    result = _repartition(control, warehouse, spec, options, on_step, today)
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _repartition(control, warehouse, spec, options, on_step, today) -> Repartition:
     _ensure(control)
     names = _Names.of(warehouse, spec.name)
     organization_id = warehouse.organization.id
@@ -233,7 +251,6 @@ def repartition_table(
         _forget_caches(control, names.id(names.table))
         _advance(control, organization_id, spec.name, warehouse.dataset_ref, "done", rows_caught_up=result.rows_caught_up)
     on_step("done")
-    result.seconds = time.monotonic() - started
     log.info("organization %s: %s repartitioned (%s rows copied, %s caught up); the old table is kept as %s",
              organization_id, spec.name, result.rows_copied, result.rows_caught_up, names.kept)
     return result
@@ -363,10 +380,18 @@ def _catch_up(warehouse: Warehouse, spec: TableSpec, old: bigquery.Table, names:
 
 def _move_rows(warehouse: Warehouse, stray: bigquery.Table, names: _Names) -> int:
     """Move into the copy the rows of a ``<table>`` a sync created while no table had that name,
-    then drop it (it holds only those rows); how many."""
+    then drop it; how many. The sync stamps every row with a ``bq_uuid``, so a move repeated after
+    a run died between its insert and its drop inserts nothing twice; a row without one was not
+    sent by the sync, and the table is left for the operator."""
+    if queries.rows(warehouse, f"SELECT COUNTIF(`{BQ_UUID}` IS NULL) AS n FROM {names.sql(names.table)}")[0]["n"]:
+        raise RuntimeError(f"{names.table} was created during its repartition by something other than the sync "
+                           f"(rows without {BQ_UUID}): left as it is, beside the copy {names.staging} and the old "
+                           f"table {names.kept}")
     columns = _columns(stray)
-    moved = queries.dml(warehouse, f"INSERT INTO {names.sql(names.staging)} ({columns}) "
-                                   f"SELECT {columns} FROM {names.sql(names.table)}")
+    moved = queries.dml(
+        warehouse, f"INSERT INTO {names.sql(names.staging)} ({columns}) SELECT {columns} FROM {names.sql(names.table)} "
+                   f"WHERE `{BQ_UUID}` NOT IN (SELECT `{BQ_UUID}` FROM {names.sql(names.staging)} "
+                   f"WHERE `{BQ_UUID}` IS NOT NULL)")
     warehouse.client.delete_table(names.id(names.table), **warehouse.calls.calls)
     return moved
 
@@ -480,4 +505,4 @@ def progress(control: psycopg.Connection) -> list[dict]:
 
 
 __all__ = ["DEADLINE_SECONDS", "STEPS", "Repartition", "RepartitionOptions", "progress", "repartition_table",
-           "repartition_tenant", "warehouse_config"]
+           "repartition_tenant", "tables_to_repartition", "warehouse_config"]

@@ -253,3 +253,51 @@ def test_a_sync_holding_the_lock_throughout_leaves_the_copy_for_the_next_run(con
 
     assert result.status == "repartitioned" and result.copies == 0 and result.rows_caught_up == 2
     assert_every_row_once(tenant, before)
+
+
+def test_the_ui_job_repartitions_one_table_of_one_organization(control, database_url, make_tenant,
+                                                                glific_warehouse_config):
+    import dagster as dg
+
+    from glific_bq.defs.repartition import repartition_job
+    from glific_bq.defs.resources import GlificPostgres
+    from glific_bq_tests.helpers import bigquery_resource
+
+    tenant = make_tenant()
+    before = tenant.rows()
+    resources = {"postgres": GlificPostgres(database_url=database_url),
+                 "bigquery": bigquery_resource(glific_warehouse_config)}
+    config = {"ops": {"repartition_tenant_tables": {"config": {"organization_id": tenant.org.id, "table": "messages"}}}}
+
+    result = repartition_job.execute_in_process(run_config=config, resources=resources,
+                                                instance=dg.DagsterInstance.ephemeral())
+
+    assert result.success
+    assert_glific_layout(tenant.table())
+    assert_every_row_once(tenant, before)
+    (observed,) = [e for e in result.all_events if e.event_type_value == "ASSET_OBSERVATION"]
+    assert observed.asset_key == dg.AssetKey(["bigquery", "messages"])
+
+
+def test_the_command_line_repartitions_every_table_glific_partitions(control, database_url, make_tenant,
+                                                                    glific_warehouse_config, monkeypatch, capsys):
+    from glific_bq import cli
+    from glific_bq.warehouse.config import ENVIRONMENT
+
+    tenant = make_tenant()
+    before = tenant.rows()
+    for name, variable in ENVIRONMENT.items():
+        value = getattr(glific_warehouse_config, name)
+        monkeypatch.setenv(variable, str(getattr(value, "value", value))) if value else monkeypatch.delenv(
+            variable, raising=False)
+    monkeypatch.setenv("GLIFIC_DATABASE_URL", database_url)
+    with pytest.raises(SystemExit):  # one table or all of them, not both
+        cli.main(["repartition", "--organization", str(tenant.org.id), "--table", "messages", "--all"])
+
+    assert cli.main(["repartition", "--organization", str(tenant.org.id), "--all"]) == 0
+
+    printed = {r["table"]: r["status"] for r in map(json.loads, capsys.readouterr().out.splitlines())}
+    assert printed["messages"] == "repartitioned"
+    assert {status for table, status in printed.items() if table != "messages"} == {"missing"}
+    assert set(printed) == {spec.name for spec in registry.GLIFIC_TABLES if spec.partitioned}
+    assert_every_row_once(tenant, before)
