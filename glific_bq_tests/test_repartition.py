@@ -263,6 +263,9 @@ def test_the_ui_job_repartitions_one_table_of_one_organization(control, database
     from glific_bq.defs.resources import GlificPostgres
     from glific_bq_tests.helpers import bigquery_resource
 
+    from glific_bq.definitions import defs
+
+    assert defs.get_job_def("repartition_job").name == "repartition_job"  # registered: in the UI's Jobs
     tenant = make_tenant()
     before = tenant.rows()
     resources = {"postgres": GlificPostgres(database_url=database_url),
