@@ -304,3 +304,33 @@ def test_the_command_line_repartitions_every_table_glific_partitions(control, da
     assert {status for table, status in printed.items() if table != "messages"} == {"missing"}
     assert set(printed) == {spec.name for spec in registry.GLIFIC_TABLES if spec.partitioned}
     assert_every_row_once(tenant, before)
+
+
+def test_rows_deleted_from_the_old_table_during_the_copy_are_deleted_from_the_copy(control, make_tenant):
+    tenant = make_tenant()
+    table = f"`{tenant.warehouse.dataset_ref}.messages`"
+
+    def delete_an_older_version():  # what a delete or dedup pass does, while the copy is made
+        assert tenant.warehouse.query(f"SELECT COUNT(*) AS n FROM {table} WHERE id = @id AND status != 'delivered'",
+                                      id=tenant.messages[0])[0]["n"] == 1
+        tenant.warehouse.query(f"DELETE FROM {table} WHERE id = @id AND status != 'delivered'", id=tenant.messages[0])
+
+    result = run(control, tenant, {"copied": delete_an_older_version})
+
+    assert result.status == "repartitioned" and result.copies == 1 and not result.warnings
+    assert tenant.rows() == tenant.rows(KEPT)
+    assert [r for r in tenant.rows() if json.loads(r)["id"] == tenant.messages[0]] != []
+
+
+def test_a_dedup_pass_giving_keys_during_the_copy_makes_the_swap_copy_again(control, make_tenant):
+    from glific_bq.dedup import dedup_table
+
+    tenant = make_tenant()
+    unkeyed = sum(1 for row in tenant.rows().elements() if json.loads(row)["bq_uuid"] is None)
+
+    result = run(control, tenant, {"copied": lambda: dedup_table(tenant.warehouse, MESSAGES, since=None)})
+
+    assert result.status == "repartitioned" and result.copies == 2
+    assert "copied again" in result.warnings[0]
+    assert tenant.rows() == tenant.rows(KEPT)  # the old table as the dedup pass left it, exactly
+    assert sum(1 for row in tenant.rows().elements() if json.loads(row)["bq_uuid"] is None) < unkeyed
