@@ -16,7 +16,7 @@ import psycopg
 import pytest
 from google.cloud import bigquery
 
-from glific_bq import registry, repartition, watermarks
+from glific_bq import applied_schemas, registry, repartition, watermarks
 from glific_bq.layouts import glific
 from glific_bq.local import glific_writes as gw
 from glific_bq.repartition import RepartitionOptions, repartition_table
@@ -169,8 +169,12 @@ def test_an_unpartitioned_glific_table_is_repartitioned_while_the_sync_writes_to
     assert tenant.table(KEPT).time_partitioning is None
     assert tenant.rows(KEPT) == tenant.rows()
     assert repartition.progress(control)[0]["step"] == "done"
+    # No process trusts what it knew of the old table: the next sync checks the new one once.
+    table_id = f"{tenant.warehouse.dataset_ref}.messages"
+    assert applied_schemas.recorded(control, table_id) is None
     # The next sync sends what waited during the swap, into the new table.
     tenant.change_and_sync()
+    assert applied_schemas.recorded(control, table_id) is not None
     assert_every_row_once(tenant, before)
     assert sum((tenant.rows() - tenant.rows(KEPT)).values()) == tenant.synced[-1][1] > 0
 
