@@ -201,7 +201,11 @@ def repartition_table(
     Raises on BigQuery or database errors, with the progress so far recorded.
     """
     started = time.monotonic()
-    result = _repartition(control, warehouse, spec, options, on_step, today)
+    with _one_run(control, warehouse.organization.id, spec.name) as alone:
+        if not alone:
+            return Repartition(warehouse.organization.id, spec.name, "busy",
+                               f"another run is repartitioning {spec.name}: nothing done")
+        result = _repartition(control, warehouse, spec, options, on_step, today)
     result.seconds = time.monotonic() - started
     return result
 
@@ -420,6 +424,20 @@ def _locked(control: psycopg.Connection, organization_id: int, table: str, optio
         if attempt + 1 < options.lock_attempts:
             options.sleep(options.lock_wait_seconds)
     yield False
+
+
+@contextlib.contextmanager
+def _one_run(control: psycopg.Connection, organization_id: int, table: str) -> Iterator[bool]:
+    """Hold the repartition's own lock of one tenant-table (two runs launched at once would drop
+    each other's copy); yields False, without waiting, if another run holds it. A session lock:
+    it goes with a run that dies."""
+    key = f"glific_bq:repartition:{organization_id}:{table}"
+    acquired = control.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (key,)).fetchone()[0]
+    try:
+        yield acquired
+    finally:
+        if acquired and not (control.closed or control.broken):
+            control.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (key,))
 
 
 def _forget_caches(control: psycopg.Connection, table_id: str) -> None:

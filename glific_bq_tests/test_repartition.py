@@ -263,11 +263,10 @@ def test_the_ui_job_repartitions_one_table_of_one_organization(control, database
                                                                 glific_warehouse_config):
     import dagster as dg
 
+    from glific_bq.definitions import defs
     from glific_bq.defs.repartition import repartition_job
     from glific_bq.defs.resources import GlificPostgres
     from glific_bq_tests.helpers import bigquery_resource
-
-    from glific_bq.definitions import defs
 
     assert defs.get_job_def("repartition_job").name == "repartition_job"  # registered: in the UI's Jobs
     tenant = make_tenant()
@@ -338,3 +337,15 @@ def test_a_dedup_pass_giving_keys_during_the_copy_makes_the_swap_copy_again(cont
     assert "copied again" in result.warnings[0]
     assert tenant.rows() == tenant.rows(KEPT)  # the old table as the dedup pass left it, exactly
     assert sum(1 for row in tenant.rows().elements() if json.loads(row)["bq_uuid"] is None) < unkeyed
+
+
+def test_a_second_run_launched_meanwhile_does_nothing(control, database_url, make_tenant):
+    tenant = make_tenant()
+    before, tables = tenant.rows(), tenant.tables()
+    with psycopg.connect(database_url, autocommit=True) as other:
+        second = []
+        first = run(control, tenant, {"copied": lambda: second.append(run(other, tenant))})
+    assert [r.status for r in second] == ["busy"] and "another run is repartitioning" in second[0].message
+    assert first.status == "repartitioned" and first.copies == 1
+    assert tenant.tables() == {*tables, KEPT}
+    assert tenant.rows() == before == tenant.rows(KEPT)
