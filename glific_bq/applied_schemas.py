@@ -44,3 +44,10 @@ def record(conn: psycopg.Connection, table_id: str, fingerprint: str) -> None:
         "WHERE glific_bq_applied_schemas.fingerprint <> EXCLUDED.fingerprint",
         (table_id, fingerprint),
     )
+
+
+def forget(conn: psycopg.Connection, table_id: str) -> None:
+    """Forget what was applied to ``table_id``: another table now has its name (a repartition's
+    swap), so the next sync checks it once instead of trusting it."""
+    _ensure(conn)
+    conn.execute("DELETE FROM glific_bq_applied_schemas WHERE table_id = %s", (table_id,))

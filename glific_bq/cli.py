@@ -4,6 +4,7 @@
     glific-bq redrive --organization 1 [--table messages]  re-send rows BigQuery refused, once fixed
     glific-bq export --organization 1 [--table messages ...] [--format csv ...] [--to DIR|gs://bucket/prefix]
                      [--from 2026-01-01] [--to-date 2026-01-31]   export the latest rows: CSV, Excel, Parquet
+    glific-bq repartition --organization 1 (--table messages | --all)   partition tables Glific created unpartitioned
     glific-bq register-tenants                             add organizations as Dagster partitions
     glific-bq demo [--fresh]                               the local demo (see the README)
 """
@@ -104,6 +105,22 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _repartition(args: argparse.Namespace) -> int:
+    from glific_bq.repartition import repartition_tenant, tables_to_repartition, warehouse_config
+    from glific_bq.tenants import get_organization
+    from glific_bq.warehouse import Warehouse, WarehouseConfig
+
+    config = WarehouseConfig.from_env()
+    specs = tables_to_repartition(config.layout, args.table, args.all)
+    with Source(database_url()) as source:
+        _checked_tenant(source, config, args.organization)
+        with Warehouse(warehouse_config(config), get_organization(source.control, args.organization)) as warehouse:
+            results = repartition_tenant(source.control, warehouse, specs)
+    for result in results:
+        print(json.dumps(result.as_metadata(), default=str))
+    return 0 if all(r.status not in ("failed", "busy") for r in results) else 1
+
+
 def _register_tenants(args: argparse.Namespace) -> int:
     import dagster as dg
 
@@ -140,6 +157,12 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("--from", dest="date_from", type=date.fromisoformat,
                         help="first day, ISO, on inserted_at in the organization's time")
     export.add_argument("--to-date", dest="date_to", type=date.fromisoformat, help="last day, ISO, inclusive")
+    repart = commands.add_parser("repartition", help="partition one organization's tables Glific created unpartitioned, "
+                                "as Glific creates them today (docs/repartition.md)")
+    repart.add_argument("--organization", type=int, required=True)
+    which = repart.add_mutually_exclusive_group(required=True)
+    which.add_argument("--table", help="one registered table")
+    which.add_argument("--all", action="store_true", help="every table Glific partitions")
     commands.add_parser("register-tenants", help="add the synced organizations as Dagster partitions")
     demo = commands.add_parser("demo", help="run the local demo", add_help=False)
     demo.add_argument("rest", nargs=argparse.REMAINDER)
@@ -151,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         demo_main(args.rest)
         return 0
     try:
-        return {"sync": _sync, "redrive": _redrive, "export": _export,
+        return {"sync": _sync, "redrive": _redrive, "export": _export, "repartition": _repartition,
                 "register-tenants": _register_tenants}[args.command](args)
     except (ValueError, LookupError) as error:  # configuration and input mistakes: say what, not a traceback
         print(f"glific-bq: {error}", file=sys.stderr)

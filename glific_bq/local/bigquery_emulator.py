@@ -1,7 +1,7 @@
 """Start the local BigQuery emulator (bqemulator) with the workarounds it needs here.
 
 bqemulator speaks BigQuery's REST and gRPC (Storage Write/Read) wire protocols over DuckDB.
-Four patches, each checked so that an upgrade which removes the patched attribute fails loudly
+Five patches, each checked so that an upgrade which removes the patched attribute fails loudly
 instead of silently changing behaviour (the README's *Local emulator caveats* says what they hide):
 
 1. ``DuckDBEngine._load_spatial`` downloads DuckDB's spatial extension, impossible offline.
@@ -14,6 +14,10 @@ instead of silently changing behaviour (the README's *Local emulator caveats* sa
    only (``write_servicer._table_arrow_schema``), dropping a RECORD's subfields: the target type
    becomes ``struct<>`` and every append to a table with a RECORD column fails in DuckDB
    ("Cannot cast STRUCTs of different size"). The replacement passes the whole column schema.
+5. ``ALTER TABLE … RENAME TO`` renames the table in DuckDB but not in the emulator's catalog: the
+   old name keeps its metadata over no rows and the new name has rows but no metadata
+   (``tables.get`` says 404). After each statement the catalog entry is moved too, as BigQuery
+   does (``glific_bq.repartition`` swaps tables by renaming them).
 
 Run ``python -m glific_bq.local.bigquery_emulator --data-dir DIR`` for a standalone server.
 """
@@ -41,6 +45,7 @@ def apply_patches() -> None:
 
     from bqemulator.api.routes import tabledata, upload
     from bqemulator.grpc_api import write_servicer
+    from bqemulator.jobs import executor
     from bqemulator.storage.engine import DuckDBEngine
     from bqemulator.versioning.snapshots import SnapshotManager
 
@@ -57,6 +62,7 @@ def apply_patches() -> None:
         (write_servicer, "_table_arrow_schema"),
         (tabledata, "_build_arrow_schema"),
         (DuckDBEngine, "connection"),
+        (executor, "sync_dropped_object"),
     ]:
         if not hasattr(owner, name):
             raise RuntimeError(f"bqemulator no longer has {owner.__name__}.{name}; re-verify the patches")
@@ -68,6 +74,8 @@ def apply_patches() -> None:
     write_servicer._table_arrow_schema = lambda table_meta: tabledata._build_arrow_schema(
         [column.model_dump(exclude_none=True) for column in table_meta.schema_.fields]
     )
+    if not getattr(executor.sync_dropped_object, "_glific_bq_renames", False):
+        executor.sync_dropped_object = _also_sync_renamed(executor.sync_dropped_object)
     # The REST routes and the gRPC servicer (a thread pool) share one DuckDB connection, which
     # refuses a second call while one runs ("connection is busy with another call"): parallel
     # syncs (glific_bq.tick) failed at random. Each thread gets its own cursor of the database.
@@ -84,6 +92,35 @@ def apply_patches() -> None:
 
         per_thread._glific_bq_per_thread = True
         DuckDBEngine.connection = property(per_thread)
+
+
+def _also_sync_renamed(sync_dropped_object):
+    """``sync_dropped_object``, which the emulator calls after every successful statement, made to
+    also move the catalog entry of a table renamed by ``ALTER TABLE … RENAME TO`` (patch 5)."""
+    import sqlglot
+    from sqlglot import exp
+
+    def after_statement(bq_sql: str, project_id: str, ctx) -> None:
+        sync_dropped_object(bq_sql, project_id, ctx)
+        try:
+            tree = sqlglot.parse_one(bq_sql, read="bigquery")
+        except Exception:  # not ours to judge: the statement already ran
+            return
+        if not isinstance(tree, exp.Alter) or len(tree.args.get("actions") or []) != 1:
+            return
+        (action,) = tree.args["actions"]
+        if not isinstance(action, exp.AlterRename) or not isinstance(tree.this, exp.Table):
+            return
+        old = tree.this
+        project, dataset = old.catalog or project_id, old.db
+        meta = ctx.catalog.get_table(project, dataset, old.name)
+        if meta is None:
+            return
+        ctx.catalog.create_table(meta.model_copy(update={"table_id": action.this.name}))
+        ctx.catalog.delete_table(project, dataset, old.name, not_found_ok=True)
+
+    after_statement._glific_bq_renames = True
+    return after_statement
 
 
 class LocalBigQuery:

@@ -54,14 +54,10 @@ def ensure_table(warehouse: Warehouse, spec: TableSpec, schema: list[SchemaField
     dataset = client.create_dataset(bigquery.Dataset(warehouse.dataset_ref), exists_ok=True, **warehouse.calls.calls)
     _report_location(warehouse, dataset)
     table_id = f"{warehouse.dataset_ref}.{spec.name}"
-    by_name = {f.name: f for f in schema}
     table = bigquery.Table(table_id, schema=schema)
-    if spec.partitioned:
-        partition = by_name.get(spec.partition_column)
-        time_types = ("DATETIME", "DATE", "TIMESTAMP")
-        field = spec.partition_column if partition and partition.field_type in time_types else BQ_INSERTED_AT
-        table.time_partitioning = bigquery.TimePartitioning(type_=bigquery.TimePartitioningType.MONTH, field=field)
-    clustering = [c for c in spec.cluster_by if c in by_name]
+    partitioning, clustering = layout_for(spec, schema)
+    if partitioning:
+        table.time_partitioning = partitioning
     if clustering:
         table.clustering_fields = clustering
     table = client.create_table(table, exists_ok=True, **warehouse.calls.calls)
@@ -85,6 +81,23 @@ def ensure_table(warehouse: Warehouse, spec: TableSpec, schema: list[SchemaField
             queries.run(warehouse, f"ALTER TABLE `{table_id}` {columns}")
         log.info("added columns to %s: %s", table_id, ", ".join(f.name for f in added))
     return Target(table_id, tuple(schema), tuple(f.name for f in added))
+
+
+def layout_for(spec: TableSpec, schema: list[SchemaField] | tuple[SchemaField, ...],
+               ) -> tuple[bigquery.TimePartitioning | None, list[str] | None]:
+    """How a table we create for ``spec`` with ``schema`` is partitioned and clustered: monthly by
+    ``spec.partition_column`` when ``spec.partitioned`` (by the send time if that column is absent
+    or not a time), clustered by the ``spec.cluster_by`` columns it has. In the Glific layout,
+    exactly how Glific creates the table today (``glific_bq.repartition`` gives older tables this)."""
+    by_name = {f.name: f for f in schema}
+    partitioning = None
+    if spec.partitioned:
+        partition = by_name.get(spec.partition_column)
+        time_types = ("DATETIME", "DATE", "TIMESTAMP")
+        field = spec.partition_column if partition and partition.field_type in time_types else BQ_INSERTED_AT
+        partitioning = bigquery.TimePartitioning(type_=bigquery.TimePartitioningType.MONTH, field=field)
+    clustering = [c for c in spec.cluster_by if c in by_name]
+    return partitioning, clustering or None
 
 
 #: Legacy SQL type names (what Glific declares, and what BigQuery's API returns) → standard names.
