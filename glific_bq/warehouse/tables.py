@@ -102,6 +102,11 @@ def ensure_table(warehouse: Warehouse, spec: TableSpec, schema: list[SchemaField
     return _ensure_one(warehouse, written, schema, by_send_day, ["id"] if "id" in by_name else [])
 
 
+def ensure_columns(warehouse: Warehouse, table_id: str, schema: list[SchemaField]) -> None:
+    """Add to the existing ``table_id`` the columns of ``schema`` it lacks (NULLABLE); drift refused."""
+    _ensure_one(warehouse, table_id, schema, None, [])
+
+
 def _ensure_one(warehouse: Warehouse, table_id: str, schema: list[SchemaField],
                 partitioning: bigquery.TimePartitioning | None, clustering: list[str]) -> Target:
     """``ensure_table`` for one table id: created so if missing; columns added; drift refused."""
