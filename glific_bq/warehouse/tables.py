@@ -132,9 +132,10 @@ def _ensure_one(warehouse: Warehouse, table_id: str, schema: list[SchemaField],
         table.schema = list(table.schema) + added
         client.update_table(table, ["schema"], **warehouse.calls.calls)
         if warehouse.config.emulator_host:
-            # bqemulator 1.4 updates its catalog on update_table but not its storage.
-            columns = ", ".join(f"ADD COLUMN IF NOT EXISTS `{f.name}` {ddl_type(f)}" for f in added)
-            queries.run(warehouse, f"ALTER TABLE `{table_id}` {columns}")
+            # bqemulator 1.4 updates its catalog on update_table but not its storage; and it
+            # takes one ALTER command per statement.
+            for f in added:
+                queries.run(warehouse, f"ALTER TABLE `{table_id}` ADD COLUMN IF NOT EXISTS `{f.name}` {ddl_type(f)}")
         log.info("added columns to %s: %s", table_id, ", ".join(f.name for f in added))
     return Target(table_id, tuple(schema), tuple(f.name for f in added))
 
