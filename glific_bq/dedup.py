@@ -26,9 +26,12 @@ partition):
 
 1. ``SURVEY`` (SELECT): per id, its number of versions and how many lie outside the window, for
    ids whose newest ``bq_inserted_at`` is at or after the lower bound. Reads only ``id`` and
-   ``bq_inserted_at`` (16 bytes a row, about 2 % of a Glific message row) — over the whole table
-   for tables partitioned by ``inserted_at`` (an old row can get a new version), over the recent
-   partitions only for tables partitioned by ``bq_inserted_at``. The table is read once (BigQuery
+   ``bq_inserted_at`` (16 bytes a row, about 2 % of a Glific message row) — of the ``inserted_at``
+   months the versions sent since the lower bound touched (``months``, recorded by the sync before
+   each write: ``glific_bq.sent_months``; an old row re-sent brings its old month), as literal
+   ranges (``month_filter``) that BigQuery prunes partitions by; over the whole table when the
+   months are not known (before they were recorded, or on a full pass). Every later statement
+   carries the same restriction; no month to examine, no statement at all. The table is read once (BigQuery
    evaluates a CTE at each reference, so the CTE is referenced once). It returns at most two rows:
    how many candidates, and the ids (up to ``MAX_LISTED_IDS + 1``) with an older version outside
    the window. None → no DML at all: no DML slot used (BigQuery runs 2 mutating statements per

@@ -178,6 +178,25 @@ def test_a_table_synced_in_history_mode_is_set_up_as_a_clean_table_and_a_history
 # -- what the statements read ----------------------------------------------------------------------
 
 
+def test_the_sync_issues_no_query_only_appends_in_either_mode(notes, source, warehouse_config, history_config):
+    """The sync's writes are Storage Write appends: once its tables are set up, a sync sends no
+    query or DML at all, so it reads no partition of any table (in history mode it appends to
+    ``<table>_history`` only)."""
+    for config in (warehouse_config, history_config):
+        org = add_organization(notes)
+        ids = add_notes(notes, org, ["a", "b"])
+        warehouse, statements = _open(config, org)
+        sync_table(source, warehouse, org, NOTES)
+        _edit(notes, ids[:1])
+        statements.clear()
+
+        assert sync_table(source, warehouse, org, NOTES).updated == 1
+        assert statements.sql == [], config.versions
+
+
+# -- (the refresh and the dedup) ----------------------------------------------------------------------
+
+
 def test_a_refresh_reads_only_the_days_sent_since_and_merges_only_the_changed_months(notes, source, history_config):
     org = add_organization(notes)
     ids = add_notes(notes, org, ["jan", "mar", "now"])
