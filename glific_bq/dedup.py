@@ -26,9 +26,12 @@ partition):
 
 1. ``SURVEY`` (SELECT): per id, its number of versions and how many lie outside the window, for
    ids whose newest ``bq_inserted_at`` is at or after the lower bound. Reads only ``id`` and
-   ``bq_inserted_at`` (16 bytes a row, about 2 % of a Glific message row) — over the whole table
-   for tables partitioned by ``inserted_at`` (an old row can get a new version), over the recent
-   partitions only for tables partitioned by ``bq_inserted_at``. The table is read once (BigQuery
+   ``bq_inserted_at`` (16 bytes a row, about 2 % of a Glific message row) — of the ``inserted_at``
+   months the versions sent since the lower bound touched (``months``, recorded by the sync before
+   each write: ``glific_bq.sent_months``; an old row re-sent brings its old month), as literal
+   ranges (``month_filter``) that BigQuery prunes partitions by; over the whole table when the
+   months are not known (before they were recorded, or on a full pass). Every later statement
+   carries the same restriction; no month to examine, no statement at all. The table is read once (BigQuery
    evaluates a CTE at each reference, so the CTE is referenced once). It returns at most two rows:
    how many candidates, and the ids (up to ``MAX_LISTED_IDS + 1``) with an older version outside
    the window. None → no DML at all: no DML slot used (BigQuery runs 2 mutating statements per
@@ -110,12 +113,12 @@ import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 
 from google.api_core.exceptions import NotFound
 from google.cloud import bigquery
 
-from glific_bq import identifiers
+from glific_bq import identifiers, sent_months
 from glific_bq.layouts import Layout
 from glific_bq.registry import TableSpec, platform_tables_for, tables_for
 from glific_bq.schema import BQ_INSERTED_AT, BQ_UUID
@@ -153,6 +156,7 @@ SURVEY = """
 WITH versions AS (
   SELECT id, COUNT(*) AS versions, COUNTIF({settled}) AS settled
   FROM `{table}`
+  WHERE {months}
   GROUP BY {key}
   {changed}
 ),
@@ -173,33 +177,69 @@ KEY_CHECK = """
 SELECT COUNT(*) AS rows_without_key FROM (
   SELECT bq_uuid, COUNT(*) OVER (PARTITION BY {key}, {sent}, bq_uuid) AS copies
   FROM `{table}`
-  WHERE {scope} AND {settled}
+  WHERE {scope} AND {months} AND {settled}
 )
 WHERE bq_uuid IS NULL OR copies > 1
 """
 
 GIVE_KEYS = """
 UPDATE `{table}` SET bq_uuid = GENERATE_UUID()
-WHERE {scope} AND {settled}
+WHERE {scope} AND {months} AND {settled}
   AND (bq_uuid IS NULL OR STRUCT({key}, {sent}, bq_uuid) IN (
     SELECT STRUCT({key}, {sent}, bq_uuid) FROM `{table}`
-    WHERE {scope} AND {settled} AND bq_uuid IS NOT NULL
+    WHERE {scope} AND {months} AND {settled} AND bq_uuid IS NOT NULL
     QUALIFY COUNT(*) OVER (PARTITION BY {key}, {sent}, bq_uuid) > 1))
 """
 
 DELETE = """
 DELETE FROM `{table}`
-WHERE {scope} AND {settled}
+WHERE {scope} AND {months} AND {settled}
   AND STRUCT({key}, {sent}, bq_uuid) IN (
     SELECT STRUCT({key}, {sent}, bq_uuid) FROM `{table}`
-    WHERE {scope}
+    WHERE {scope} AND {months}
     QUALIFY RANK() OVER (PARTITION BY {key} ORDER BY {newest_first}) > 1)
 """
 
 #: ``{scope}`` of statements 2-4: the listed ids; or, when too many to list, the candidates.
 SCOPE_LISTED = "id IN UNNEST(@ids)"
-SCOPE_CHANGED = "id IN (SELECT id FROM `{table}` WHERE bq_inserted_at >= @since)"
+SCOPE_CHANGED = "id IN (SELECT id FROM `{table}` WHERE {months} AND bq_inserted_at >= @since)"
 SCOPE_ALL = "TRUE"
+
+
+#: Literal bounds of a month, by the type of the partition column (dates formatted here, never text).
+MONTH_LITERAL = {"DATETIME": "DATETIME '{:%Y-%m-%d}'", "DATE": "DATE '{:%Y-%m-%d}'",
+                  "TIMESTAMP": "TIMESTAMP '{:%Y-%m-%d} 00:00:00+00'"}
+
+
+def month_filter(column: str, column_type: str, months: Iterable[date], alias: str = "") -> str:
+    """A predicate true for rows whose ``column`` lies in one of ``months`` (first days;
+    ``sent_months.NO_MONTH`` for NULL), as literal ranges (``column >= first AND column < end``,
+    consecutive months merged), so that BigQuery prunes the partitions of a table partitioned by
+    ``column`` at planning time; on any other table it still restricts the rows compared. No
+    months: ``FALSE``."""
+    literal = MONTH_LITERAL[column_type].format
+    column = f"{alias}.`{column}`" if alias else f"`{column}`"
+    months = sorted(set(months))
+    parts = [f"{column} IS NULL"] if sent_months.NO_MONTH in months else []
+    ranges: list[list[date]] = []
+    for month in (m for m in months if m != sent_months.NO_MONTH):
+        if ranges and ranges[-1][1] == month:
+            ranges[-1][1] = _next_month(month)
+        else:
+            ranges.append([month, _next_month(month)])
+    parts = [f"({column} >= {literal(first)} AND {column} < {literal(end)})" for first, end in ranges] + parts
+    return "(" + " OR ".join(parts) + ")" if parts else "FALSE"
+
+
+def _next_month(month: date) -> date:
+    return date(month.year + month.month // 12, month.month % 12 + 1, 1)
+
+
+def lower_bound(since: datetime | None, buffer_window: timedelta) -> datetime | None:
+    """The earliest send time of a version a pass after ``since`` (the previous pass's start)
+    must examine: ``since - buffer_window - SINCE_MARGIN`` (see the module docstring); None
+    for a full pass."""
+    return None if since is None else _utc(since) - buffer_window - SINCE_MARGIN
 
 
 def version_key(layout: Layout, table: str) -> tuple[str, ...]:
@@ -275,12 +315,17 @@ def dedup_table(
     since: datetime | None,
     buffer_window: timedelta = timedelta(0),
     now: datetime | None = None,
+    months: Sequence[date] | None = None,
 ) -> DedupResult:
     """Delete the older versions of each id in the organization's copy of ``table``.
 
     Args:
         since: the ``now`` of this table's previous successful pass (or an earlier time); None
             for a full pass. Naive datetimes are taken as UTC.
+        months: on an incremental pass, the months of the partition column (``inserted_at``)
+            that versions sent since the lower bound touched (``sent_months.since``); every
+            statement is restricted to them (``month_filter``), and none at all is issued when
+            there are none. None: every month (no record, or a full pass).
         buffer_window: rows sent within this long before ``now`` are never modified (legacy
             ``insertAll`` streaming: e.g. 3 hours; Storage Write API: 0).
         now: the pass's clock (UTC); defaults to the current time. Store it as the next ``since``.
@@ -320,7 +365,14 @@ def dedup_table(
     sent_type = schema[BQ_INSERTED_AT]
 
     cutoff = now - buffer_window
-    lower = None if since is None else _utc(since) - buffer_window - SINCE_MARGIN
+    lower = lower_bound(since, buffer_window)
+    column = table.partition_column if isinstance(table, TableSpec) else "inserted_at"
+    in_months = "TRUE"
+    if months is not None and lower is not None and schema.get(column) in MONTH_LITERAL:
+        if not months:
+            log.info("dedup %s: nothing sent since %s", table_id, lower)
+            return result.done()
+        in_months = month_filter(column, schema[column], months)
     settled = _SETTLED_IN_WINDOW if buffer_window > timedelta(0) else _SETTLED_NO_WINDOW.format(sent=_SENT[sent_type])
     time_params = [_send_time("cutoff", cutoff, sent_type, warehouse)]
     if lower is not None:
@@ -329,7 +381,7 @@ def dedup_table(
     # 1. Which candidates have older versions that may be deleted (narrow columns only).
     survey = SURVEY.format(
         table=table_id, settled=settled, key=", ".join(key), changed=CHANGED_SINCE if lower is not None else "",
-        limit=int(MAX_LISTED_IDS) + 1,
+        limit=int(MAX_LISTED_IDS) + 1, months=in_months,
     )
     groups = {row["has_older"]: row for row in result.run(warehouse, survey, time_params)}
     result.candidates = sum(row["ids"] for row in groups.values())
@@ -344,10 +396,10 @@ def dedup_table(
         id_type = "STRING" if schema["id"] == "STRING" else "INT64"
         params = [*time_params, bigquery.ArrayQueryParameter("ids", id_type, listed if id_type == "STRING" else [int(i) for i in listed])]
     else:
-        scope = SCOPE_CHANGED.format(table=table_id) if lower is not None else SCOPE_ALL
+        scope = SCOPE_CHANGED.format(table=table_id, months=in_months) if lower is not None else SCOPE_ALL
         params = time_params
     parts = {"table": table_id, "scope": scope, "settled": settled, "sent": _SENT[sent_type], "key": ", ".join(key),
-             "newest_first": NEWEST_FIRST}
+             "newest_first": NEWEST_FIRST, "months": in_months}
 
     # 2-3. Give a key to rows that lack one (NULL bq_uuid, or an exact copy of another row).
     (check,) = result.run(warehouse, KEY_CHECK.format(**parts), params)
@@ -376,12 +428,14 @@ def dedup_tenant(
     buffer_window: timedelta = timedelta(0),
     *,
     now: datetime | None = None,
+    months: Mapping[str, Sequence[date] | None] | None = None,
 ) -> list[DedupResult]:
     """Deduplicate several tables of one organization, each independently.
 
     ``since`` is one time for all tables or a mapping per table name (a table missing from the
     mapping gets a full pass): keep it per table, since a table whose pass failed must reach back
-    to its own last success. A table that fails comes back with ``error`` set; the others go on.
+    to its own last success. ``months``: per table name, ``dedup_table``'s ``months`` (missing:
+    every month). A table that fails comes back with ``error`` set; the others go on.
     Tables that do not exist yet in BigQuery come back with ``skipped_reason``. ``tables``
     defaults to every table of the warehouse's layout.
     """
@@ -391,7 +445,8 @@ def dedup_tenant(
         table_since = since.get(name) if isinstance(since, Mapping) else since
         started = time.monotonic()
         try:
-            results.append(dedup_table(warehouse, table, since=table_since, buffer_window=buffer_window, now=now))
+            results.append(dedup_table(warehouse, table, since=table_since, buffer_window=buffer_window, now=now,
+                                       months=(months or {}).get(name)))
         except Exception as error:  # this table only
             message = f"{type(error).__name__}: {error}"
             log.error("dedup of %s for organization %s failed: %s", name, warehouse.organization.id, message)
@@ -443,5 +498,5 @@ def _utc(value: datetime) -> datetime:
 
 __all__ = [
     "DedupError", "DedupResult", "IS_NEWEST_VERSION", "MAX_LISTED_IDS", "NEWEST_FIRST", "SINCE_MARGIN", "dedup_table", "dedup_tenant",
-    "newest_first", "version_key",
+    "lower_bound", "month_filter", "newest_first", "version_key",
 ]

@@ -2,9 +2,12 @@
 
 Incremental sync cannot see a deleted row. For tables whose policy is ``DeletePolicy.PROPAGATE``
 (contacts erased on request), a periodic key comparison per tenant finds ids present in BigQuery
-and gone from the source, and deletes every version of them. ``KEEP`` tables (the default;
-messages, which Glific purges after two months on purpose) are never touched: a purge at the
-source never erases warehouse history.
+and gone from the source, and deletes every version of them: in history mode
+(``glific_bq.clean``) from the clean table and from ``<table>_history`` too, the one exception to
+a history never deleted from (an erased contact is erased, and the clean table stays the newest
+version of what the history holds). ``KEEP`` tables (the default; messages, which Glific purges
+after two months on purpose) are never touched: a purge at the source never erases warehouse
+history.
 
 A pass never removes a mass of ids at once: when more than ``MASS_DELETE_SHARE`` of a table's ids
 in BigQuery (and more than ``MASS_DELETE_FLOOR``) are gone from the source, it deletes nothing and
@@ -24,6 +27,8 @@ from glific_bq.registry import DeletePolicy, TableSpec
 from glific_bq.source import Source
 from glific_bq.tenants import Organization
 from glific_bq.warehouse import Warehouse, queries
+from glific_bq.warehouse.config import Versions
+from glific_bq.warehouse.tables import history_table
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +63,14 @@ def propagate_deletes(source: Source, warehouse: Warehouse, organization: Organi
     gone_ids = difference.gone
     if not confirm and len(gone_ids) > max(MASS_DELETE_FLOOR, MASS_DELETE_SHARE * difference.warehouse_ids):
         raise MassDeleteRefused(organization.id, spec.name, len(gone_ids), difference.warehouse_ids)
-    for start in range(0, len(gone_ids), _CHUNK):
-        queries.dml(warehouse, f"DELETE FROM `{table_id}` WHERE id IN UNNEST(@ids)",
-                    [bigquery.ArrayQueryParameter("ids", "INT64", gone_ids[start:start + _CHUNK])])
+    # In history mode the history loses them first: the clean table is what the next pass compares,
+    # so a pass that dies in between finds them again.
+    history_id = f"{warehouse.dataset_ref}.{history_table(spec.name)}"
+    history = warehouse.config.versions is Versions.HISTORY and gone_ids and warehouse.table_exists(history_table(spec.name))
+    for target in ([history_id] if history else []) + [table_id]:
+        for start in range(0, len(gone_ids), _CHUNK):
+            queries.dml(warehouse, f"DELETE FROM `{target}` WHERE id IN UNNEST(@ids)",
+                        [bigquery.ArrayQueryParameter("ids", "INT64", gone_ids[start:start + _CHUNK])])
     if gone_ids:
         log.info("organization %s, %s: %s row(s) deleted at the source removed from BigQuery",
                  organization.id, spec.name, len(gone_ids))

@@ -35,16 +35,20 @@ class IdDifference:
     gone: list[int]  # in BigQuery, no longer at the source
 
 
-def compare_ids(source: Source, warehouse: Warehouse, organization_id: int, table: str, upto_id: int | None = None) -> IdDifference:
+def compare_ids(source: Source, warehouse: Warehouse, organization_id: int, table: str, upto_id: int | None = None,
+                in_bigquery: str | None = None) -> IdDifference:
     """Compare the ids of ``table`` for one organization (only ids ``<= upto_id`` if given: the
-    range the watermark says was sent)."""
+    range the watermark says was sent), in BigQuery those of ``in_bigquery`` (default: ``table``;
+    the reconciliation reads a history table's)."""
     upto = upto_id if upto_id is not None else 2**63 - 1
-    warehouse_ids = f"SELECT DISTINCT id FROM `{warehouse.dataset_ref}.{table}` WHERE id <= @upto"
+    bigquery_table = in_bigquery or table
+    warehouse_ids = f"SELECT DISTINCT id FROM `{warehouse.dataset_ref}.{bigquery_table}` WHERE id <= @upto"
     query = sql.SQL("SELECT id FROM {} WHERE organization_id = $1 AND id <= $2").format(sql.Identifier(table))
     if warehouse.config.layout is Layout.GLIFIC:
         id_sql, where, own = glific.exported_ids(table)
         bounded = "SAFE_CAST(id AS INT64) <= @upto" if own else "TRUE"
-        warehouse_ids = f"SELECT DISTINCT SAFE_CAST(id AS INT64) AS id FROM `{warehouse.dataset_ref}.{table}` WHERE {bounded}"
+        warehouse_ids = (f"SELECT DISTINCT SAFE_CAST(id AS INT64) AS id FROM `{warehouse.dataset_ref}.{bigquery_table}` "
+                         f"WHERE {bounded}")
         query = sql.SQL("SELECT DISTINCT {} AS id FROM {} t WHERE t.organization_id = $1 AND t.id <= $2{}").format(
             sql.SQL(id_sql), sql.Identifier(glific.source_table(table)),
             sql.SQL(f" AND ({where})") if where else sql.SQL(""),

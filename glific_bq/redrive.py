@@ -6,7 +6,7 @@ letters (``glific_bq.warehouse.dead_letters``, by source row id) read a page at 
 
 from __future__ import annotations
 
-from glific_bq import extract, watermarks
+from glific_bq import extract, sent_months, watermarks
 from glific_bq.catalog import TableSpec
 from glific_bq.extract import ORGANIZATION_COLUMN, Pass
 from glific_bq.isolation import check_tenant
@@ -51,6 +51,7 @@ def redrive(source: Source, warehouse: Warehouse, organization: Organization, sp
                 check_tenant(rows, organization.id, spec.name, ORGANIZATION_COLUMN)
             rows, rejected = prepare(rows, shape, timezone_name, source.joiner, snapshot, organization.id)
             source.reader.commit()
+            sent_months.record(source.control, organization.id, spec.name, warehouse.destination, rows, spec.partition_column)
             refused = warehouse.append(target, rows)  # ``rows`` holds none of ``rejected``
             still_refused = {r.source_id for r in rejected + refused}
             warehouse.forget_dead_letters(spec.name, [i for i in ids if i not in still_refused])

@@ -36,9 +36,11 @@ from glific_bq.layouts import Shape
 from glific_bq.layouts.rows import exported, prepare
 from glific_bq.registry import Scope, TableSpec
 from glific_bq.schema import reflect_columns
+from glific_bq.sent_months import record as record_sent_months
 from glific_bq.source import Source
 from glific_bq.tenants import Organization, get_organization
 from glific_bq.warehouse import DEAD_LETTERS, Rejected, Warehouse, WarehouseError, known_tables
+from glific_bq.warehouse import tables as warehouse_tables
 from glific_bq.warehouse import writes as warehouse_writes
 from glific_bq.watermarks import Watermark
 
@@ -210,6 +212,7 @@ def _sync_table(source, warehouse, organization, spec, options, on_step, horizon
             """The write stage, in page order: append, then ``confirmed``."""
             page, rows, rejected = ready_page
             on_step("extracted")
+            record_sent_months(control, organization.id, spec.name, destination, rows, spec.partition_column)
             return confirmed(pass_, page, rejected + warehouse.append(target, rows))
 
         def confirmed(pass_: Pass, page: extract.Page, rejected: list[Rejected]) -> Watermark:
@@ -293,6 +296,8 @@ def _sync_table(source, warehouse, organization, spec, options, on_step, horizon
                             if backfill:
                                 on_step("extracted")
                                 parquet = parquet or warehouse_writes.ParquetLoad(warehouse, target)
+                                record_sent_months(control, organization.id, spec.name, destination, ready_page.rows,
+                                                   spec.partition_column)
                                 parquet.add(ready_page.rows)
                                 gathered += ready_page.rejected
                                 if parquet.rows >= options.load_rows:
@@ -407,7 +412,7 @@ def _ensure_table(control, warehouse: Warehouse, spec: TableSpec, shape: Shape):
     """The BigQuery table set up for ``shape``: trusted without a BigQuery call when an earlier
     process applied this very schema (``glific_bq.applied_schemas``)."""
     schema = list(shape.schema)
-    table_id, digest = f"{warehouse.dataset_ref}.{spec.name}", known_tables.fingerprint(schema)
+    table_id, digest = warehouse_tables.written_table_id(warehouse, spec, schema), known_tables.fingerprint(schema)
     applied = applied_schemas.recorded(control, table_id) == digest
     if applied:
         known_tables.trust(warehouse, spec, schema)

@@ -1,6 +1,7 @@
 """The dedup run across tenants, in plain Python (the ``dedup_job`` op calls it): per tenant, keep
-the newest version of each row of every table (``dedup``), remember the pass for the next
-incremental one (``watermarks.record_dedup``) and remove rows deleted at the source from
+the newest version of each row of every table (``dedup``; in history mode, tables with a history
+are refreshed from it instead: ``clean``), remember the pass for the next incremental one
+(``watermarks.record_dedup``, ``sent_months.start``) and remove rows deleted at the source from
 ``propagate`` tables (``deletes``). One tenant's or one table's failure never stops the others
 (``isolation.each_tenant``); it comes back with its error."""
 
@@ -10,8 +11,9 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from glific_bq import platform, watermarks
-from glific_bq.dedup import dedup_tenant
+from glific_bq import platform, sent_months, watermarks
+from glific_bq.clean import refresh_tenant
+from glific_bq.dedup import dedup_tenant, lower_bound
 from glific_bq.deletes import MassDeleteRefused, propagate_deletes
 from glific_bq.isolation import each_tenant
 from glific_bq.redact import describe
@@ -19,6 +21,8 @@ from glific_bq.registry import TableSpec, platform_tables_for
 from glific_bq.source import Source
 from glific_bq.tenants import Organization
 from glific_bq.warehouse import Warehouse
+from glific_bq.warehouse.config import Versions
+from glific_bq.warehouse.tables import history_table
 
 
 @dataclass(frozen=True)
@@ -63,19 +67,23 @@ def dedup_tenants(
         platform_tables = platform_tables_for(warehouse.config.layout) if organization.id == platform_id else ()
         own = [*tables, *(spec for spec in platform_tables if spec not in tables)]
         by_name = {spec.name: spec for spec in own}
-        since = None if full else {
-            spec.name: watermarks.get(source.control, organization.id, spec.name, warehouse.destination).deduped_at
-            for spec in own
-        }
+        refreshed = [spec for spec in own if _keeps_history(warehouse, spec)]
+        in_place = [spec for spec in own if spec not in refreshed]
+        passes: list = refresh_tenant(source.control, warehouse, refreshed, buffer_window=buffer_window, now=now,
+                                      full=full)
+        since, months = _dedup_bounds(source, warehouse, organization, in_place, full, buffer_window)
+        passes += dedup_tenant(warehouse, in_place, since, buffer_window, now=now, months=months)
         done = []
-        for result in dedup_tenant(warehouse, own, since, buffer_window, now=now):
+        for result in passes:
             metadata = result.as_metadata()
             if result.error:
                 done.append(TableUpkeep(organization.id, result.table, metadata, result.error))
                 continue
             if result.skipped_reason is None:
                 spec = by_name[result.table]
-                watermarks.record_dedup(source.control, organization.id, spec.name, warehouse.destination, now)
+                if spec not in refreshed:  # a refresh moves its own mark
+                    watermarks.record_dedup(source.control, organization.id, spec.name, warehouse.destination, now)
+                    sent_months.start(source.control, organization.id, spec.name, warehouse.destination, now)
                 confirm = (organization.id, spec.name) in confirm_deletes
                 try:
                     metadata["rows_deleted_at_source_removed"] = propagate_deletes(
@@ -94,3 +102,26 @@ def dedup_tenants(
     for outcome in each_tenant(organizations, open_warehouse, tenant, what="dedup"):
         results.extend(outcome.result or [TableUpkeep(outcome.organization.id, "", error=outcome.error)])
     return results
+
+
+def _keeps_history(warehouse: Warehouse, spec: TableSpec) -> bool:
+    """Whether this tenant-table is refreshed from its history (history mode, and the sync wrote
+    one: ``tables.keeps_history``) rather than deduplicated in place."""
+    return warehouse.config.versions is Versions.HISTORY and warehouse.table_exists(history_table(spec.name))
+
+
+def _dedup_bounds(source: Source, warehouse: Warehouse, organization: Organization, specs: Sequence[TableSpec],
+                  full: bool, buffer_window: timedelta) -> tuple[dict | None, dict]:
+    """``(since, months)`` of ``dedup_tenant`` for ``specs``: each table's previous pass, and the
+    months its sends touched since that pass's lower bound (``sent_months``; None when not known)."""
+    if full:
+        return None, {}
+    since = {spec.name: watermarks.get(source.control, organization.id, spec.name, warehouse.destination).deduped_at
+             for spec in specs}
+    months = {}
+    for spec in specs:
+        lower = lower_bound(since[spec.name], buffer_window)
+        if lower is not None:
+            months[spec.name] = sent_months.since(source.control, organization.id, spec.name, warehouse.destination,
+                                                  lower)
+    return since, months

@@ -1,7 +1,8 @@
 """Checks of one tenant-table's copy in BigQuery, in plain Python (the Dagster asset checks in
 ``defs/checks.py`` call these): each says which tenant, which table, and by how much.
 
-- ``duplicate_ids``: the ``<table>_latest`` view must hold each id once.
+- ``duplicate_ids``: the ``<table>_latest`` view must hold each id once (in history mode, the
+  clean table itself).
 - ``reconcile``: every source row up to the watermark is in BigQuery. Extra ids in BigQuery are
   fine for ``keep`` tables (Glific purges old messages on purpose) and, for ``propagate`` tables,
   until the next dedup run removes them.
@@ -24,6 +25,8 @@ from glific_bq.source import Source
 from glific_bq.tenants import Organization
 from glific_bq.views import latest_sql_for, latest_view_name
 from glific_bq.warehouse import Warehouse
+from glific_bq.warehouse.config import Versions
+from glific_bq.warehouse.tables import history_table
 
 
 @dataclass(frozen=True)
@@ -54,8 +57,12 @@ def duplicate_ids(warehouse: Warehouse, organization_id: int, table: str) -> Fin
 
 
 def reconcile(source: Source, warehouse: Warehouse, organization_id: int, spec: TableSpec) -> Finding:
+    """Every source row up to the watermark is in BigQuery: in history mode in the history, which
+    the sync writes (the clean table catches up at the next refresh)."""
     upto = watermarks.get(source.control, organization_id, spec.name, warehouse.destination).table_id
-    diff = compare_ids(source, warehouse, organization_id, spec.name, upto_id=upto)
+    history = history_table(spec.name)
+    written = history if warehouse.config.versions is Versions.HISTORY and warehouse.table_exists(history) else None
+    diff = compare_ids(source, warehouse, organization_id, spec.name, upto_id=upto, in_bigquery=written)
     numbers = {"source_rows": diff.source_rows, "warehouse_ids": diff.warehouse_ids,
                "missing": len(diff.missing), "not_at_source": len(diff.gone), "up_to_id": upto}
     if diff.missing:

@@ -351,3 +351,17 @@ def test_the_dedup_run_goes_on_past_a_tenant_it_cannot_open(notes, source, wareh
     (done,) = [r for r in results if r.organization_id == good.id]
     assert done.error is None and done.metadata["deleted"] == 1
     assert watermarks.get(notes, good.id, "notes").deduped_at is not None
+
+
+def test_month_filter_is_literal_ranges_with_consecutive_months_merged_and_nulls_named():
+    from glific_bq.sent_months import NO_MONTH
+
+    months = [dedup.date(2026, 3, 1), dedup.date(2026, 1, 1), dedup.date(2026, 2, 1), dedup.date(2026, 12, 1), NO_MONTH]
+
+    assert dedup.month_filter("inserted_at", "DATETIME", months, alias="t") == (
+        "((t.`inserted_at` >= DATETIME '2026-01-01' AND t.`inserted_at` < DATETIME '2026-04-01') OR "
+        "(t.`inserted_at` >= DATETIME '2026-12-01' AND t.`inserted_at` < DATETIME '2027-01-01') OR "
+        "t.`inserted_at` IS NULL)")
+    assert dedup.month_filter("inserted_at", "TIMESTAMP", [dedup.date(2026, 1, 1)]) == (
+        "((`inserted_at` >= TIMESTAMP '2026-01-01 00:00:00+00' AND `inserted_at` < TIMESTAMP '2026-02-01 00:00:00+00'))")
+    assert dedup.month_filter("inserted_at", "DATE", []) == "FALSE"

@@ -153,7 +153,8 @@ class DedupConfig(dg.Config):
         return pairs
 
 
-@dg.op(out={}, description="Delete older row versions (keep the newest per id) and propagate deletes, per tenant.")
+@dg.op(out={}, description="Delete older row versions (keep the newest per id) and propagate deletes, per tenant; "
+       "in history mode (GLIFIC_BQ_VERSIONS=history) refresh the clean tables from their history instead.")
 def dedup_tenants(context: dg.OpExecutionContext, config: DedupConfig, postgres: GlificPostgres, bigquery: GlificBigQuery):
     with postgres.source() as source:
         # Only tenants: an organization that stopped being synced (switched off, suspended,
@@ -184,6 +185,7 @@ def dedup_tenants(context: dg.OpExecutionContext, config: DedupConfig, postgres:
                          metadata={"failures": dg.MetadataValue.md("\n".join(f"- {f}" for f in failures))})
 
 
-@dg.job(description="Keep exactly the newest version of each row in every tenant dataset (what the 90-minute schedule runs).")
+@dg.job(description="Keep exactly the newest version of each row in every tenant dataset (what the 90-minute schedule "
+        "runs; in history mode the clean-table refresh, launched by hand from here too).")
 def dedup_job():
     dedup_tenants()

@@ -58,6 +58,8 @@ class GlificBigQuery(dg.ConfigurableResource):
         "(empty: the layout's default, {phone} for glific)",
     )
     write_method: str = Field(default=WarehouseConfig.write_method, description=", ".join(m.value for m in WriteMethod))
+    versions: str = Field(default="in_place", description="in_place (dedup deletes older versions) or history "
+                          "(every version kept in <table>_history; <table> a clean table)")
     credentials_dir: str | None = Field(default=None, description="Directory of <organization_id>.json service-account keys")
     emulator_host: str | None = Field(default=None, description="BigQuery REST emulator URL, with scheme")
     storage_emulator_host: str | None = Field(default=None, description="Emulator gRPC endpoint, host:port")

@@ -30,7 +30,8 @@ dedup_every_90_minutes = dg.ScheduleDefinition(
     job=dedup_job,
     cron_schedule=DEDUP_CRONS,
     default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Every 90 minutes, delete older row versions in every tenant dataset (changed ids only).",
+    description="Every 90 minutes, delete older row versions in every tenant dataset (changed ids and months only); "
+    "in history mode, refresh the clean tables from their history (changed keys and months only).",
 )
 
 checks_every_90_minutes = dg.ScheduleDefinition(

@@ -19,19 +19,24 @@ from glific_bq.views.definitions import (
     ViewColumn,
     _dataset_ref,
     _table_name,
+    clean_latest_sql,
     latest_description,
     latest_sql,
     latest_view_name,
     reports_for,
 )
 from glific_bq.warehouse import Warehouse, queries
+from glific_bq.warehouse.config import Versions
+from glific_bq.warehouse.tables import history_table
 
 log = logging.getLogger(__name__)
 
 
 def latest_sql_for(warehouse: Warehouse, table: str) -> tuple[str | None, str | None]:
     """``(select, reason)``: the SELECT of ``<table>_latest`` in this warehouse's layout, from the
-    table's columns in BigQuery; or None and the reason it cannot be built."""
+    table's columns in BigQuery; or None and the reason it cannot be built. In history mode a
+    table with a history is its clean table (one row per key already): the view reads it as it
+    is (``clean_latest_sql``)."""
     table_id = f"{_dataset_ref(warehouse.dataset_ref)}.{_table_name(table)}"
     try:
         columns = {f.name for f in warehouse.client.get_table(table_id, **warehouse.calls.calls).schema}
@@ -43,6 +48,8 @@ def latest_sql_for(warehouse: Warehouse, table: str) -> tuple[str | None, str | 
     missing = dedup.missing_version_columns(columns, key, send_columns=order is None)
     if missing:
         return None, f"{table} has no {', '.join(missing)} column"
+    if warehouse.config.versions is Versions.HISTORY and warehouse.table_exists(history_table(table)):
+        return clean_latest_sql(warehouse.dataset_ref, table), None
     return latest_sql(warehouse.dataset_ref, table, key=key, newest_first=order), None
 
 

@@ -446,6 +446,12 @@ def latest_description(table: str) -> str:
             "the dedup decides), even between dedup runs. Use it for exports and reports.")
 
 
+def clean_latest_sql(dataset_ref: str, table: str) -> str:
+    """The SELECT of ``<table>_latest`` over a clean table (history mode, ``glific_bq.clean``):
+    the table itself, which holds one row per key; no window over it at every dashboard load."""
+    return f"SELECT * FROM `{_dataset_ref(dataset_ref)}.{_table_name(table)}`"
+
+
 def latest_sql(dataset_ref: str, table: str, *, key: Sequence[str] = ("id",), newest_first: str = dedup.NEWEST_FIRST) -> str:
     """The SELECT of ``<table>_latest``: one row per ``key``, the first by ``newest_first``
     (the dedup's ``version_key`` and ``newest_first`` of the table)."""

@@ -19,6 +19,20 @@ from glific_bq.warehouse.errors import CredentialsError
 from glific_bq.warehouse.queries import DEADLINE_SECONDS, CallPolicy
 
 
+class Versions(str, Enum):
+    """What becomes of the row versions the sync sends (``GLIFIC_BQ_VERSIONS``).
+
+    ``in_place`` (default; what takes over a Glific dataset): versions are appended to ``<table>``
+    and the 90-minute dedup deletes all but the newest of each id (``glific_bq.dedup``).
+    ``history`` (recommended for new datasets): every version is appended to ``<table>_history``
+    and never deleted; ``<table>`` is a clean table, one row per id, refreshed by a MERGE of the
+    changed ids only (``glific_bq.clean``).
+    """
+
+    IN_PLACE = "in_place"
+    HISTORY = "history"
+
+
 class WriteMethod(str, Enum):
     STORAGE_WRITE = "storage_write"
     STORAGE_WRITE_ARROW = "storage_write_arrow"
@@ -32,6 +46,7 @@ ENVIRONMENT = {
     "layout": "GLIFIC_BQ_LAYOUT",  # glific (default: Glific's own tables) | raw (exact copies)
     "dataset_template": "GLIFIC_BQ_DATASET_TEMPLATE",  # default {phone} (glific) / glific_{organization_id} (raw)
     "write_method": "GLIFIC_BQ_WRITE_METHOD",  # storage_write | storage_write_arrow | load_parquet
+    "versions": "GLIFIC_BQ_VERSIONS",  # in_place (default: dedup deletes older versions) | history (kept; clean tables)
     "gcp_credentials": "GLIFIC_BQ_CREDENTIALS",  # base64 service-account JSON (dagster-gcp's convention)
     "credentials_dir": "GLIFIC_BQ_CREDENTIALS_DIR",  # per-organization <organization_id>.json keys
     "emulator_host": "BIGQUERY_EMULATOR_HOST",  # local emulator REST URL, with http://
@@ -99,8 +114,14 @@ class WarehouseConfig:
     locations: str = ""
     cipher_key: str | None = field(default=None, repr=False)
     old_cipher_key: str | None = field(default=None, repr=False)
+    #: ``Versions``: versions deduplicated in place, or kept in ``<table>_history`` with clean tables.
+    versions: Versions = Versions.IN_PLACE
 
     def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "versions", Versions(getattr(self.versions, "value", self.versions) or "in_place"))
+        except ValueError:
+            raise ValueError(f"{ENVIRONMENT['versions']} must be in_place or history, got {self.versions!r}") from None
         object.__setattr__(self, "layout", Layout.from_env({LAYOUT_ENV: str(getattr(self.layout, "value", self.layout))}))
         if not self.dataset_template:
             default = "{phone}" if self.layout is Layout.GLIFIC else "glific_{organization_id}"

@@ -54,7 +54,7 @@ def fingerprint(schema: list[SchemaField] | tuple[SchemaField, ...]) -> str:
 
 def ensure_table(warehouse: Warehouse, spec: TableSpec, schema: list[SchemaField]) -> Target:
     """``tables.ensure_table``, unless this process already applied this very schema."""
-    table_id = f"{warehouse.dataset_ref}.{spec.name}"
+    table_id = tables.written_table_id(warehouse, spec, schema)
     digest = fingerprint(schema)
     with _lock:
         known = _known.get(table_id)
@@ -66,7 +66,7 @@ def ensure_table(warehouse: Warehouse, spec: TableSpec, schema: list[SchemaField
 def trust(warehouse: Warehouse, spec: TableSpec, schema: list[SchemaField]) -> None:
     """Take the table as set up for ``schema`` without asking BigQuery (an earlier process applied
     it: ``glific_bq.applied_schemas``); verification stays lazy (``recheck``)."""
-    table_id = f"{warehouse.dataset_ref}.{spec.name}"
+    table_id = tables.written_table_id(warehouse, spec, schema)
     with _lock:
         if len(_known) >= MAX_ENTRIES:
             _known.clear()

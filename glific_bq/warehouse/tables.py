@@ -4,6 +4,7 @@ columns added as they appear at the source, type changes refused."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -14,6 +15,7 @@ from google.cloud.bigquery import SchemaField
 from glific_bq.registry import TableSpec
 from glific_bq.schema import BQ_INSERTED_AT
 from glific_bq.warehouse import queries
+from glific_bq.warehouse.config import Versions, WarehouseConfig
 from glific_bq.warehouse.errors import SchemaDriftError
 
 if TYPE_CHECKING:
@@ -36,9 +38,34 @@ class Target:
         return f"projects/{project}/datasets/{dataset}/tables/{table}/streams/_default"
 
 
+#: In history mode, every version of ``<table>`` is appended to ``<table>`` + this suffix.
+HISTORY_SUFFIX = "_history"
+
+
+def history_table(table: str) -> str:
+    """The name of the table that keeps every version of ``table`` in history mode."""
+    return table + HISTORY_SUFFIX
+
+
+def keeps_history(config: WarehouseConfig, spec: TableSpec, columns: Iterable[str]) -> bool:
+    """Whether the sync appends ``spec``'s versions to ``<table>_history`` (and ``<table>`` is a
+    clean table) rather than to ``<table>`` itself: in history mode, for every table whose rows
+    carry a send time (``bq_inserted_at``, what the history is partitioned by). A change log
+    (``TableSpec.keeps_versions``) is history already, and Glific's tables written without send
+    columns (tags, flow_labels, stats, trackers: insert-only, never deduplicated) stay in place."""
+    return config.versions is Versions.HISTORY and not spec.keeps_versions and BQ_INSERTED_AT in set(columns)
+
+
+def written_table_id(warehouse: Warehouse, spec: TableSpec, schema: Sequence[SchemaField]) -> str:
+    """``project.dataset.table`` the sync appends ``spec``'s rows to: the one place that decides
+    it (``ensure_table``, ``known_tables`` and the sync's applied-schema record all ask here)."""
+    name = history_table(spec.name) if keeps_history(warehouse.config, spec, (f.name for f in schema)) else spec.name
+    return f"{warehouse.dataset_ref}.{name}"
+
+
 def ensure_table(warehouse: Warehouse, spec: TableSpec, schema: list[SchemaField]) -> Target:
     """Create the dataset and table on first sync; take over a table that exists; add columns
-    that appeared.
+    that appeared. The returned ``Target`` is where the rows go (``written_table_id``).
 
     A table we create is partitioned monthly by ``spec.partition_column`` when ``spec.partitioned``
     (all versions of a row share it; falls back to the send time if the column is absent) and
@@ -49,22 +76,45 @@ def ensure_table(warehouse: Warehouse, spec: TableSpec, schema: list[SchemaField
     the only mode BigQuery can add); REQUIRED versus NULLABLE is no conflict. A column whose type
     differs cannot be altered in place: that raises ``SchemaDriftError`` for this table only.
     Columns dropped at the source stay in BigQuery with their history.
+
+    In history mode (``keeps_history``) ``<table>`` is set up so, as the clean table, and
+    ``<table>_history`` beside it, partitioned by the day of ``bq_inserted_at`` (the send time:
+    a refresh reads only the days sent since the last one) and clustered by ``id``. The versions
+    an existing ``<table>`` already holds are copied into the history by the first refresh
+    (``glific_bq.clean``), not here.
     """
     client = warehouse.client
     dataset = client.create_dataset(bigquery.Dataset(warehouse.dataset_ref), exists_ok=True, **warehouse.calls.calls)
     _report_location(warehouse, dataset)
-    table_id = f"{warehouse.dataset_ref}.{spec.name}"
-    table = bigquery.Table(table_id, schema=schema)
+    by_name = {f.name: f for f in schema}
     partitioning, clustering = layout_for(spec, schema)
-    if partitioning:
+    clean = _ensure_one(warehouse, f"{warehouse.dataset_ref}.{spec.name}", schema, partitioning, clustering or [])
+    written = written_table_id(warehouse, spec, schema)
+    if written == clean.table_id:
+        return clean
+    by_send_day = bigquery.TimePartitioning(type_=bigquery.TimePartitioningType.DAY, field=BQ_INSERTED_AT)
+    return _ensure_one(warehouse, written, schema, by_send_day, ["id"] if "id" in by_name else [])
+
+
+def ensure_columns(warehouse: Warehouse, table_id: str, schema: list[SchemaField]) -> None:
+    """Add to the existing ``table_id`` the columns of ``schema`` it lacks (NULLABLE); drift refused."""
+    _ensure_one(warehouse, table_id, schema, None, [])
+
+
+def _ensure_one(warehouse: Warehouse, table_id: str, schema: list[SchemaField],
+                partitioning: bigquery.TimePartitioning | None, clustering: list[str]) -> Target:
+    """``ensure_table`` for one table id: created so if missing; columns added; drift refused."""
+    client = warehouse.client
+    table = bigquery.Table(table_id, schema=schema)
+    if partitioning is not None:
         table.time_partitioning = partitioning
     if clustering:
         table.clustering_fields = clustering
     table = client.create_table(table, exists_ok=True, **warehouse.calls.calls)
-
+    name = table_id.rsplit(".", 1)[-1]
     existing = {f.name: f for f in table.schema}
     drift = [
-        f"{spec.name}.{f.name}: {existing[f.name].field_type}/{existing[f.name].mode} in BigQuery, "
+        f"{name}.{f.name}: {existing[f.name].field_type}/{existing[f.name].mode} in BigQuery, "
         f"{f.field_type}/{f.mode} at the source"
         for f in schema
         if f.name in existing and _kind(existing[f.name]) != _kind(f)
@@ -76,9 +126,10 @@ def ensure_table(warehouse: Warehouse, spec: TableSpec, schema: list[SchemaField
         table.schema = list(table.schema) + added
         client.update_table(table, ["schema"], **warehouse.calls.calls)
         if warehouse.config.emulator_host:
-            # bqemulator 1.4 updates its catalog on update_table but not its storage.
-            columns = ", ".join(f"ADD COLUMN IF NOT EXISTS `{f.name}` {ddl_type(f)}" for f in added)
-            queries.run(warehouse, f"ALTER TABLE `{table_id}` {columns}")
+            # bqemulator 1.4 updates its catalog on update_table but not its storage; and it
+            # takes one ALTER command per statement.
+            for f in added:
+                queries.run(warehouse, f"ALTER TABLE `{table_id}` ADD COLUMN IF NOT EXISTS `{f.name}` {ddl_type(f)}")
         log.info("added columns to %s: %s", table_id, ", ".join(f.name for f in added))
     return Target(table_id, tuple(schema), tuple(f.name for f in added))
 
