@@ -2,8 +2,8 @@
 
 One round of Glific messages with every pass at work, in pages of two rows: the update pass
 (three messages edited), the insert pass (three new ones), the end-of-round cursor advance, and
-the lookup refresh pass (a contact renamed: her messages are sent again, with the progress kept
-page by page). The sync is killed at every crash point of that round in turn (``CRASH_POINTS``:
+the lookup refresh pass (a contact renamed: her four messages are sent again, with the progress
+kept page by page). The sync is killed at every crash point of that round in turn (``CRASH_POINTS``:
 each step of each page, each write cut in half, the look for changed values just after the
 end-of-round advance, each refresh page's progress and its end); a new process then syncs again,
 dedup runs, and BigQuery must hold exactly the source's rows, each once, in their latest
@@ -123,13 +123,15 @@ def _changed(db, database_url, config) -> Organization:
     gw.update(db, "contacts", bot, at=at)
     asha = gw.contact(db, org.id, "919811111111", name="Asha", at=at)
     ravi = gw.contact(db, org.id, "919811111112", name="Ravi", at=at)
-    sent = [gw.message(db, org.id, contact, bot, inbound=True, body="hi", at=at) for contact in (asha, ravi, ravi, ravi)]
+    sent = {contact: [gw.message(db, org.id, contact, bot, inbound=True, body="hi", at=at) for _ in range(n)]
+            for contact, n in ((asha, 4), (ravi, 3))}
     with Source(database_url) as source:
         sync_table(source, Warehouse(config, org), org, MESSAGES, PAGES)
-    gw.update(db, "messages", sent[1:], at=NOW, body="edited")  # the update pass: two pages
+    gw.update(db, "messages", sent[ravi], at=NOW, body="edited")  # the update pass: two pages
     for _ in range(3):  # the insert pass: two pages
-        gw.message(db, org.id, asha, bot, inbound=True, body="new", at=NOW)
-    gw.update(db, "contacts", asha, at=NOW, name="Asha Devi")  # the refresh pass: her four messages
+        gw.message(db, org.id, ravi, bot, inbound=True, body="new", at=NOW)
+    # The refresh pass: her four messages, two pages that only the refresh sends again.
+    gw.update(db, "contacts", asha, at=NOW, name="Asha Devi")
     return get_organization(db, org.id)
 
 
