@@ -17,7 +17,9 @@ larger value than the send before it:
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
@@ -32,12 +34,22 @@ from glific_bq.schema import BQ_INSERTED_AT, BQ_UUID
 _WINDOW = timedelta(hours=2)
 
 
+def utc_now() -> datetime:
+    """The current time, UTC, aware."""
+    return datetime.now(timezone.utc)
+
+
+#: The send clock ``stamp`` reads when not given ``now``: tests replace it to send at a chosen
+#: moment (across a daylight-saving change) without waiting for it.
+clock: Callable[[], datetime] = utc_now
+
+
 def stamp(rows: pa.Table, style: Stamp, timezone_name: str | None = None, now: datetime | None = None) -> pa.Table:
     """``rows`` with ``bq_uuid`` and ``bq_inserted_at`` appended as ``style`` says (unchanged
     for ``Stamp.NONE``). ``now``: the send time (UTC, aware), for tests."""
     if style is Stamp.NONE:
         return rows
-    now = now or datetime.now(timezone.utc)
+    now = now or clock()
     n = rows.num_rows
     if style is Stamp.LOCAL:
         if not timezone_name:
@@ -60,14 +72,18 @@ def local_send_time(now: datetime, timezone_name: str) -> datetime:
     wall = (now + offset_now).replace(tzinfo=None)
     if offset_before <= offset_now:
         return wall
-    low, high = earlier, now  # the clocks went back in between: find when, to the second
-    while high - low > timedelta(seconds=1):
-        middle = low + (high - low) / 2
-        if middle.astimezone(zone).utcoffset() == offset_before:
+    # The clocks went back in between: find when, exactly. Clock changes fall on whole seconds,
+    # so the search runs over whole seconds and finds the same instant whatever ``now`` is (a
+    # change found "to within a second" moves with ``now`` and made the smear go back by up to
+    # half a second).
+    low, high = math.floor(earlier.timestamp()), math.ceil(now.timestamp())
+    while high - low > 1:
+        middle = (low + high) // 2
+        if datetime.fromtimestamp(middle, zone).utcoffset() == offset_before:
             low = middle
         else:
             high = middle
-    change = high
+    change = datetime.fromtimestamp(high, timezone.utc)
     shift = offset_before - offset_now
     elapsed = now - change
     if elapsed >= 2 * shift:

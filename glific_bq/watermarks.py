@@ -16,8 +16,12 @@ without losing or re-sending history.
   below ``(last_updated_at, last_updated_id)`` in (cursor, id) order, and with ``id <= table_id``,
   has its latest version in BigQuery. The id breaks ties between the thousands of rows a bulk
   update gives the same ``updated_at``.
-- ``advanced_at``: when the watermark last moved; ``created_at``: when the row was made (or, when
-  taken over from Glific, when Glific's sync last moved it). Stalled-watermark alerts read both.
+- ``advanced_at``: when the update cursor last moved forward (for a table synced by id only, or
+  before its cursor first moves: the id watermark); ``created_at``: when the row was made (or,
+  when taken over from Glific, when Glific's sync last moved it). Stalled-watermark alerts read
+  both. Inserts moving ``table_id`` alone do not count: a cursor held back by a transaction left
+  open must show as stalled while inserts keep flowing (a healthy sync moves the cursor past the
+  rows it inserted at the end of each round), and a call that moves nothing stamps nothing.
 - ``deduped_at``: when the last successful dedup pass of this tenant-table started.
 - ``failures``, ``last_error``, ``last_failed_at``: consecutive failed syncs and the latest
   error, for backoff (glific#5570) and alerts. A successful sync resets them.
@@ -251,7 +255,10 @@ WITH moved AS (
                                THEN %(ts)s ELSE last_updated_at END,
         last_updated_id = CASE WHEN (%(ts)s::timestamp, %(id)s::bigint) > (last_updated_at, last_updated_id)
                                THEN %(id)s ELSE last_updated_id END,
-        advanced_at = now()
+        -- the update cursor moved; or the id watermark, while there is no cursor to move (see advanced_at)
+        advanced_at = CASE WHEN (%(ts)s::timestamp, %(id)s::bigint) > (last_updated_at, last_updated_id)
+                             OR (%(table_id)s > table_id AND last_updated_at = %(beginning)s)
+                           THEN now() ELSE advanced_at END
     WHERE organization_id = %(org)s AND "table" = %(table)s AND destination = %(destination)s
     RETURNING {_COLUMNS}
 ), mirrored AS (
@@ -285,6 +292,7 @@ def advance(
         cur.execute(_ADVANCE, {
             "table_id": table_id, "ts": cursor[0] if cursor else None, "id": cursor[1] if cursor else None,
             "org": organization_id, "table": table, "destination": destination, "glific": is_glific(destination),
+            "beginning": BEGINNING,
         })
         watermark = cur.fetchone()
     if watermark is None:

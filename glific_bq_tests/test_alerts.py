@@ -10,6 +10,7 @@ import socket
 from datetime import datetime, timedelta
 
 import dagster as dg
+import psycopg
 import pytest
 
 from glific_bq import alerts, plan, watermarks
@@ -141,6 +142,71 @@ def test_a_stall_does_not_clear_while_a_failed_pair_is_held_back(seeded, warehou
     assert plan.dirty(seeded, TABLES, destinations(seeded, warehouse_config)) == {}
     assert kinds(alerts.find_problems(seeded, TABLES, destinations(seeded, warehouse_config))) == [(1, "messages", "stalled")]
 
+
+def test_backoff_doubles_with_each_consecutive_failure_up_to_an_hour(seeded, warehouse_config):
+    """A pair that failed ``n`` times in a row waits 1, 2, 4 … minutes, never more than 60, after
+    its last failure before the planner tries it again (the clock: ``last_failed_at``, set back)."""
+    tenants = destinations(seeded, warehouse_config)
+    fall_behind(seeded, 1, "messages", last_moved=timedelta(minutes=1))  # rows waiting
+
+    def retried(failures: int, minutes_ago: float) -> bool:
+        seeded.execute('UPDATE glific_bq_watermarks SET failures = %s, last_failed_at = now() - %s '
+                       "WHERE organization_id = 1 AND \"table\" = 'messages'",
+                       (failures, timedelta(minutes=minutes_ago)))
+        return 1 in plan.dirty_organizations(seeded, MESSAGES, tenants)
+
+    for failures, wait in [(1, 1), (2, 2), (3, 4), (4, 8), (5, 16), (6, 32), (7, 60), (8, 60), (20, 60)]:
+        assert not retried(failures, wait - 0.1), (failures, wait)
+        assert retried(failures, wait + 0.1), (failures, wait)
+
+
+def test_a_transaction_left_open_stalls_the_update_cursor_and_is_alerted_while_inserts_flow(
+        db, database_url, warehouse_config):
+    """A real transaction left open holds the update cursor back (``horizon``); the rows changed
+    meanwhile wait, while new rows keep being inserted (``table_id`` moves at every sync). Those
+    inserts must not hide the stall: the alert fires, and clears once the transaction ends.
+    Time passing is simulated by setting the watermark's ``advanced_at`` back; no sync waits for
+    a clock (``horizon_seconds=0``: the margin is not what is tested here)."""
+    from glific_bq.source import Source
+    from glific_bq.sync import SyncOptions, sync_table
+    from glific_bq.warehouse import Warehouse
+
+    from .helpers import NOTES_DDL, add_notes, add_organization, destination_of
+
+    db.execute(NOTES_DDL)
+    notes, no_margin = TableSpec("notes"), SyncOptions(horizon_seconds=0)
+    org = add_organization(db)
+    ids = add_notes(db, org, ["a", "b", "c"])
+    tenants = {org.id: destination_of(warehouse_config, org)}
+    stamped_now = "now() AT TIME ZONE 'UTC'"
+
+    def problems() -> list[tuple[int, str, str]]:
+        return kinds(alerts.find_problems(db, [notes], tenants, horizon_seconds=0))
+
+    def ten_minutes_pass() -> None:
+        db.execute("UPDATE glific_bq_watermarks SET advanced_at = advanced_at - interval '11 minutes'")
+
+    with Source(database_url) as source, Warehouse(warehouse_config, org) as warehouse, \
+            psycopg.connect(database_url) as held:
+        sync_table(source, warehouse, org, notes)
+        held.execute("UPDATE notes SET body = 'held' WHERE id = %s", (ids[0],))  # and left open
+        db.execute(f"UPDATE notes SET body = 'changed', updated_at = {stamped_now} WHERE id = %s", (ids[1],))
+        assert sync_table(source, warehouse, org, notes, no_margin).updated == 0  # held back
+        for _ in range(2):  # inserts keep flowing
+            ten_minutes_pass()
+            before = watermarks.get(db, org.id, "notes")
+            db.execute(f"INSERT INTO notes (organization_id, body, inserted_at, updated_at) "
+                       f"VALUES (%s, 'new', {stamped_now}, {stamped_now})", (org.id,))
+            sent = sync_table(source, warehouse, org, notes, no_margin)
+            after = watermarks.get(db, org.id, "notes")
+            assert (sent.inserted, sent.updated) == (1, 0) and after.table_id > before.table_id
+            assert (after.cursor, after.advanced_at) == (before.cursor, before.advanced_at)
+
+        assert problems() == [(org.id, "notes", "stalled")]
+
+        held.commit()
+        assert sync_table(source, warehouse, org, notes, no_margin).updated >= 2
+        assert problems() == []
 
 # -- incidents (pure) --------------------------------------------------------------------------------------
 

@@ -3,13 +3,15 @@ daily budget, and the minute syncs after it by the Storage Write API; nothing is
 
 from __future__ import annotations
 
+import dataclasses
+
 import pyarrow as pa
 import pytest
 
 from glific_bq import watermarks
 from glific_bq.registry import TableSpec
 from glific_bq.sync import SyncOptions, sync_table
-from glific_bq.warehouse import writes
+from glific_bq.warehouse import Warehouse, writes
 
 from .helpers import add_notes, add_organization, warehouse_rows
 from .test_types import ALL_TYPES_DDL, LONG, TRICKY
@@ -176,3 +178,37 @@ def test_a_load_lands_record_columns_as_storage_write_does(db, warehouse_for):
 
     landed = warehouse.query(f"SELECT * FROM `{table_id}` ORDER BY id")
     assert landed == [{f.name: complete(f, row.get(f.name)) for f in SCHEMA} for row in ROWS]
+
+
+def test_a_refused_load_falls_back_to_storage_write_and_sets_only_the_refused_row_aside(notes, source, warehouse_config):
+    """A load job says only that its file failed (a DATETIME beyond year 9999 in one row, which
+    BigQuery cannot read; a proxy in front of the emulator's REST port answers as BigQuery does,
+    since the emulator loads it). That load's rows then go by the Storage Write API, which sets
+    aside just that row; the other loads are loads, and the watermark moves past the backlog."""
+    from .rest_proxy import LoadRefusingProxy
+
+    org = add_organization(notes)
+    notes.execute("ALTER TABLE notes ADD COLUMN happened timestamp")
+    ids = add_notes(notes, org, [f"note {i}" for i in range(1_100)])
+    notes.execute("UPDATE notes SET happened = '2026-01-01'")
+    bad = ids[450]  # in the second load
+    notes.execute("UPDATE notes SET happened = '10000-01-01' WHERE id = %s", (bad,))
+    appended = []
+    real_append = writes.append
+
+    def append(warehouse, target, rows):  # observed: the Storage Write path the fallback takes
+        appended.append(rows.num_rows)
+        return real_append(warehouse, target, rows)
+
+    with LoadRefusingProxy(warehouse_config.emulator_host) as proxy, pytest.MonkeyPatch.context() as patch:
+        proxy.refuse_loads_holding("id", bad)
+        patch.setattr(writes, "append", append)
+        with Warehouse(dataclasses.replace(warehouse_config, emulator_host=proxy.url), org) as warehouse:
+            result = sync_table(source, warehouse, org, NOTES, BACKFILL)
+            landed = [r["id"] for r in warehouse_rows(warehouse, "notes")]
+            letters = warehouse.dead_letter_ids("notes")
+
+    assert proxy.loads == ["loaded", "refused", "loaded"] and sum(appended) == 400  # the refused load's rows
+    assert (result.inserted, result.loads, result.set_aside, result.caught_up) == (1_100, 3, 1, True)
+    assert landed == [i for i in ids if i != bad] and letters == [bad]
+    assert watermarks.get(notes, org.id, "notes").table_id == max(ids)

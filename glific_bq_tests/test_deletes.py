@@ -68,3 +68,33 @@ def test_a_few_deletes_below_the_floor_need_no_confirmation(notes, source, wareh
     notes.execute("DELETE FROM notes WHERE id = %s", (ids[0],))  # one contact erased: a third of a tiny table
 
     assert propagate_deletes(source, warehouse, org, spec) == 1
+
+
+def test_a_contact_deleted_at_the_source_is_gone_from_bigquery_after_the_next_scheduled_dedup_run(
+        db, database_url, warehouse_config):
+    """End to end through Dagster: the minute sync sends a contact, Glific deletes it, and the
+    run the 90-minute schedule starts (``dedup_job``, incremental, no confirmation: a few deletes)
+    removes every version of it, and nothing else."""
+    import dagster as dg
+
+    from glific_bq.defs.jobs import dedup_job, sync_job
+    from glific_bq.defs.resources import GlificPostgres
+    from glific_bq.local import glific_writes as gw
+    from glific_bq.warehouse import Warehouse
+
+    from .helpers import bigquery_resource
+
+    org = add_organization(db)
+    contacts = [gw.contact(db, org.id, f"91987650{n:04d}", name=f"Contact {n}") for n in range(10)]
+    db.execute("UPDATE contacts SET updated_at = updated_at - interval '1 minute'")  # past the sync's horizon
+    resources = {"postgres": GlificPostgres(database_url=database_url), "bigquery": bigquery_resource(warehouse_config)}
+    instance = dg.DagsterInstance.ephemeral()
+    assert sync_job.execute_in_process(resources=resources, instance=instance).success
+    warehouse = Warehouse(warehouse_config, org)
+    before = {r["id"] for r in warehouse_rows(warehouse, "contacts")}
+    assert set(contacts) <= before
+    db.execute("DELETE FROM contacts WHERE id = %s", (contacts[3],))  # erased on request
+
+    assert dedup_job.execute_in_process(resources=resources, instance=instance).success
+
+    assert {r["id"] for r in warehouse_rows(warehouse, "contacts")} == before - {contacts[3]}

@@ -257,3 +257,38 @@ def test_a_rename_after_an_upgrade_from_one_digest_per_row_is_sent(db, source, g
 
         assert result.refreshed == 2
         assert db.execute("SELECT to_regclass('glific_bq_lookups')").fetchone()[0] is None
+
+
+def _digest_versions(db) -> list[tuple[str, str]]:
+    """Each kept digest and the transaction that last wrote it (``xmin``)."""
+    return db.execute("SELECT digest, xmin::text FROM glific_bq_lookup_digests ORDER BY parent, copied, id").fetchall()
+
+
+def test_the_first_look_at_an_organization_keeps_digests_and_sends_nothing_again(db, source, glific_warehouse_config):
+    org, _ = _world(db)
+    with Warehouse(glific_warehouse_config, org) as warehouse:
+        result = _sync(source, warehouse, org, **LOOK)
+
+    assert (result.inserted, result.refreshed) == (2, 0)
+    assert db.execute("SELECT count(*) FROM glific_bq_refresh").fetchone()[0] == 0
+    assert db.execute("SELECT count(DISTINCT parent) FROM glific_bq_lookup_digests").fetchone()[0] >= 3
+
+
+def test_a_change_that_copies_nothing_queues_nothing_and_writes_no_digest(db, source, glific_warehouse_config):
+    """A contact field set by a flow, and a rename undone before the next look: the contact
+    changed, but the values other tables copy from it did not (its digests are unchanged), so
+    nothing is queued, nothing sent again, and no digest is written."""
+    org, ids = _world(db)
+    with Warehouse(glific_warehouse_config, org) as warehouse:
+        _sync(source, warehouse, org, **LOOK)
+        kept = _digest_versions(db)
+        gw.update(db, "contacts", ids["asha"], at=NOW, fields=gw.contact_fields({"age": "30"}, at=NOW))
+        gw.update(db, "contacts", ids["ravi"], at=NOW, name="Ravi K")
+        gw.update(db, "contacts", ids["ravi"], at=NOW + timedelta(seconds=1), name="Ravi")
+
+        queued = lookups.detect(db, org.id, layouts.lookup_sources(), horizon=NOW + timedelta(seconds=2))
+        result = _sync(source, warehouse, org, **LOOK)
+
+        assert (queued, result.refreshed) == (0, 0)
+        assert db.execute("SELECT count(*) FROM glific_bq_refresh").fetchone()[0] == 0
+        assert _digest_versions(db) == kept

@@ -11,6 +11,7 @@ import psycopg
 
 from glific_bq import plan, redact
 from glific_bq.alerts.settings import FAILURES_AFTER, STALL_AFTER
+from glific_bq.horizon import HORIZON_SECONDS
 from glific_bq.registry import TableSpec
 
 # -- what the database says ---------------------------------------------------------------------------
@@ -30,8 +31,8 @@ class PairStatus:
     table: str
     organization: str | None  # the organization's name
     pending: bool  # rows beyond the watermark (or a last sync that failed)
-    #: when the watermark last moved (``advanced_at``; for a row never advanced by glific_bq, its
-    #: ``updated_at``); None: no watermark row yet
+    #: when the watermark last moved (``advanced_at``: its update cursor, see ``glific_bq.watermarks``;
+    #: for a row never advanced by glific_bq, its ``created_at``); None: no watermark row yet
     moved_at: datetime | None
     failures: int = 0
     last_error: str | None = None
@@ -59,9 +60,11 @@ ORDER BY o.id, w."table"
 """
 
 
-def read_status(conn: psycopg.Connection, tables: Sequence[TableSpec], tenants: Mapping[int, str]) -> Snapshot:
+def read_status(conn: psycopg.Connection, tables: Sequence[TableSpec], tenants: Mapping[int, str],
+                horizon_seconds: float = HORIZON_SECONDS) -> Snapshot:
     """Every tenant's (organization, table) that has a watermark or rows waiting (``tenants``:
-    organization id -> destination, ``Roster.destinations``).
+    organization id -> destination, ``Roster.destinations``; ``horizon_seconds``: the sync's
+    margin, within which a change does not count as waiting yet).
 
     Queries: ``plan``'s dirty query per table plus one over the watermarks, whatever the number of
     organizations. A pair whose last sync failed counts as pending even while ``plan`` holds it
@@ -69,7 +72,7 @@ def read_status(conn: psycopg.Connection, tables: Sequence[TableSpec], tenants: 
     reopen with each backoff period.
     """
     names, ids = [spec.name for spec in tables], sorted(tenants)
-    dirty = {spec.name: set(plan.dirty_organizations(conn, spec, tenants)) for spec in tables}
+    dirty = {spec.name: set(plan.dirty_organizations(conn, spec, tenants, horizon_seconds)) for spec in tables}
     (now,) = conn.execute("SELECT now()").fetchone()
     names_by_org: dict[int, str | None] = {}
     rows: dict[tuple[int, str], tuple] = {}
@@ -153,10 +156,11 @@ def find_problems(
     stall_after: timedelta = STALL_AFTER,
     failures_after: int = FAILURES_AFTER,
     waiting_since: Mapping[tuple[int, str], datetime] | None = None,
+    horizon_seconds: float = HORIZON_SECONDS,
 ) -> list[Problem]:
     """Every (organization, table) that is stalled or failing now (see the module's docstring)."""
-    return problems_in(read_status(conn, tables, tenants), stall_after=stall_after, failures_after=failures_after,
-                       waiting_since=waiting_since)
+    return problems_in(read_status(conn, tables, tenants, horizon_seconds), stall_after=stall_after,
+                       failures_after=failures_after, waiting_since=waiting_since)
 
 
 def safe_error(error: str | None, limit: int = MAX_ERROR_CHARS) -> str:

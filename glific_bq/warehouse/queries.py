@@ -3,7 +3,7 @@ and deadline policy, so that no call can hang a run during an outage.
 
 ``CallPolicy`` bounds each call: a request that gets no answer is abandoned after
 ``request_timeout`` seconds and retried while retryable errors last, but never past ``deadline``
-seconds in all (the client's own defaults are ten minutes of retries and, for jobs, twenty more
+seconds in all (a write, which moves far more data: ``write_timeout``, five deadlines) (the client's own defaults are ten minutes of retries and, for jobs, twenty more
 of job retries; a result with no timeout waits forever). A query job that fails is not restarted
 within the call: the run fails, is recorded, and the next one tries again. A run facing a BigQuery outage then
 fails, is recorded and backs off, instead of hanging while ticks pile up.
@@ -25,6 +25,11 @@ if TYPE_CHECKING:
 DEADLINE_SECONDS = 60.0
 #: Seconds one HTTP request may wait for an answer.
 REQUEST_TIMEOUT_SECONDS = 30.0
+#: Deadlines one write may take (an append stream, a load job's upload, the wait for the load
+#: job): 300 s with the default deadline, since a page of 20,000 wide rows is a large upload and
+#: a load job waits for BigQuery's shared slots. Still a multiple of the configured deadline, so
+#: that a BigQuery that stops answering fails a write too, in bounded time.
+WRITE_DEADLINES = 5
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,11 @@ class CallPolicy:
     @property
     def request_timeout(self) -> float:
         return min(REQUEST_TIMEOUT_SECONDS, self.deadline)
+
+    @property
+    def write_timeout(self) -> float:
+        """Seconds one write may take (``WRITE_DEADLINES`` deadlines)."""
+        return WRITE_DEADLINES * self.deadline
 
     @property
     def calls(self) -> dict:

@@ -47,9 +47,6 @@ if TYPE_CHECKING:
 #: One AppendRows request must stay under 10 MB; leave room for the request envelope (the
 #: descriptor, the stream name).
 _MAX_REQUEST_BYTES = 8 * 1024 * 1024
-#: Seconds one write (an append stream, a load job) may take: bounded, but longer than a query's
-#: deadline, since a page of 20,000 wide rows is a large upload.
-WRITE_TIMEOUT_SECONDS = 300
 #: gRPC codes of an append that was refused because of its rows, not of the service.
 _INVALID_ARGUMENT, _UNKNOWN = 3, 2
 
@@ -281,7 +278,7 @@ def _storage_write(warehouse: Warehouse, target: Target, rows: pa.Table, *, arro
     first_row = acknowledged = 0
     try:
         responses = warehouse.write_client().append_rows(
-            iter(request for request, _ in requests), timeout=WRITE_TIMEOUT_SECONDS)
+            iter(request for request, _ in requests), timeout=warehouse.calls.write_timeout)
         # One response per request, in order; a stream that ends before every request has its
         # own is not a confirmation of the rest (they may or may not be written: an error, and
         # the caller's watermark stays).
@@ -348,9 +345,19 @@ def _parquet_options():
 _PARQUET_OPTIONS = _parquet_options()
 
 
+#: Retries of a load job's upload (see ``_load_job``).
+_UPLOAD_RETRIES = 1
+
+
 def _load_job(warehouse: Warehouse, target: Target, parquet) -> None:
     """Append the Parquet file ``parquet`` (a binary file object at its start) by a load job,
-    confirmed; ``RowsRefused`` if BigQuery refuses its rows (then nothing was appended)."""
+    confirmed; ``RowsRefused`` if BigQuery refuses its rows (then nothing was appended).
+
+    The upload is tried at most twice, each try within half the write timeout (the client's
+    default, six tries each with the whole timeout and growing sleeps between them, would keep a
+    BigQuery that stopped answering for many minutes); the wait for the job within the write
+    timeout again. A failed upload fails the sync, which reads the rows again after its backoff.
+    """
     job = warehouse.client.load_table_from_file(
         parquet,
         target.table_id,
@@ -359,10 +366,11 @@ def _load_job(warehouse: Warehouse, target: Target, parquet) -> None:
             write_disposition=bigquery.WriteDisposition.WRITE_APPEND,
             parquet_options=_PARQUET_OPTIONS,
         ),
-        timeout=WRITE_TIMEOUT_SECONDS,
+        num_retries=_UPLOAD_RETRIES,
+        timeout=warehouse.calls.write_timeout / (_UPLOAD_RETRIES + 1),
     )
     try:
-        job.result(retry=warehouse.calls.retry, timeout=WRITE_TIMEOUT_SECONDS)
+        job.result(retry=warehouse.calls.retry, timeout=warehouse.calls.write_timeout)
     except BadRequest as error:
         # Each error's reason and message, not its location (the job's own upload).
         causes = [(e.get("reason"), e.get("message")) for e in error.errors or () if isinstance(e, dict)]
