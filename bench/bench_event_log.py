@@ -94,7 +94,7 @@ def main() -> None:
             home = Path(tmp)
             if storage == "sqlite":
                 with dg.instance_for_test(temp_dir=str(home)) as instance:
-                    result = measure(instance, lambda: sqlite_bytes(home), args.runs, args.per_run)
+                    result = measure(instance, lambda home=home: sqlite_bytes(home), args.runs, args.per_run)
             else:
                 import pgserver
                 import sqlalchemy as sa
@@ -103,7 +103,7 @@ def main() -> None:
                 url = server.get_uri().replace("postgresql://", "postgresql+psycopg2://")
                 engine = sa.create_engine(url)
 
-                def size():
+                def size(engine=engine):
                     with engine.connect() as conn:
                         return conn.execute(sa.text("SELECT pg_database_size(current_database())")).scalar()
                 (home / "dh").mkdir()
