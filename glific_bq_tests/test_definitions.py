@@ -52,7 +52,8 @@ def test_definitions_load(monkeypatch):
     for spec in TABLES:
         key = dg.AssetKey(["bigquery", spec.name])
         assert graph.get(key).parent_keys == {dg.AssetKey(["postgres", spec.name])}
-    assert {s.name for s in defs.schedules} == {"sync_every_minute", "dedup_every_90_minutes", "checks_every_90_minutes"}
+    assert {s.name for s in defs.schedules} == {"sync_every_minute", "dedup_every_90_minutes", "checks_every_90_minutes",
+                                                "retention_daily"}
     assert {s.name for s in defs.sensors} == {"tenant_discovery", "stalled_watermarks", "report_views_automation"}
 
 
@@ -77,6 +78,7 @@ def test_definitions_wire_every_table_to_its_jobs_checks_schedules_and_sensors(m
     schedules = {s.name: s for s in defs.schedules}
     assert {name: s.job_name for name, s in schedules.items()} == {
         "sync_every_minute": "sync_job", "dedup_every_90_minutes": "dedup_job", "checks_every_90_minutes": "checks_job",
+        "retention_daily": "retention_job",
     }
     assert schedules["sync_every_minute"].cron_schedule == "* * * * *"
     assert all(s.default_status == dg.DefaultScheduleStatus.RUNNING for s in schedules.values())
