@@ -78,6 +78,16 @@ def sync_job():
     sync_dirty_tenants().map(sync_tick_shard)
 
 
+def synced_tenant(roster, organization_id: int):
+    """The roster's tenant ``organization_id``, or a failure of the run saying why it is not synced."""
+    tenant = roster.tenant(organization_id)
+    if tenant is None:
+        why = roster.why_not(organization_id)
+        raise dg.Failure(f"organization {organization_id} is not synced: "
+                         + (why.reason if why else "no such organization"))
+    return tenant
+
+
 class ResyncConfig(dg.Config):
     """Re-send one tenant-table from scratch: its watermark goes back to the beginning and every
     row is sent again. Rows already in BigQuery stay there as older versions (duplicates) until
@@ -103,11 +113,7 @@ def resync_tenant_table(context: dg.OpExecutionContext, config: ResyncConfig, po
         )
     with postgres.source() as source:
         roster = select_tenants(source.control, bigquery.config())
-        tenant = roster.tenant(config.organization_id)
-        if tenant is None:
-            why = roster.why_not(config.organization_id)
-            raise dg.Failure(f"organization {config.organization_id} is not synced: "
-                             + (why.reason if why else "no such organization"))
+        tenant = synced_tenant(roster, config.organization_id)
         # Reset and re-send under one hold of the tenant-table's lock (the sync takes it again on
         # this same session): no tick can move the watermark in between, or make the re-send "busy".
         with watermarks.exclusive(source.control, tenant.id, spec.name) as acquired:

@@ -8,6 +8,7 @@ from glific_bq.repartition import repartition_tenant, tables_to_repartition, war
 from glific_bq.roster import select_tenants
 from glific_bq.warehouse import Warehouse
 
+from .jobs import synced_tenant
 from .resources import GlificBigQuery, GlificPostgres
 
 
@@ -31,11 +32,7 @@ def repartition_tenant_tables(context: dg.OpExecutionContext, config: Repartitio
         raise dg.Failure(str(error)) from None
     with postgres.source() as source:
         roster = select_tenants(source.control, bigquery.config())
-        tenant = roster.tenant(config.organization_id)
-        if tenant is None:
-            why = roster.why_not(config.organization_id)
-            raise dg.Failure(f"organization {config.organization_id} is not synced: "
-                             + (why.reason if why else "no such organization"))
+        tenant = synced_tenant(roster, config.organization_id)
         try:
             warehouse = Warehouse(warehouse_config(bigquery.config()), tenant.organization)
         except Exception as error:
