@@ -1,7 +1,9 @@
 """The minute tick at Glific's real shape: N organizations × every Glific-layout table (33), a
 fraction of the tenant-tables dirty, BigQuery behind a latency proxy, each tick a Dagster run of
-``sync_job`` in a fresh process (``execute_in_process`` on a SQLite instance, so Dagster's own
-cost of recording one materialization per pair is in the numbers).
+``sync_job`` in a fresh process (``execute_in_process``, or with ``--executor multiprocess`` as the
+schedule runs it: the plan and each shard a step process of their own), on a SQLite or
+(``--dagster-storage postgres``, as in production) PostgreSQL instance, so Dagster's own cost of
+recording one materialization per pair is in the numbers.
 
 Stack: an embedded PostgreSQL (pgserver) holding Glific's real schema, seeded by
 ``glific_bq.local.sample_data`` (every table, every organization); the BigQuery emulator and
@@ -13,14 +15,15 @@ work for each: a fraction ``--dirty`` of the tenant-tables gets 1–``--max-rows
 (rows a trigger stamped at commit, within the horizon at the first), then a tick with nothing
 dirty.
 
-Printed per variant: the run's seconds (``execute_in_process``, after imports), its CPU seconds
-(user + system of the child process over the run) and CPU ms per dirty pair, pairs synced, rows
+Printed per variant: the run's seconds (after imports), its CPU seconds (user + system of the
+child process over the run, and of its step processes under the multiprocess executor) and CPU ms per dirty pair, pairs synced, rows
 sent, round trips at the proxy, and whether every changed row arrived (every pair's result
 counted, and nothing left dirty). ``--profile FILE`` writes a cProfile of this checkout's dirty
 tick (``python -m pstats FILE``).
 
     python bench/bench_tick_scale.py [--organizations 1000] [--dirty 0.1] [--max-rows 20]
-        [--delay-ms 50] [--baseline REF] [--profile FILE]
+        [--delay-ms 50] [--dagster-storage postgres] [--executor multiprocess] [--baseline REF]
+        [--profile FILE | --py-spy FILE]
     smoke: python bench/bench_tick_scale.py --organizations 3 --dirty 0.5 --max-rows 3 --delay-ms 0
 
 Out of the default test run: this is a script, not a test.
@@ -121,10 +124,18 @@ def _exported_rows(name: str) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+def sync_job():
+    """``sync_job`` as the code location defines it, for ``dagster.reconstructable`` (the
+    multiprocess executor's step processes load it again from this file)."""
+    from glific_bq.definitions import defs
+
+    return defs.get_job_def("sync_job")
+
+
 def child(spec: dict) -> dict:
     os.environ.update(spec["env"])
     sys.path.insert(0, str(ROOT / "bench"))
-    from dagster import DagsterInstance
+    from dagster import DagsterInstance, execute_job, reconstructable
     from latency_proxy import ProxyControl
 
     import glific_bq
@@ -135,21 +146,26 @@ def child(spec: dict) -> dict:
     control.command("reset")
     instance = DagsterInstance.get()
     job = defs.get_job_def("sync_job")
+    multiprocess = spec.get("executor") == "multiprocess"
     materializations = []
     profiler = None
     if spec.get("profile"):
         import cProfile
 
         profiler = cProfile.Profile()
-    before = resource.getrusage(resource.RUSAGE_SELF)
+    before = cpu_seconds()
     started = time.monotonic()
     if profiler:
         profiler.enable()
-    result = job.execute_in_process(instance=instance, raise_on_error=False)
+    if multiprocess:  # as the schedule's runs: each step (the plan, each shard) a process of its own
+        result = execute_job(reconstructable(sync_job), instance, raise_on_error=False)
+    else:
+        result = job.execute_in_process(instance=instance, raise_on_error=False)
     if profiler:
         profiler.disable()
         profiler.dump_stats(spec["profile"])
     seconds = time.monotonic() - started
+    cpu = cpu_seconds() - before
     after = resource.getrusage(resource.RUSAGE_SELF)
     for event in result.all_events:
         if event.event_type_value == "ASSET_MATERIALIZATION":
@@ -166,7 +182,8 @@ def child(spec: dict) -> dict:
         "failure": "" if result.success else str([str(e.event_specific_data) for e in result.all_events
                                                    if e.event_type_value == "STEP_FAILURE"])[:3000],
         "seconds": seconds,
-        "cpu": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
+        "cpu": cpu,
+        "steps": sum(1 for e in result.all_events if e.event_type_value == "STEP_START"),
         "pairs": len(materializations),
         "rows": sum(r for _, r in materializations),
         "synced": dict(materializations),
@@ -175,13 +192,21 @@ def child(spec: dict) -> dict:
     }
 
 
+def cpu_seconds() -> float:
+    """User + system CPU of this process and of its finished children (the multiprocess
+    executor's step processes, which it waits for)."""
+    return sum(u.ru_utime + u.ru_stime for u in (resource.getrusage(resource.RUSAGE_SELF),
+                                                  resource.getrusage(resource.RUSAGE_CHILDREN)))
+
+
 def spawn(spec: dict, code: Path, py_spy: str | None = None) -> dict:
     """One Dagster run of ``sync_job`` in a fresh process running the code of ``code`` (under
     ``py-spy record`` into ``py_spy``, collapsed stacks of the CPU-busy samples of every thread)."""
     env = {**os.environ, "PYTHONPATH": str(code)}
     command = [sys.executable, __file__, "--child", json.dumps(spec)]
     if py_spy:
-        command = ["py-spy", "record", "--gil", "--format", "raw", "--rate", "250", "-o", py_spy, "--", *command]
+        command = ["py-spy", "record", "--gil", "--subprocesses", "--format", "raw", "--rate", "250", "-o", py_spy,
+                   "--", *command]
     proc = subprocess.run(command, capture_output=True, text=True, cwd=code, env=env)
     if proc.returncode:
         raise SystemExit(f"tick failed:\n{proc.stderr[-5000:]}")
@@ -217,6 +242,9 @@ def main() -> None:
     parser.add_argument("--contacts", type=int, default=6, help="seeded contacts per organization")
     parser.add_argument("--dagster-storage", choices=("sqlite", "postgres"), default="sqlite",
                         help="the Dagster instance's storage (postgres, as in production, needs glific_bq[prod])")
+    parser.add_argument("--executor", choices=("in_process", "multiprocess"), default="in_process",
+                        help="in_process: the whole run in one process; multiprocess: as scheduled runs, the plan "
+                        "and each shard a process of its own (GLIFIC_BQ_TICK_SHARDS, default auto)")
     parser.add_argument("--baseline", help="git revision whose code runs the same ticks first")
     parser.add_argument("--profile", help="cProfile this checkout's dirty tick (its main thread) into this file")
     parser.add_argument("--py-spy", help="py-spy record this checkout's dirty tick (all threads) into this file")
@@ -277,6 +305,7 @@ def main() -> None:
         (dagster_home / "dagster.yaml").write_text(instance_yaml)
         spec = {
             "control_port": control,
+            "executor": args.executor,
             "env": {
                 "DAGSTER_HOME": str(dagster_home),
                 "GLIFIC_DATABASE_URL": url,
@@ -294,7 +323,7 @@ def main() -> None:
               f"{first['pairs']} pairs, {first['rows']} rows, success={first['success']} {first['failure']}",
               flush=True)
         header = (f"{'variant':<22} {'tick':<6} {'seconds':>8} {'CPU s':>7} {'CPU ms/pair':>11} {'pairs':>6} "
-                  f"{'rows':>7} {'RT':>7} {'peak MB':>7} {'all arrived':>11}")
+                  f"{'rows':>7} {'RT':>7} {'steps':>5} {'peak MB':>7} {'all arrived':>11}")
         lines = []
         for n, (label, code) in enumerate(variants):
             dirty = make_dirty(psycopg.connect(url, autocommit=True), args.dirty, args.max_rows, seed=n)
@@ -313,7 +342,7 @@ def main() -> None:
             for tick, out in (("dirty", busy), ("next", idle), ("idle", quiet)):
                 per_pair = f"{out['cpu'] / out['pairs'] * 1000:.1f}" if out["pairs"] else "-"
                 lines.append(f"{label:<22} {tick:<6} {out['seconds']:>8.1f} {out['cpu']:>7.1f} {per_pair:>11} "
-                             f"{out['pairs']:>6} {out['rows']:>7} {out['round_trips']:>7} {out['peak_rss_mb']:>7.0f} "
+                             f"{out['pairs']:>6} {out['rows']:>7} {out['round_trips']:>7} {out['steps']:>5} {out['peak_rss_mb']:>7.0f} "
                              f"{'yes' if arrived else 'NO':>11}")
             if not arrived:
                 lines.append(f"   short (changed, sent): {dict(list(short.items())[:8])}; {left} pairs left dirty; "

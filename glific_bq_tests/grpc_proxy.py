@@ -47,6 +47,8 @@ class Append:
 
     table: str
     rows: tuple[int, ...]  # rows per request
+    stream: str = ""  # the first request's write_stream
+    routing: str = ""  # the call's x-goog-request-params header, which BigQuery routes it by
 
 
 class StorageWriteProxy:
@@ -98,10 +100,12 @@ class StorageWriteProxy:
         received = list(requests)  # the client sends every request before it reads a response
         if not received:
             return
-        table = types.AppendRowsRequest.pb().FromString(received[0]).write_stream.split("/tables/")[1].split("/")[0]
+        stream = types.AppendRowsRequest.pb().FromString(received[0]).write_stream
+        table = stream.split("/tables/")[1].split("/")[0]
+        routing = dict(context.invocation_metadata()).get("x-goog-request-params", "")
         with self._lock:
             behaviour = self._behaviours.get(table)
-            self.appends.append(Append(table, tuple(_row_count(r) for r in received)))
+            self.appends.append(Append(table, tuple(_row_count(r) for r in received), stream, routing))
         if isinstance(behaviour, Refuse) and (behaviour.containing is None
                                               or any(behaviour.containing in r for r in received)):
             if not behaviour.in_response:

@@ -254,6 +254,24 @@ def test_an_append_stream_that_ends_unacknowledged_fails_the_sync_and_the_rows_c
     assert sorted(r["id"] for r in warehouse_rows(warehouse, "notes")) == ids
 
 
+def test_every_append_names_its_stream_in_the_routing_header(notes, source, proxy, proxied):
+    """BigQuery routes an AppendRows call by its x-goog-request-params header; the client library
+    sends it empty, and BigQuery then refuses some calls ("Cannot route on empty project id",
+    google-cloud-python#16650), a refusal that must never look like refused rows."""
+    org = add_organization(notes)
+    add_notes(notes, org, ["first"])
+    warehouse = Warehouse(proxied, org)
+    sync_table(source, warehouse, org, NOTES)
+    add_notes(notes, org, ["second", "third"])
+    sync_table(source, warehouse, org, NOTES)
+
+    appends = proxy.appends_to("notes")
+    assert len(appends) == 2
+    assert all(a.stream.endswith(f"/datasets/{warehouse.dataset_ref.split('.')[-1]}/tables/notes/streams/_default")
+               for a in appends), appends
+    assert [a.routing for a in appends] == [f"write_stream={a.stream}" for a in appends]
+
+
 def test_every_request_of_an_append_needs_its_own_acknowledgement(notes, source, proxy, proxied):
     """An append of three requests (one per record batch) whose stream ends after the first
     acknowledgement is an error, though BigQuery received all three (at-least-once: they may be

@@ -22,15 +22,19 @@ Glific layout a row's own ``id`` can be another table's, as in ``flows``, or tex
 
 from __future__ import annotations
 
+import functools
 import io
 import tempfile
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import grpc
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from google.api_core import exceptions
 from google.api_core.exceptions import BadRequest, GoogleAPICallError, InvalidArgument, NotFound, Unknown
 from google.cloud import bigquery
 from google.cloud.bigquery import SchemaField
@@ -277,8 +281,8 @@ def _storage_write(warehouse: Warehouse, target: Target, rows: pa.Table, *, arro
         requests = warehouse.encoded_ahead.take(target, rows) or append_requests(stream, target.schema, rows)
     first_row = acknowledged = 0
     try:
-        responses = warehouse.write_client().append_rows(
-            iter(request for request, _ in requests), timeout=warehouse.calls.write_timeout)
+        responses = append_rows(warehouse.write_client(), stream, (request for request, _ in requests),
+                                timeout=warehouse.calls.write_timeout)
         # One response per request, in order; a stream that ends before every request has its
         # own is not a confirmation of the rest (they may or may not be written: an error, and
         # the caller's watermark stays).
@@ -290,7 +294,7 @@ def _storage_write(warehouse: Warehouse, target: Target, rows: pa.Table, *, arro
             if response.row_errors:
                 messages = {first_row + e.index: e.message for e in response.row_errors}
                 raise RowsRefused(f"BigQuery refused {len(messages)} row(s)", messages)
-            if response.error and response.error.code:
+            if response.HasField("error") and response.error.code:
                 if response.error.code == _INVALID_ARGUMENT or (response.error.code == _UNKNOWN and emulated):
                     raise RowsRefused(response.error.message)
                 raise WarehouseError(f"append to {target.table_id} failed: {response.error.message}")
@@ -306,6 +310,45 @@ def _storage_write(warehouse: Warehouse, target: Target, rows: pa.Table, *, arro
         if emulated:
             raise RowsRefused(error.message) from error
         raise
+
+
+_APPEND_ROWS = "/google.cloud.bigquery.storage.v1.BigQueryWrite/AppendRows"
+
+
+def append_rows(client, stream: str, requests: Iterator[object], *, timeout: float) -> Iterator[object]:
+    """One AppendRows call to ``stream`` on ``client``'s gRPC channel: its responses, as protobuf
+    messages, errors raised as the client raises them (``google.api_core.exceptions``).
+
+    Two things the client's own ``append_rows`` does not do: it names the stream in the routing
+    header, which BigQuery routes the call by (the client sends it empty, and BigQuery then
+    refuses some calls with ``Cannot route on empty project id``, a refusal that would look like
+    refused rows: google-cloud-python#16650), and it skips the client's layers of retry and
+    proto-plus wrapping of every response, which cost more CPU than the append itself at the
+    minute tick's one small page per table (docs/scale.md). A stream call is never retried here
+    anyway: the requests are an iterator, sent once.
+    """
+    call = client.transport.grpc_channel.stream_stream(
+        _APPEND_ROWS, request_serializer=_serialize, response_deserializer=_response_class().FromString)
+    responses = call(requests, timeout=timeout, metadata=(("x-goog-request-params", f"write_stream={stream}"),))
+    try:
+        yield from responses
+    except grpc.RpcError as error:
+        raise exceptions.from_grpc_error(error) from error
+    finally:
+        responses.cancel()  # a caller that stops reading ends the call (no-op once it ended)
+
+
+def _serialize(request) -> bytes:
+    from google.cloud.bigquery_storage_v1 import types
+
+    return types.AppendRowsRequest.pb(request).SerializeToString()
+
+
+@functools.cache
+def _response_class():
+    from google.cloud.bigquery_storage_v1 import types
+
+    return types.AppendRowsResponse.pb()
 
 
 def append_requests(stream: str, schema: tuple[SchemaField, ...], rows: pa.Table) -> list[tuple[object, int]]:
