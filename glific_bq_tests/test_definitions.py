@@ -9,7 +9,7 @@ import uuid
 import dagster as dg
 import pytest
 
-from glific_bq import plan
+from glific_bq import plan, watermarks
 from glific_bq.defs.assets import table_assets
 from glific_bq.defs.jobs import sync_job
 from glific_bq.defs.partitions import tenants
@@ -101,10 +101,10 @@ def test_materializing_one_tenant_syncs_it_and_reports_numbers(seeded, resources
     events = result.get_asset_materialization_events()
     assert [(e.asset_key.path, e.partition) for e in events] == [(["bigquery", "messages"], "1")]
     metadata = events[0].materialization.metadata
+    rows = warehouse_rows(Warehouse(warehouse_config, get_organization(seeded, 1)), "messages")
     assert metadata["rows_inserted"].value == count(seeded, "messages", 1)
     assert metadata["rows_updated"].value == 0
-    assert metadata["table_id_before"].value == 0 and metadata["table_id_after"].value > 0
-    rows = warehouse_rows(Warehouse(warehouse_config, get_organization(seeded, 1)), "messages")
+    assert metadata["table_id"].value == watermarks.get(seeded, 1, "messages").table_id > 0
     assert len(rows) == count(seeded, "messages", 1) and {r["organization_id"] for r in rows} == {1}
 
 
