@@ -4,8 +4,12 @@ its warehouses, and closing them closes the channel too."""
 
 from __future__ import annotations
 
+import dataclasses
+from datetime import datetime
+
 import pytest
 
+from glific_bq.tenants import Credential
 from glific_bq.warehouse import clients
 
 from .helpers import add_organization
@@ -27,3 +31,17 @@ def test_warehouses_of_one_organization_share_one_channel(db, warehouse_for):
     first, second = warehouse_for(organization), warehouse_for(organization)
 
     assert first.write_client() is second.write_client()
+
+
+def test_a_key_saved_again_gets_new_clients_and_the_old_ones_are_closed(db, warehouse_config, monkeypatch):
+    organization = add_organization(db)
+    old = clients.clients_for(warehouse_config, organization)
+    closed = []
+    monkeypatch.setattr(old.client, "close", lambda: closed.append(old))
+    saved = dataclasses.replace(organization, credential=Credential(1, True, datetime(2026, 12, 3)))
+
+    new = clients.clients_for(warehouse_config, saved)
+
+    assert new is not old and clients.clients_for(warehouse_config, saved) is new
+    assert closed == [old]
+    assert clients.clients_for(warehouse_config, saved) is new  # kept, once

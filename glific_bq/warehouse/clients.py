@@ -54,7 +54,9 @@ class OrganizationClients:
             self._write_client = None
 
 
-_clients: OrderedDict[tuple, OrganizationClients] = OrderedDict()
+#: (config, organization id) -> (credential version, its clients): one entry per organization, so
+#: that a new key replaces the old clients without a scan of every organization's.
+_clients: OrderedDict[tuple, tuple[object, OrganizationClients]] = OrderedDict()
 _lock = threading.Lock()
 
 
@@ -62,28 +64,30 @@ def clients_for(config: WarehouseConfig, organization: Organization) -> Organiza
     """The organization's clients, created on first use in this process. Invalid credentials
     raise ``CredentialsError`` every time (a failure is not cached)."""
     version = organization.credential.version if organization.credential else None
-    key = (config, organization.id, version)
+    key = (config, organization.id)
     with _lock:
-        clients = _clients.get(key)
-        if clients is not None:
+        cached = _clients.get(key)
+        if cached is not None and cached[0] == version:
             _clients.move_to_end(key)
-            return clients
+            return cached[1]
     credentials, project = credentials_for(config, organization)
     options = {"api_endpoint": config.emulator_host} if config.emulator_host else None
     client = bigquery.Client(project=project, credentials=credentials, location=config.location_for(organization.id),
                              client_options=options)
     clients = OrganizationClients(config, credentials, project, client)
     with _lock:
-        if key in _clients:  # another thread was quicker: keep one
+        cached = _clients.get(key)
+        if cached is not None and cached[0] == version:  # another thread was quicker: keep one
             client.close()
-            return _clients[key]
-        for stale in [k for k in _clients if k[:2] == key[:2]]:  # an older key of this organization
-            _clients.pop(stale).client.close()
-        _clients[key] = clients
+            return cached[1]
+        if cached is not None:  # the clients of an older key of this organization
+            cached[1].client.close()
+        _clients[key] = (version, clients)
+        _clients.move_to_end(key)
         while len(_clients) > MAX_ORGANIZATIONS:
             # Its idle HTTP connections are closed (a Warehouse still holding the client reopens
             # one if it needs to); its gRPC channel closes when no Warehouse holds it any more.
-            _, evicted = _clients.popitem(last=False)
+            _, (_, evicted) = _clients.popitem(last=False)
             evicted.client.close()
     return clients
 
@@ -91,6 +95,6 @@ def clients_for(config: WarehouseConfig, organization: Organization) -> Organiza
 def close_all() -> None:
     """Close every cached client (the process is done with BigQuery)."""
     with _lock:
-        for clients in _clients.values():
+        for _, clients in _clients.values():
             clients.close()
         _clients.clear()
