@@ -35,6 +35,7 @@ import argparse
 import json
 import os
 import random
+import re
 import resource
 import subprocess
 import sys
@@ -174,6 +175,12 @@ def child(spec: dict) -> dict:
                 (f"{m.partition}/{m.asset_key.path[-1]}",
                  m.metadata["rows_inserted"].value + m.metadata["rows_updated"].value)
             )
+    # The sync ops' own CPU (their log line), without the processes' start-up and Dagster's steps.
+    work_cpu = sum(float(m.group(1)) for entry in instance.all_logs(result.run_id)
+                   if (m := re.search(r"; ([0-9.]+) CPU s$", entry.user_message or "")))
+    # Pairs the run did not sync (busy, missing, not_synced, failed), as the op logs them.
+    unsynced = {f"{m.group(1)}/{m.group(2)}": m.group(3) for entry in instance.all_logs(result.run_id)
+                if (m := re.match(r"organization (\d+), (\w+): (\w+): ", entry.user_message or ""))}
     stats = control.command("stats")
     control.close()
     return {
@@ -183,6 +190,8 @@ def child(spec: dict) -> dict:
                                                    if e.event_type_value == "STEP_FAILURE"])[:3000],
         "seconds": seconds,
         "cpu": cpu,
+        "work_cpu": work_cpu,
+        "unsynced": unsynced,
         "steps": sum(1 for e in result.all_events if e.event_type_value == "STEP_START"),
         "pairs": len(materializations),
         "rows": sum(r for _, r in materializations),
@@ -322,10 +331,17 @@ def main() -> None:
         print(f"first tick (creates datasets and tables, syncs the seed; not measured): {first['seconds']:.1f} s, "
               f"{first['pairs']} pairs, {first['rows']} rows, success={first['success']} {first['failure']}",
               flush=True)
-        header = (f"{'variant':<22} {'tick':<6} {'seconds':>8} {'CPU s':>7} {'CPU ms/pair':>11} {'pairs':>6} "
+        header = (f"{'variant':<22} {'tick':<6} {'seconds':>8} {'CPU s':>7} {'CPU ms/pair':>11} {'sync ms/pair':>12} "
+                  f"{'pairs':>6} "
                   f"{'rows':>7} {'RT':>7} {'steps':>5} {'peak MB':>7} {'all arrived':>11}")
         lines = []
+        dirtied = None
         for n, (label, code) in enumerate(variants):
+            # Changes are stamped a minute back: a minute after the previous variant's, so that none
+            # is stamped behind the update cursor that variant's ticks moved (it would never be sent).
+            if dirtied is not None:
+                time.sleep(max(0.0, dirtied + 65 - time.monotonic()))
+            dirtied = time.monotonic()
             dirty = make_dirty(psycopg.connect(url, autocommit=True), args.dirty, args.max_rows, seed=n)
             busy = spawn({**spec, "delay_ms": args.delay_ms,
                           "profile": args.profile if code == ROOT else None}, code,
@@ -341,11 +357,14 @@ def main() -> None:
             arrived = busy["success"] and idle["success"] and not short and not left
             for tick, out in (("dirty", busy), ("next", idle), ("idle", quiet)):
                 per_pair = f"{out['cpu'] / out['pairs'] * 1000:.1f}" if out["pairs"] else "-"
-                lines.append(f"{label:<22} {tick:<6} {out['seconds']:>8.1f} {out['cpu']:>7.1f} {per_pair:>11} "
+                work = f"{out['work_cpu'] / out['pairs'] * 1000:.1f}" if out["pairs"] else "-"
+                lines.append(f"{label:<22} {tick:<6} {out['seconds']:>8.1f} {out['cpu']:>7.1f} {per_pair:>11} {work:>12} "
                              f"{out['pairs']:>6} {out['rows']:>7} {out['round_trips']:>7} {out['steps']:>5} {out['peak_rss_mb']:>7.0f} "
                              f"{'yes' if arrived else 'NO':>11}")
             if not arrived:
-                lines.append(f"   short (changed, sent): {dict(list(short.items())[:8])}; {left} pairs left dirty; "
+                statuses = {pair: (busy["unsynced"].get(pair), idle["unsynced"].get(pair)) for pair in list(short)[:8]}
+                lines.append(f"   short (changed, sent): {dict(list(short.items())[:8])} of {len(short)}; "
+                             f"not synced (dirty, next tick): {statuses}; {left} pairs left dirty; "
                              f"{busy['failure']}{idle['failure']}")
             dirty_pairs, dirty_rows = len(dirty), sum(dirty.values())
             print(f"{label}: {dirty_pairs} dirty pairs, {dirty_rows} rows", flush=True)

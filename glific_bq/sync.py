@@ -328,7 +328,8 @@ def _sync_table(source, warehouse, organization, spec, options, on_step, horizon
             result.refreshed = _refresh(source, organization, spec, shape, watermark, timezone_name, options,
                                         lambda page: write(Pass.REFRESH, ready(page, encode=False)), first_top)
         result.after = watermark
-        watermarks.record_success(control, organization.id, spec.name, destination)
+        if watermark.failures:  # read under the lock: no other run records one meanwhile
+            watermarks.record_success(control, organization.id, spec.name, destination)
     result.lag_seconds = 0.0 if result.caught_up else _lag_seconds(watermark)
     result.seconds = time.monotonic() - started
     log.info("synced %s for organization %s: %s inserted, %s updated", spec.name, organization.id,

@@ -6,6 +6,7 @@ with one cheap query per table (``glific_bq.plan``) and syncs only the dirty pai
 materialization of ``bigquery/<table>`` for each tenant it synced.
 """
 
+import time
 from datetime import timedelta
 
 import dagster as dg
@@ -58,10 +59,11 @@ def sync_dirty_tenants(context: dg.OpExecutionContext, config: TickConfig, postg
             yield dg.DynamicOutput([(org_id, [spec.name for spec in specs]) for org_id, specs in part.items()],
                                    mapping_key=f"shard_{shard}")
         return
+    cpu = time.process_time()
     results = sync_partitions(context, postgres, bigquery, work, roster)
     context.log.info(
         f"synced {len(results)} tenant-table pair(s): {sum(r.inserted for r in results)} rows inserted, "
-        f"{sum(r.updated for r in results)} updated"
+        f"{sum(r.updated for r in results)} updated; {time.process_time() - cpu:.1f} CPU s"
     )
 
 
@@ -69,8 +71,10 @@ def sync_dirty_tenants(context: dg.OpExecutionContext, config: TickConfig, postg
 def sync_tick_shard(context: dg.OpExecutionContext, postgres: GlificPostgres, bigquery: GlificBigQuery,
                     shard: list):
     work = [(str(org_id), table(name)) for org_id, names in shard for name in names]
+    cpu = time.process_time()
     results = sync_partitions(context, postgres, bigquery, work)
-    context.log.info(f"synced {len(results)} tenant-table pair(s) of {len(shard)} tenant(s)")
+    context.log.info(f"synced {len(results)} tenant-table pair(s) of {len(shard)} tenant(s); "
+                     f"{time.process_time() - cpu:.1f} CPU s")
 
 
 @dg.job(description="Sync every tenant and table that has changes (what the minute schedule runs).")
