@@ -240,7 +240,26 @@ class Descendants:
         return sum(self._seen.values())
 
 
-def spawn(spec: dict, code: Path, py_spy: str | None = None) -> dict:
+def services_cpu(services: dict[str, int]) -> dict[str, float]:
+    """CPU seconds so far of each service process tree (``{name: pid}``), its reaped children included
+    (PostgreSQL's backends of finished connections)."""
+    import psutil
+
+    used = {}
+    for name, pid in services.items():
+        total = 0.0
+        try:
+            root = psutil.Process(pid)
+            for process in [root, *root.children(recursive=True)]:
+                times = process.cpu_times()
+                total += times.user + times.system + times.children_user + times.children_system
+        except psutil.Error:
+            pass
+        used[name] = total
+    return used
+
+
+def spawn(spec: dict, code: Path, py_spy: str | None = None, services: dict[str, int] | None = None) -> dict:
     """One Dagster run of ``sync_job`` in a fresh process running the code of ``code`` (under
     ``py-spy record`` into ``py_spy``, collapsed stacks of the CPU-busy samples of every thread)."""
     env = {**os.environ, "PYTHONPATH": str(code)}
@@ -248,12 +267,15 @@ def spawn(spec: dict, code: Path, py_spy: str | None = None) -> dict:
     if py_spy:
         command = ["py-spy", "record", "--gil", "--subprocesses", "--format", "raw", "--rate", "250", "-o", py_spy,
                    "--", *command]
+    before = services_cpu(services or {})
     proc = subprocess.run(command, capture_output=True, text=True, cwd=code, env=env)
+    after = services_cpu(services or {})
     if proc.returncode:
         raise SystemExit(f"tick failed:\n{proc.stderr[-5000:]}")
     out = json.loads([line for line in proc.stdout.splitlines() if line.startswith("{")][-1])
     if Path(out["code"]).resolve() != code.resolve():
         raise SystemExit(f"the child ran {out['code']}, not {code}")
+    out["services"] = {name: after[name] - before[name] for name in after}
     return out
 
 
@@ -359,6 +381,8 @@ def main() -> None:
             },
         }
         started = time.monotonic()
+        postmaster = int((scratch / "pg" / "postmaster.pid").read_text().split()[0])
+        services = {"PostgreSQL": postmaster, "emulator": helpers[0].pid, "proxy": helpers[1].pid}
         first = spawn({**spec, "delay_ms": 0}, variants[-1][1])
         print(f"first tick (creates datasets and tables, syncs the seed; not measured): {first['seconds']:.1f} s, "
               f"{first['pairs']} pairs, {first['rows']} rows, success={first['success']} {first['failure']}",
@@ -377,9 +401,9 @@ def main() -> None:
             dirty = make_dirty(psycopg.connect(url, autocommit=True), args.dirty, args.max_rows, seed=n)
             busy = spawn({**spec, "delay_ms": args.delay_ms,
                           "profile": args.profile if code == ROOT else None}, code,
-                         py_spy=args.py_spy if code == ROOT else None)
-            idle = spawn({**spec, "delay_ms": args.delay_ms}, code)
-            quiet = spawn({**spec, "delay_ms": args.delay_ms}, code)
+                         py_spy=args.py_spy if code == ROOT else None, services=services)
+            idle = spawn({**spec, "delay_ms": args.delay_ms}, code, services=services)
+            quiet = spawn({**spec, "delay_ms": args.delay_ms}, code, services=services)
             # Rows a trigger stamped with the commit's own time (contacts, when their groups
             # change) are within the horizon at the dirty tick: the next tick sends them.
             short = {pair: (rows, busy["synced"].get(pair, 0) + idle["synced"].get(pair, 0))
@@ -393,6 +417,8 @@ def main() -> None:
                 lines.append(f"{label:<22} {tick:<6} {out['seconds']:>8.1f} {out['cpu']:>7.1f} {per_pair:>11} {work:>12} "
                              f"{out['pairs']:>6} {out['rows']:>7} {out['round_trips']:>7} {out['steps']:>5} {out['peak_rss_mb']:>7.0f} "
                              f"{'yes' if arrived else 'NO':>11}")
+                lines.append(f"{'':<29} other processes' CPU s: "
+                             + ", ".join(f"{name} {used:.1f}" for name, used in out["services"].items()))
             if not arrived:
                 statuses = {pair: (busy["unsynced"].get(pair), idle["unsynced"].get(pair)) for pair in list(short)[:8]}
                 lines.append(f"   short (changed, sent): {dict(list(short.items())[:8])} of {len(short)}; "
