@@ -39,7 +39,7 @@ flattened elements this way into one entry each, then regroups them per row like
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from decimal import Decimal
 from enum import Enum
 from typing import NamedTuple
@@ -195,10 +195,18 @@ def _message_segments(
     schema: Sequence[SchemaField], columns: Iterable[tuple[str, pa.Array]], path: str
 ) -> list[_Segment]:
     """The segments writing ``schema``'s fields, in field-number order, from columns matched by name."""
+    return [s for number, field, column, at in _matched(schema, columns, path) for s in
+            _field_segments(number, field, column, at)]
+
+
+def _matched(
+    schema: Sequence[SchemaField], columns: Iterable[tuple[str, pa.Array]], path: str
+) -> Iterator[tuple[int, SchemaField, pa.Array, str]]:
+    """Each field of ``schema`` that has a column, as (number, field, column, path), in field-number
+    order; a field's type is checked (and a duplicate column refused) as it comes, even when absent."""
     by_name: dict[str, list[pa.Array]] = {}
     for column_name, column in columns:
         by_name.setdefault(column_name, []).append(column)
-    segments: list[_Segment] = []
     for number, field in enumerate(schema, start=1):
         field_path = f"{path}{field.name}"
         _check_supported(field, field_path)  # even when the column is absent
@@ -207,8 +215,7 @@ def _message_segments(
             where = "its struct" if path else "the batch"
             raise ValueError(f"column {field_path!r} appears {len(found)} times in {where}")
         if found:
-            segments += _field_segments(number, field, found[0], field_path)
-    return segments
+            yield number, field, found[0], field_path
 
 
 def _check_supported(field: SchemaField, path: str) -> None:
@@ -219,13 +226,17 @@ def _check_supported(field: SchemaField, path: str) -> None:
         _mapping(field, path)
 
 
-def _record_segments(number: int, field: SchemaField, values: pa.Array, path: str) -> list[_Segment]:
-    """Each present struct value as (tag, length, its child fields): one embedded message per value."""
+def _children(values: pa.Array, path: str) -> Iterable[tuple[str, pa.Array]]:
+    """A struct column's children by name, with the struct's NULLs pushed into them (``flatten``),
+    so that a NULL struct gets no child bytes."""
     if not pa.types.is_struct(values.type):
         raise TypeError(f"column {path!r}: a RECORD needs an Arrow struct, got {values.type}")
-    # flatten() pushes the struct's NULLs into its children, so a NULL struct gets no child bytes.
-    children = zip((f.name for f in values.type), values.flatten(), strict=True)
-    child_segments = _message_segments(_subfields(field, path), children, f"{path}.")
+    return zip((f.name for f in values.type), values.flatten(), strict=True)
+
+
+def _record_segments(number: int, field: SchemaField, values: pa.Array, path: str) -> list[_Segment]:
+    """Each present struct value as (tag, length, its child fields): one embedded message per value."""
+    child_segments = _message_segments(_subfields(field, path), _children(values, path), f"{path}.")
     present = _present(values)
     if present is not None and not present.any():
         return []
@@ -384,28 +395,19 @@ _VARINT, _I64, _LEN = 0, 1, 2  # protobuf wire types
 
 def _field_segments(number: int, field: SchemaField, column: pa.Array, path: str) -> list[_Segment]:
     """The segments that write ``column`` as field ``number``."""
-    is_list = pa.types.is_list(column.type) or pa.types.is_large_list(column.type)
+    values = _values(field, column, path)
     if field.mode != "REPEATED":
-        if is_list:
-            raise TypeError(f"column {path!r}: Arrow type {column.type} needs a REPEATED field")
         if _is_record(field):
-            return _record_segments(number, field, column, path)
-        kind, values = _convert(field, column, column.type, path)
+            return _record_segments(number, field, values, path)
+        kind, values = _convert(field, values, column.type, path)
         return _value_segments(number, kind, values) if values.null_count < len(values) else []
 
-    if not is_list:
-        raise TypeError(f"column {path!r}: REPEATED field needs an Arrow list, got {column.type}")
-    elements = column.flatten()  # skips NULL lists and honours slicing
-    if elements.null_count:
-        row = pc.list_parent_indices(column)[_first_null(elements)].as_py()
-        raise ValueError(f"column {path!r}: REPEATED value in row {row} contains a NULL element")
+    elements = values
     counts = _numpy(pc.list_value_length(column))
     row_starts = np.zeros(len(column) + 1, dtype=np.int64)
     np.cumsum(counts, out=row_starts[1:])
 
     if _is_record(field):  # one (tag, length, message) entry per element
-        if not pa.types.is_struct(elements.type):
-            raise TypeError(f"column {path!r}: a REPEATED RECORD needs an Arrow list of structs, got {column.type}")
         encoded = _concat_rows(_record_segments(number, field, elements, path), len(elements))
         return [_regroup(encoded, row_starts)] if len(elements) else []
     kind, elements = _convert(field, elements, column.type, path)
@@ -420,6 +422,25 @@ def _field_segments(number: int, field: SchemaField, column: pa.Array, path: str
     content_lengths = np.diff(_offsets(content))
     non_empty = content_lengths > 0
     return [_tag_grid(number, _LEN, non_empty, len(column)), _varint_grid(content_lengths, non_empty), content]
+
+
+def _values(field: SchemaField, column: pa.Array, path: str) -> pa.Array:
+    """The values ``column`` holds for ``field``: the column itself, or a REPEATED column's list
+    elements (refusing a NULL element, naming its row). Both encoders start here."""
+    is_list = pa.types.is_list(column.type) or pa.types.is_large_list(column.type)
+    if field.mode != "REPEATED":
+        if is_list:
+            raise TypeError(f"column {path!r}: Arrow type {column.type} needs a REPEATED field")
+        return column
+    if not is_list:
+        raise TypeError(f"column {path!r}: REPEATED field needs an Arrow list, got {column.type}")
+    elements = column.flatten()  # skips NULL lists and honours slicing
+    if elements.null_count:
+        row = pc.list_parent_indices(column)[_first_null(elements)].as_py()
+        raise ValueError(f"column {path!r}: REPEATED value in row {row} contains a NULL element")
+    if _is_record(field) and not pa.types.is_struct(elements.type):
+        raise TypeError(f"column {path!r}: a REPEATED RECORD needs an Arrow list of structs, got {column.type}")
+    return elements
 
 
 def _value_segments(number: int, kind: _Kind, values: pa.Array) -> list[_Segment]:
