@@ -33,6 +33,12 @@ the length being the sum of what the children contribute per value. So a NULLABL
 join of its own: its segments join the row's. A REPEATED RECORD (``list<struct>``) encodes its
 flattened elements this way into one entry each, then regroups them per row like any list.
 
+A page of at most ``SMALL_PAGE_ROWS`` rows is instead written value by value in plain Python from
+each column's values: the vectorized path's cost is mostly per column, which a few rows never earn
+back. Both paths share the traversal, its checks and the conversions of values (``_matched``,
+``_values``, ``_children``, ``_convert``), and write the same bytes (test_protorows runs every
+test on both).
+
 ``arrow_type`` / ``arrow_schema`` give the Arrow type of each BigQuery column, the types
 ``serialize`` (and Arrow or Parquet writes) take.
 """
@@ -87,7 +93,7 @@ def proto_rows(
 
     The same rows as ``serialize``, each behind ProtoRows' ``serialized_rows`` tag and its length,
     built in the same single join, so that no Python object is made per row: the request parses
-    the chunk in C (``MergeFromString``).
+    the chunk in C (``MergeFromString``). A small page (``SMALL_PAGE_ROWS``) is written row by row.
 
     A table is encoded in one pass (its columns combined), but no chunk spans two of its record
     batches: the chunks are exactly those of its batches encoded one by one, in one third of the
@@ -542,10 +548,12 @@ _SMALL_VARINTS = [bytes([n]) for n in range(0x80)]
 # ---------------------------------------------------------------------------------------------
 
 #: Pages of at most this many rows are encoded value by value in Python (``_small_rows``): the
-#: vectorized encoder's cost is mostly per column (dozens of numpy and Arrow calls each), which a
-#: page of a few rows, the minute tick's usual page, never earns back. The crossover measured by
-#: ``bench/bench_protorows.py --small`` on a Glific-like schema of 40 columns.
-SMALL_PAGE_ROWS = 32
+#: vectorized encoder's cost is mostly per column (dozens of numpy and Arrow calls each, ~3.5 ms a
+#: page of 41 columns), which a page of a few rows, the minute tick's usual page, never earns back.
+#: ``bench/bench_protorows.py --small`` on Glific's messages (41 columns): the small path is 4-5x
+#: faster up to 20 rows, 1.9x at 64, 1.7x at 100, and slower from about 200 rows (0.9x); 64 keeps
+#: a margin below that crossover for schemas and values dearer per row in Python.
+SMALL_PAGE_ROWS = 64
 
 
 def _small_rows(schema: Sequence[SchemaField], columns: Iterable[tuple[str, pa.Array]], rows: int) -> list[bytes]:
