@@ -24,6 +24,11 @@ encoder of ``--baseline`` (a git revision: its ``protorows.py`` and its ``append
 
 Run: ``.venv/bin/python bench/bench_protorows.py [--rows 200000] [--repeat 5] [--batch messages|contacts|none]
 [--page raw glific] [--baseline e61095c]``
+
+``--small`` instead compares, in one run, ``proto_rows`` on pages of 1 to 1,000 rows of a 41-column
+Glific-like schema (the Glific layout's messages plus a REPEATED RECORD and a NULLABLE RECORD)
+encoded row by row in Python (the small-page path) and vectorized, in CPU ms per page, and checks
+that both give the same chunks: the measurement behind ``protorows.SMALL_PAGE_ROWS``.
 """
 
 from __future__ import annotations
@@ -453,6 +458,50 @@ def run_page(layout: str, repeat: int, baseline: str) -> None:
         print(f"{name:<30}{seconds * 1000:>10.1f}{seconds / rows * 1e6:>14.2f}{before_s / seconds:>9.1f}x")
 
 
+# ---------------------------------------------------------------------------------------------
+# Small pages (the minute tick's): row by row in Python against the vectorized encoder
+# ---------------------------------------------------------------------------------------------
+
+SMALL_PAGE_SIZES = (1, 4, 20, 64, 100, 200, 400, 1000)
+
+
+def small_page_schema() -> list[SchemaField]:
+    """Glific's messages (the Glific layout, 39 columns) plus a RECORD and a REPEATED column: 41."""
+    return [*page_schema("glific"), *(f for f in CONTACTS_SCHEMA if f.name in ("fields", "settings"))]
+
+
+def small_page(schema: list[SchemaField], rows: int) -> pa.RecordBatch:
+    messages = _page_batch(page_schema("glific"), rows, 21_001, np.random.default_rng(rows))
+    contacts = contacts_batch(rows)
+    return pa.record_batch([*messages.columns, contacts.column("fields"), contacts.column("settings")],
+                           names=[f.name for f in schema])
+
+
+def run_small(repeat: int) -> None:
+    """ms per page of ``proto_rows`` on both paths (``SMALL_PAGE_ROWS`` forced each way), same run."""
+    schema = small_page_schema()
+    print(f"proto_rows per page, {len(schema)} columns (Glific messages + fields, settings), CPU ms, "
+          f"best of {repeat}; the small path is used up to SMALL_PAGE_ROWS = {protorows.SMALL_PAGE_ROWS}")
+    print(f"{'rows':>6}{'small path':>12}{'vectorized':>12}{'ratio':>8}")
+    default = protorows.SMALL_PAGE_ROWS
+    try:
+        for rows in SMALL_PAGE_SIZES:
+            batch = small_page(schema, rows)
+            times, results = [], []
+            for threshold in (rows, -1):  # the small path, then the vectorized one
+                protorows.SMALL_PAGE_ROWS = threshold
+                seconds, chunks = cpu_time(lambda b=batch: protorows.proto_rows(b, schema, 8 * 1024 * 1024),
+                                           max(1, repeat if rows < 1000 else repeat // 10))
+                times.append(seconds)
+                results.append(chunks)
+            if results[0] != results[1]:
+                raise SystemExit(f"{rows} rows: the small path differs from the vectorized one")
+            small_s, vector_s = times
+            print(f"{rows:>6}{small_s * 1000:>12.2f}{vector_s * 1000:>12.2f}{vector_s / small_s:>7.1f}x")
+    finally:
+        protorows.SMALL_PAGE_ROWS = default
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=200_000)
@@ -460,7 +509,11 @@ def main() -> None:
     parser.add_argument("--batch", choices=[*BATCHES, "all", "none"], default="all")
     parser.add_argument("--page", nargs="*", choices=("raw", "glific"), default=["raw", "glific"])
     parser.add_argument("--baseline", default=BASELINE, help="git revision whose append_requests is 'before'")
+    parser.add_argument("--small", action="store_true", help="only the small-page comparison (both paths)")
     args = parser.parse_args()
+    if args.small:
+        run_small(args.repeat * 20)
+        return
     for name in {"all": list(BATCHES), "none": []}.get(args.batch, [args.batch]):
         run(name, args.rows, args.repeat)
         print()

@@ -33,13 +33,20 @@ the length being the sum of what the children contribute per value. So a NULLABL
 join of its own: its segments join the row's. A REPEATED RECORD (``list<struct>``) encodes its
 flattened elements this way into one entry each, then regroups them per row like any list.
 
+A page of at most ``SMALL_PAGE_ROWS`` rows is instead written value by value in plain Python from
+each column's values: the vectorized path's cost is mostly per column, which a few rows never earn
+back. Both paths share the traversal, its checks and the conversions of values (``_matched``,
+``_values``, ``_children``, ``_convert``), and write the same bytes (test_protorows runs every
+test on both).
+
 ``arrow_type`` / ``arrow_schema`` give the Arrow type of each BigQuery column, the types
 ``serialize`` (and Arrow or Parquet writes) take.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import struct
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from decimal import Decimal
 from enum import Enum
 from typing import NamedTuple
@@ -71,10 +78,10 @@ def serialize(batch: pa.RecordBatch, schema: Sequence[SchemaField]) -> list[byte
     likewise; a field without a column (or child) is NULL in every row. NULL values, NULL structs
     and NULL or empty lists are omitted from the row.
     """
-    segments = _message_segments(schema, zip(batch.schema.names, batch.columns, strict=True), "")
-    if batch.num_rows == 0:
-        return []
-    return _concat_rows(segments, batch.num_rows).to_pylist()
+    columns = zip(batch.schema.names, batch.columns, strict=True)
+    if batch.num_rows <= SMALL_PAGE_ROWS:
+        return _small_rows(schema, columns, batch.num_rows)
+    return _concat_rows(_message_segments(schema, columns, ""), batch.num_rows).to_pylist()
 
 
 def proto_rows(
@@ -86,7 +93,7 @@ def proto_rows(
 
     The same rows as ``serialize``, each behind ProtoRows' ``serialized_rows`` tag and its length,
     built in the same single join, so that no Python object is made per row: the request parses
-    the chunk in C (``MergeFromString``).
+    the chunk in C (``MergeFromString``). A small page (``SMALL_PAGE_ROWS``) is written row by row.
 
     A table is encoded in one pass (its columns combined), but no chunk spans two of its record
     batches: the chunks are exactly those of its batches encoded one by one, in one third of the
@@ -102,11 +109,17 @@ def proto_rows(
     else:
         sizes, batch = [rows.num_rows], rows
     count = batch.num_rows
-    segments = _message_segments(schema, zip(batch.schema.names, batch.columns, strict=True), "")
+    columns = zip(batch.schema.names, batch.columns, strict=True)
+    if count <= SMALL_PAGE_ROWS:
+        tag = _varint_bytes(1 << 3 | _LEN)
+        messages = _small_rows(schema, columns, count)
+        entries = pa.array([tag + _varint_bytes(len(m)) + m for m in messages], pa.large_binary())
+    else:
+        segments = _message_segments(schema, columns, "")
+        lengths = _segment_lengths(segments, count)  # each row's message length
+        entries = _concat_rows([_tag_grid(1, _LEN, None, count), _varint_grid(lengths, None), *segments], count)
     if count == 0:
         return []
-    lengths = _segment_lengths(segments, count)  # each row's message length
-    entries = _concat_rows([_tag_grid(1, _LEN, None, count), _varint_grid(lengths, None), *segments], count)
     offsets = _offsets(entries)
     data = entries.buffers()[2]
     chunks = []
@@ -195,10 +208,18 @@ def _message_segments(
     schema: Sequence[SchemaField], columns: Iterable[tuple[str, pa.Array]], path: str
 ) -> list[_Segment]:
     """The segments writing ``schema``'s fields, in field-number order, from columns matched by name."""
+    matched = _matched(schema, columns, path)
+    return [s for number, field, column, at in matched for s in _field_segments(number, field, column, at)]
+
+
+def _matched(
+    schema: Sequence[SchemaField], columns: Iterable[tuple[str, pa.Array]], path: str
+) -> Iterator[tuple[int, SchemaField, pa.Array, str]]:
+    """Each field of ``schema`` that has a column, as (number, field, column, path), in field-number
+    order; a field's type is checked (and a duplicate column refused) as it comes, even when absent."""
     by_name: dict[str, list[pa.Array]] = {}
     for column_name, column in columns:
         by_name.setdefault(column_name, []).append(column)
-    segments: list[_Segment] = []
     for number, field in enumerate(schema, start=1):
         field_path = f"{path}{field.name}"
         _check_supported(field, field_path)  # even when the column is absent
@@ -207,8 +228,7 @@ def _message_segments(
             where = "its struct" if path else "the batch"
             raise ValueError(f"column {field_path!r} appears {len(found)} times in {where}")
         if found:
-            segments += _field_segments(number, field, found[0], field_path)
-    return segments
+            yield number, field, found[0], field_path
 
 
 def _check_supported(field: SchemaField, path: str) -> None:
@@ -219,13 +239,17 @@ def _check_supported(field: SchemaField, path: str) -> None:
         _mapping(field, path)
 
 
-def _record_segments(number: int, field: SchemaField, values: pa.Array, path: str) -> list[_Segment]:
-    """Each present struct value as (tag, length, its child fields): one embedded message per value."""
+def _children(values: pa.Array, path: str) -> Iterable[tuple[str, pa.Array]]:
+    """A struct column's children by name, with the struct's NULLs pushed into them (``flatten``),
+    so that a NULL struct gets no child bytes."""
     if not pa.types.is_struct(values.type):
         raise TypeError(f"column {path!r}: a RECORD needs an Arrow struct, got {values.type}")
-    # flatten() pushes the struct's NULLs into its children, so a NULL struct gets no child bytes.
-    children = zip((f.name for f in values.type), values.flatten(), strict=True)
-    child_segments = _message_segments(_subfields(field, path), children, f"{path}.")
+    return zip((f.name for f in values.type), values.flatten(), strict=True)
+
+
+def _record_segments(number: int, field: SchemaField, values: pa.Array, path: str) -> list[_Segment]:
+    """Each present struct value as (tag, length, its child fields): one embedded message per value."""
+    child_segments = _message_segments(_subfields(field, path), _children(values, path), f"{path}.")
     present = _present(values)
     if present is not None and not present.any():
         return []
@@ -244,19 +268,27 @@ class _Kind(Enum):
     VARINT = "int64"  # INT64, TIMESTAMP (microseconds), DATE (days)
     DOUBLE = "float64"  # fixed 8 bytes, little-endian
     BOOL = "bool"  # a one-byte varint
-    BYTES = "large_binary"  # length-delimited: STRING, BYTES and every text encoding
+    BYTES = "binary"  # length-delimited: STRING, BYTES and every text encoding (binary or large_binary)
 
 
 def _is_text(t: pa.DataType) -> bool:
     return pa.types.is_string(t) or pa.types.is_large_string(t)
 
 
+# A conversion returns a column already of its kind's type as it is (a cast costs more than the
+# encoding of a small page's column).
+
+
 def _integers(values: pa.Array) -> pa.Array | None:
-    return values.cast(pa.int64()) if pa.types.is_signed_integer(values.type) else None
+    if not pa.types.is_signed_integer(values.type):
+        return None
+    return values if pa.types.is_int64(values.type) else values.cast(pa.int64())
 
 
 def _floats(values: pa.Array) -> pa.Array | None:
-    return values.cast(pa.float64()) if pa.types.is_floating(values.type) else None
+    if not pa.types.is_floating(values.type):
+        return None
+    return values if pa.types.is_float64(values.type) else values.cast(pa.float64())
 
 
 def _bools(values: pa.Array) -> pa.Array | None:
@@ -264,12 +296,18 @@ def _bools(values: pa.Array) -> pa.Array | None:
 
 
 def _text(values: pa.Array) -> pa.Array | None:
-    return values.cast(pa.large_binary()) if _is_text(values.type) else None
+    """Text as its UTF-8 bytes, without a copy (a view of the same buffers)."""
+    if not _is_text(values.type):
+        return None
+    return values.view(pa.large_binary() if pa.types.is_large_string(values.type) else pa.binary())
 
 
 def _binary(values: pa.Array) -> pa.Array | None:
-    t = values.type
-    return values.cast(pa.large_binary()) if pa.types.is_binary(t) or pa.types.is_large_binary(t) else None
+    return values if _is_binary(values.type) else None
+
+
+def _is_binary(t: pa.DataType) -> bool:
+    return pa.types.is_binary(t) or pa.types.is_large_binary(t)
 
 
 def _decimal_text(values: pa.Array) -> pa.Array | None:
@@ -283,7 +321,7 @@ def _decimal_text(values: pa.Array) -> pa.Array | None:
     if pc.any(exponent).as_py():
         plain = [format(Decimal(s), "f") for s in pc.filter(text, exponent).to_pylist()]
         text = pc.replace_with_mask(text, exponent, pa.array(plain, pa.string()))
-    return text.cast(pa.large_binary())
+    return _text(text)
 
 
 def _days(values: pa.Array) -> pa.Array | None:
@@ -295,6 +333,8 @@ def _microseconds(values: pa.Array) -> pa.Array:
     if values.type.unit == "ns":
         micros = np.floor_divide(_numpy(values.cast(pa.int64())), 1000)
         return pa.array(micros, mask=_absent(values))
+    if values.type.unit == "us":
+        return values.view(pa.int64())
     return values.cast(pa.timestamp("us", values.type.tz)).cast(pa.int64())  # raises on overflow
 
 
@@ -306,14 +346,14 @@ def _datetimes(values: pa.Array) -> pa.Array | None:
     """Civil date-times as ``YYYY-MM-DD HH:MM:SS.ffffff`` (Arrow's format for timestamp[us])."""
     if not pa.types.is_timestamp(values.type) or values.type.tz is not None:
         return None
-    return _microseconds(values).cast(pa.timestamp("us")).cast(pa.string()).cast(pa.large_binary())
+    return _text(_microseconds(values).view(pa.timestamp("us")).cast(pa.string()))
 
 
 def _times(values: pa.Array) -> pa.Array | None:
     """Times of day as ``HH:MM:SS.ffffff`` (Arrow's format for time64[us]); nanoseconds are dropped."""
     if not pa.types.is_time(values.type):
         return None
-    return values.cast(pa.time64("us"), safe=False).cast(pa.string()).cast(pa.large_binary())
+    return _text(values.cast(pa.time64("us"), safe=False).cast(pa.string()))
 
 
 class _Mapping(NamedTuple):
@@ -384,28 +424,19 @@ _VARINT, _I64, _LEN = 0, 1, 2  # protobuf wire types
 
 def _field_segments(number: int, field: SchemaField, column: pa.Array, path: str) -> list[_Segment]:
     """The segments that write ``column`` as field ``number``."""
-    is_list = pa.types.is_list(column.type) or pa.types.is_large_list(column.type)
+    values = _values(field, column, path)
     if field.mode != "REPEATED":
-        if is_list:
-            raise TypeError(f"column {path!r}: Arrow type {column.type} needs a REPEATED field")
         if _is_record(field):
-            return _record_segments(number, field, column, path)
-        kind, values = _convert(field, column, column.type, path)
+            return _record_segments(number, field, values, path)
+        kind, values = _convert(field, values, column.type, path)
         return _value_segments(number, kind, values) if values.null_count < len(values) else []
 
-    if not is_list:
-        raise TypeError(f"column {path!r}: REPEATED field needs an Arrow list, got {column.type}")
-    elements = column.flatten()  # skips NULL lists and honours slicing
-    if elements.null_count:
-        row = pc.list_parent_indices(column)[_first_null(elements)].as_py()
-        raise ValueError(f"column {path!r}: REPEATED value in row {row} contains a NULL element")
+    elements = values
     counts = _numpy(pc.list_value_length(column))
     row_starts = np.zeros(len(column) + 1, dtype=np.int64)
     np.cumsum(counts, out=row_starts[1:])
 
     if _is_record(field):  # one (tag, length, message) entry per element
-        if not pa.types.is_struct(elements.type):
-            raise TypeError(f"column {path!r}: a REPEATED RECORD needs an Arrow list of structs, got {column.type}")
         encoded = _concat_rows(_record_segments(number, field, elements, path), len(elements))
         return [_regroup(encoded, row_starts)] if len(elements) else []
     kind, elements = _convert(field, elements, column.type, path)
@@ -422,11 +453,32 @@ def _field_segments(number: int, field: SchemaField, column: pa.Array, path: str
     return [_tag_grid(number, _LEN, non_empty, len(column)), _varint_grid(content_lengths, non_empty), content]
 
 
+def _values(field: SchemaField, column: pa.Array, path: str) -> pa.Array:
+    """The values ``column`` holds for ``field``: the column itself, or a REPEATED column's list
+    elements (refusing a NULL element, naming its row). Both encoders start here."""
+    is_list = pa.types.is_list(column.type) or pa.types.is_large_list(column.type)
+    if field.mode != "REPEATED":
+        if is_list:
+            raise TypeError(f"column {path!r}: Arrow type {column.type} needs a REPEATED field")
+        return column
+    if not is_list:
+        raise TypeError(f"column {path!r}: REPEATED field needs an Arrow list, got {column.type}")
+    elements = column.flatten()  # skips NULL lists and honours slicing
+    if elements.null_count:
+        row = pc.list_parent_indices(column)[_first_null(elements)].as_py()
+        raise ValueError(f"column {path!r}: REPEATED value in row {row} contains a NULL element")
+    if _is_record(field) and not pa.types.is_struct(elements.type):
+        raise TypeError(f"column {path!r}: a REPEATED RECORD needs an Arrow list of structs, got {column.type}")
+    return elements
+
+
 def _value_segments(number: int, kind: _Kind, values: pa.Array) -> list[_Segment]:
     """Each present value as (tag, payload); for BYTES the payload is a length grid plus the data."""
     present = _present(values)
     rows = len(values)
     if kind is _Kind.BYTES:
+        if not pa.types.is_large_binary(values.type):
+            values = values.cast(pa.large_binary())  # 64-bit offsets, as the joins take
         values = _empty_nulls(values, present)
         lengths = np.diff(_offsets(values))
         header = [_tag_grid(number, _LEN, present, rows), _varint_grid(lengths, present)]
@@ -476,12 +528,108 @@ def _tag_grid(number: int, wire_type: int, present: np.ndarray | None, rows: int
 
 
 def _varint_bytes(number: int) -> bytes:
+    """A base-128 varint; a negative number as its 64-bit two's complement (ten bytes), as protobuf does."""
+    number &= 0xFFFF_FFFF_FFFF_FFFF
+    if number < 0x80:
+        return _SMALL_VARINTS[number]
     out = bytearray()
     while number >= 0x80:
         out.append(number & 0x7F | 0x80)
         number >>= 7
     out.append(number)
     return bytes(out)
+
+
+_SMALL_VARINTS = [bytes([n]) for n in range(0x80)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Small pages: row by row in plain Python
+# ---------------------------------------------------------------------------------------------
+
+#: Pages of at most this many rows are encoded value by value in Python (``_small_rows``): the
+#: vectorized encoder's cost is mostly per column (dozens of numpy and Arrow calls each, ~3.5 ms a
+#: page of 41 columns), which a page of a few rows, the minute tick's usual page, never earns back.
+#: ``bench/bench_protorows.py --small`` on Glific's messages (41 columns): the small path is 4-5x
+#: faster up to 20 rows, 1.9x at 64, 1.7x at 100, and slower from about 200 rows (0.9x); 64 keeps
+#: a margin below that crossover for schemas and values dearer per row in Python.
+SMALL_PAGE_ROWS = 64
+
+
+def _small_rows(schema: Sequence[SchemaField], columns: Iterable[tuple[str, pa.Array]], rows: int) -> list[bytes]:
+    """The rows ``serialize`` makes, written from each column's Python values.
+
+    The same traversal, checks and conversions as the vectorized path (``_matched``, ``_values``,
+    ``_children``, ``_convert``: one Arrow cast or so per column); only the wire bytes are written
+    here, per value, so the two paths agree byte for byte.
+    """
+    return _small_join(_small_message(schema, columns, "", rows), rows)
+
+
+def _small_join(fields: list[list[bytes]], rows: int) -> list[bytes]:
+    """Row i: every field's bytes for row i, in field order."""
+    return [b"".join(parts) for parts in zip(*fields)] if fields else [b""] * rows
+
+
+def _small_message(
+    schema: Sequence[SchemaField], columns: Iterable[tuple[str, pa.Array]], path: str, rows: int
+) -> list[list[bytes]]:
+    """Per field that has a column, its bytes in each row (``b""`` where absent)."""
+    return [_small_field(n, field, column, at) for n, field, column, at in _matched(schema, columns, path)]
+
+
+def _small_field(number: int, field: SchemaField, column: pa.Array, path: str) -> list[bytes]:
+    values = _values(field, column, path)
+    if _is_record(field):
+        kind, encoded = _Kind.BYTES, _small_records(field, values, path)
+    else:
+        kind, converted = _convert(field, values, column.type, path)
+        encoded = converted.to_pylist()
+    if field.mode != "REPEATED":
+        return _small_entries(number, kind, encoded)
+    starts = [0]
+    for count in pc.list_value_length(column).to_pylist():
+        starts.append(starts[-1] + (count or 0))  # a NULL list holds no elements
+    spans = list(zip(starts, starts[1:]))
+    if kind is _Kind.BYTES:  # one (tag, length, bytes) entry per element
+        entries = _small_entries(number, kind, encoded)
+        return [b"".join(entries[a:b]) for a, b in spans]
+    # Packed: one (tag, total length) header followed by the untagged payloads; nothing when empty.
+    payloads = _small_payloads(kind, encoded)
+    tag = _varint_bytes(number << 3 | _LEN)
+    contents = [b"".join(payloads[a:b]) for a, b in spans]
+    return [tag + _varint_bytes(len(c)) + c if c else b"" for c in contents]
+
+
+def _small_records(field: SchemaField, values: pa.Array, path: str) -> list[bytes | None]:
+    """Each struct value as its embedded message (None for a NULL struct)."""
+    children = _small_message(_subfields(field, path), _children(values, path), f"{path}.", len(values))
+    messages: list[bytes | None] = _small_join(children, len(values))
+    if values.null_count:
+        messages = [m if valid else None for m, valid in zip(messages, values.is_valid().to_pylist())]
+    return messages
+
+
+def _small_entries(number: int, kind: _Kind, values: list) -> list[bytes]:
+    """Each value as (tag, payload), ``b""`` for None; BYTES payloads behind their length."""
+    wire_type = {_Kind.BYTES: _LEN, _Kind.DOUBLE: _I64}.get(kind, _VARINT)
+    tag = _varint_bytes(number << 3 | wire_type)
+    if kind is _Kind.BYTES:
+        return [b"" if v is None else tag + _varint_bytes(len(v)) + v for v in values]
+    payloads = _small_payloads(kind, values)
+    return [b"" if v is None else tag + p for v, p in zip(values, payloads)]
+
+
+def _small_payloads(kind: _Kind, values: list) -> list[bytes]:
+    """The untagged wire bytes of numeric values (None: anything, it is dropped)."""
+    if kind is _Kind.DOUBLE:
+        return [b"" if v is None else _DOUBLE.pack(v) for v in values]
+    if kind is _Kind.BOOL:
+        return [b"\x01" if v else b"\x00" for v in values]
+    return [b"" if v is None else _varint_bytes(v) for v in values]
+
+
+_DOUBLE = struct.Struct("<d")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import json
 import re
 import struct
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from decimal import Context, Decimal
 from typing import Any, NamedTuple
 
@@ -25,6 +26,7 @@ from google.protobuf.message import Message
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from glific_bq import protorows
 from glific_bq.protorows import arrow_schema, arrow_type, descriptor_for, serialize
 
 FieldProto = descriptor_pb2.FieldDescriptorProto
@@ -209,7 +211,30 @@ def tables(draw: st.DrawFn, specs: list[Spec], max_columns: int) -> Table:
     return columns, batch.slice(skip_front, n_rows), rows
 
 
-QUICK = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+# ``encoder`` is the same for every example of a test, so a function-scoped fixture is safe there.
+QUICK = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                                       HealthCheck.function_scoped_fixture])
+
+#: ``protorows.SMALL_PAGE_ROWS`` forcing each encoder: every page row by row, or every page vectorized.
+PATHS = {"small": 10**9, "vectorized": -1}
+
+
+@pytest.fixture(autouse=True, params=list(PATHS))
+def encoder(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test here runs on both encoding paths, the small-page one and the vectorized one."""
+    monkeypatch.setattr(protorows, "SMALL_PAGE_ROWS", PATHS[request.param])
+    return request.param
+
+
+@contextmanager
+def path(name: str) -> Iterator[None]:
+    """Within the block, encode on path ``name`` (for comparing both inside one test)."""
+    default = protorows.SMALL_PAGE_ROWS
+    protorows.SMALL_PAGE_ROWS = PATHS[name]
+    try:
+        yield
+    finally:
+        protorows.SMALL_PAGE_ROWS = default
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: f"{s.bq_type}<-{s.arrow_type}")
@@ -854,7 +879,7 @@ def append_to_default_stream(
     assert not responses[0].row_errors, responses[0].row_errors
 
 
-def test_rows_land_in_the_bigquery_emulator(emulator: Any) -> None:
+def test_rows_land_in_the_bigquery_emulator(emulator: Any, encoder: str) -> None:
     """Every column type survives AppendRows and comes back from a query unchanged.
 
     BIGNUMERIC is left out: the emulator maps it to DuckDB DECIMAL(76, 38) and cannot even
@@ -873,7 +898,8 @@ def test_rows_land_in_the_bigquery_emulator(emulator: Any) -> None:
     schema = [SchemaField("row_no", "INT64", mode="REQUIRED"), SchemaField("doc", "JSON")]
     schema += [c.field for c in columns]
     client.create_dataset("protorows_e2e", exists_ok=True)
-    client.create_table(bigquery.Table(f"{emulator.project}.protorows_e2e.all_types", schema=schema))
+    table = f"all_types_{encoder}"
+    client.create_table(bigquery.Table(f"{emulator.project}.protorows_e2e.{table}", schema=schema))
 
     rows_total = len(values["id"])
     docs = ['{"a": [1, "x", null], "b": {"c": "😀"}}', '"text"', None, "[]", "{}", "3.5", "true", '{"q": "\\""}', None]
@@ -884,9 +910,9 @@ def test_rows_land_in_the_bigquery_emulator(emulator: Any) -> None:
             **{c.field.name: pa.array(values[c.field.name], c.arrow_type) for c in columns},
         }
     )
-    append_to_default_stream(emulator, "protorows_e2e.all_types", descriptor_for(schema), serialize(batch, schema))
+    append_to_default_stream(emulator, f"protorows_e2e.{table}", descriptor_for(schema), serialize(batch, schema))
 
-    query = f"SELECT * FROM `{emulator.project}.protorows_e2e.all_types` ORDER BY row_no"
+    query = f"SELECT * FROM `{emulator.project}.protorows_e2e.{table}` ORDER BY row_no"
     result = [dict(row) for row in client.query(query).result()]
     assert [row["row_no"] for row in result] == list(range(rows_total))
 
@@ -1034,3 +1060,51 @@ def test_append_requests_of_a_page_are_the_reference_requests() -> None:
     starts = [sum(sizes[:i]) for i in range(len(sizes))]
     assert serialized == [reference_request(descriptor, wanted_rows[s : s + n]) for s, n in zip(starts, sizes)]
     assert hashlib.sha256(b"".join(serialized)).hexdigest() == PAGE_REQUESTS_SHA256
+
+
+# ---------------------------------------------------------------------------------------------
+# The small-page path (row by row in Python) against the vectorized one
+# ---------------------------------------------------------------------------------------------
+
+
+def assert_paths_agree(schema: list[SchemaField], batch: pa.RecordBatch) -> None:
+    """``serialize`` and ``proto_rows`` (of the batch, and of it cut into a table of three batches,
+    at several size limits) give the same bytes and chunks on both paths."""
+    with path("vectorized"):
+        rows = serialize(batch, schema)
+    with path("small"):
+        assert serialize(batch, schema) == rows
+    cut = batch.num_rows // 3
+    table = pa.Table.from_batches([batch.slice(0, cut), batch.slice(cut, 0), batch.slice(cut)])
+    longest = max(map(len, rows), default=0)
+    for limit in (1, longest + 3, 3 * longest + 10, 10**9):
+        for pages in (batch, table):
+            with path("vectorized"):
+                chunks = protorows.proto_rows(pages, schema, limit)
+            with path("small"):
+                assert protorows.proto_rows(pages, schema, limit) == chunks, limit
+
+
+@settings(QUICK, max_examples=100)
+@given(table=tables(SPECS, max_columns=8))
+def test_the_small_path_writes_the_vectorized_bytes_and_chunks(table: Table) -> None:
+    columns, batch, _ = table
+    assert_paths_agree([c.field for c in columns], batch)
+
+
+@settings(QUICK, max_examples=100)
+@given(table=nested_tables())
+def test_the_small_path_writes_the_vectorized_bytes_and_chunks_of_records(table: NestedTable) -> None:
+    nodes, batch, _ = table
+    assert_paths_agree([n.field for n in nodes], batch)
+
+
+def test_pages_either_side_of_the_threshold_write_the_same_rows() -> None:
+    """``SMALL_PAGE_ROWS`` + 1 rows (vectorized) are the first ``SMALL_PAGE_ROWS`` (row by row) and the last."""
+    nodes, rows = page_nodes_and_rows()
+    schema = [n.field for n in nodes]
+    limit = protorows.SMALL_PAGE_ROWS = 32
+    many = (rows * 4)[: limit + 1]
+    batch = pa.record_batch({n.field.name: pa.array([r[n.field.name] for r in many], n.arrow_type) for n in nodes})
+    assert serialize(batch, schema) == serialize(batch.slice(0, limit), schema) + serialize(batch.slice(limit), schema)
+    assert_paths_agree(schema, batch)
