@@ -155,7 +155,7 @@ def child(spec: dict) -> dict:
 
         profiler = cProfile.Profile()
     before = cpu_seconds()
-    descendants = Descendants()
+    descendants = Descendants() if multiprocess else None
     started = time.monotonic()
     if profiler:
         profiler.enable()
@@ -167,7 +167,7 @@ def child(spec: dict) -> dict:
         profiler.disable()
         profiler.dump_stats(spec["profile"])
     seconds = time.monotonic() - started
-    cpu = cpu_seconds() - before + descendants.stop()
+    cpu = cpu_seconds() - before + (descendants.stop() if descendants else 0.0)
     after = resource.getrusage(resource.RUSAGE_SELF)
     for event in result.all_events:
         if event.event_type_value == "ASSET_MATERIALIZATION":
