@@ -44,6 +44,7 @@ BENCHES = [
           ("ADBC decoding", "server-side COPY", "writes.PARQUET_OPTIONS")),
     Bench("bench_protorows.py", ("--rows", "2000", "--repeat", "1"),
           ("append_requests, raw layout", "append_requests, glific layout", "after (this checkout)")),
+    Bench("bench_protorows.py", ("--small", "--repeat", "1"), ("small path  vectorized",)),
     Bench("bench_roster.py", ("--organizations", "10", "--repeat", "1"), ("organizations  synced",)),
     Bench("bench_layouts.py", ("--messages", "500", "--contacts", "20", "--renamed", "50"),
           ("layout", "rename of a contact with 50 messages")),
