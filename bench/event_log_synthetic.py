@@ -21,8 +21,10 @@ assets 3.7 -> 7.9 s from 1 M to 6 M). Retention: finding the runs to keep 10-19 
 records read back), deleting 120-180 ms a run, so a day's 1,440 runs in 3-5 minutes.
 """
 
+import atexit
 import math
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -299,6 +301,8 @@ def run_synthetic(sizes: list[int], per_run: int, orgs: int, days: float, keep: 
 
     home = Path(keep or tempfile.mkdtemp(prefix="evlog-"))
     home.mkdir(parents=True, exist_ok=True)
+    if not keep:  # registered first, so it runs after pgserver's own exit hook has stopped the server
+        atexit.register(shutil.rmtree, home, ignore_errors=True)
     server = pgserver.get_server(str(home / "pg"), cleanup_mode=None if keep else "stop")
     url = server.get_uri().replace("postgresql://", "postgresql+psycopg2://")
     engine = sa.create_engine(url)
