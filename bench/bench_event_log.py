@@ -11,6 +11,20 @@ Each run is a real ``execute_in_process`` run of a job logging ``--per-run`` mat
     python bench/bench_event_log.py [--runs 20] [--per-run 1000] [--storage sqlite,postgres]
     smoke: python bench/bench_event_log.py --runs 3 --per-run 20
 
+``--synthetic 1000000,5000000``: the event log at production size (14 days of the tick is ~66 M
+events), on PostgreSQL only. One real run writes the tick's materializations (the real
+``glific_bq.defs.assets.materialization`` metadata, every ``bigquery/<table>`` asset, a few
+tenants); SQL then multiplies that run into runs of ``--per-run`` materializations (the 33 assets
+times a rotating tenth of ``--orgs`` tenants), rows as Dagster writes them (runs, event_logs,
+asset_keys, the "tenants" dynamic partitions), spread evenly over ``--days``. At each size it
+times, median of 5 (and the first, cold call apart), the GraphQL queries the asset pages issue
+against the real definitions (``glific_bq.definitions``, in process), the instance calls
+retention uses, and one retention pass deleting the oldest day's runs. See
+bench/event_log_synthetic.py.
+
+    python bench/bench_event_log.py --synthetic 1000000,5000000
+    smoke: python bench/bench_event_log.py --synthetic 20000 --synthetic-per-run 330 --orgs 100
+
 Out of the default test run: this is a script, not a test.
 """
 
@@ -87,8 +101,20 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--per-run", type=int, default=1_000)
     parser.add_argument("--storage", default="sqlite,postgres")
+    parser.add_argument("--synthetic", help="event-log sizes to grow to and measure, e.g. 1000000,5000000")
+    parser.add_argument("--synthetic-per-run", type=int,
+                        default=3_300, help="materializations per synthetic run (the tick's a minute)")
+    parser.add_argument("--orgs", type=int, default=1_000)
+    parser.add_argument("--days", type=float, default=14.0)
+    parser.add_argument("--keep", help="directory for the PostgreSQL data, kept afterwards (default: temporary)")
     args = parser.parse_args()
     os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.mkdtemp())
+    if args.synthetic:
+        from event_log_synthetic import run_synthetic  # bench/, beside this script
+
+        run_synthetic([int(n) for n in args.synthetic.split(",")], per_run=args.synthetic_per_run,
+                      orgs=args.orgs, days=args.days, keep=args.keep)
+        return
     for storage in args.storage.split(","):
         with tempfile.TemporaryDirectory() as tmp:
             home = Path(tmp)
