@@ -93,7 +93,10 @@ def tick_run_config(postgres: GlificPostgres, bigquery: GlificBigQuery) -> dict:
     pairs planned now: at most ``tick.PAIRS_PER_SHARD`` of them are one shard whatever the
     cores of the machine the run lands on, ``tick.shards_for``), else on the multiprocess executor.
     What the schedule's runs are given; a run launched by hand runs on the multiprocess executor.
+    A job given another executor (``dagster_k8s.k8s_job_executor``…) gets no execution config.
     If Glific's database cannot be read here, the run is still requested (it fails, and says why)."""
+    if sync_job.executor_def is not dg.multi_or_in_process_executor:  # another executor (Kubernetes,
+        return {}  # Celery…) given to the job: its own configuration
     configured = TickOptions.from_env().shards
     try:
         with postgres.source() as source:
