@@ -161,11 +161,13 @@ def child(spec: dict) -> dict:
     if profiler:
         profiler.enable()
     if multiprocess:  # as the schedule runs it: in one process, or each step in a process of its own
-        from glific_bq.defs.jobs import tick_run_config
+        from glific_bq.defs import jobs
         from glific_bq.defs.resources import resources_from_env
 
-        with dg.build_resources(resources_from_env()) as resources:  # as the schedule gets them
-            run_config = tick_run_config(resources.postgres, resources.bigquery)
+        run_config = None  # a baseline from before the schedule chose: the job's own default
+        if hasattr(jobs, "tick_run_config"):
+            with dg.build_resources(resources_from_env()) as resources:  # as the schedule gets them
+                run_config = jobs.tick_run_config(resources.postgres, resources.bigquery)
         result = execute_job(reconstructable(sync_job), instance, run_config=run_config, raise_on_error=False)
     else:
         result = job.execute_in_process(instance=instance, raise_on_error=False)
