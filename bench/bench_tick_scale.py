@@ -136,6 +136,7 @@ def sync_job():
 def child(spec: dict) -> dict:
     os.environ.update(spec["env"])
     sys.path.insert(0, str(ROOT / "bench"))
+    import dagster as dg
     from dagster import DagsterInstance, execute_job, reconstructable
     from latency_proxy import ProxyControl
 
@@ -159,8 +160,15 @@ def child(spec: dict) -> dict:
     started = time.monotonic()
     if profiler:
         profiler.enable()
-    if multiprocess:  # as the schedule's runs: each step (the plan, each shard) a process of its own
-        result = execute_job(reconstructable(sync_job), instance, raise_on_error=False)
+    if multiprocess:  # as the schedule runs it: in one process, or each step in a process of its own
+        from glific_bq.defs import jobs
+        from glific_bq.defs.resources import resources_from_env
+
+        run_config = None  # a baseline from before the schedule chose: the job's own default
+        if hasattr(jobs, "tick_run_config"):
+            with dg.build_resources(resources_from_env()) as resources:  # as the schedule gets them
+                run_config = jobs.tick_run_config(resources.postgres, resources.bigquery)
+        result = execute_job(reconstructable(sync_job), instance, run_config=run_config, raise_on_error=False)
     else:
         result = job.execute_in_process(instance=instance, raise_on_error=False)
     if profiler:
@@ -306,8 +314,9 @@ def main() -> None:
     parser.add_argument("--dagster-storage", choices=("sqlite", "postgres"), default="sqlite",
                         help="the Dagster instance's storage (postgres, as in production, needs glific_bq[prod])")
     parser.add_argument("--executor", choices=("in_process", "multiprocess"), default="in_process",
-                        help="in_process: the whole run in one process; multiprocess: as scheduled runs, the plan "
-                        "and each shard a process of its own (GLIFIC_BQ_TICK_SHARDS, default auto)")
+                        help="in_process: the whole run in one process; multiprocess: as the schedule runs it "
+                        "(its run config: one process for a tick of one shard, else the plan and each shard a "
+                        "process of its own; GLIFIC_BQ_TICK_SHARDS, default auto)")
     parser.add_argument("--baseline", help="git revision whose code runs the same ticks first")
     parser.add_argument("--profile", help="cProfile this checkout's dirty tick (its main thread) into this file")
     parser.add_argument("--py-spy", help="py-spy record this checkout's dirty tick (all threads) into this file")

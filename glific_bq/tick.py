@@ -50,6 +50,8 @@ DEFAULT_WORKERS = 8
 #: More than this many threads per process buys nothing on the machines we run on, and each one
 #: holds two PostgreSQL connections and one Storage Write connection.
 MAX_WORKERS = 64
+#: Processes a tick may spread over.
+MAX_SHARDS = 1_024
 #: Dirty pairs one process syncs with room to spare within the minute (bench/bench_tick_scale.py:
 #: about 25 ms of CPU a pair); above this, ``shards`` left to choose spreads the tick over the
 #: machine's cores. A shard is a process of its own (about 5 s to start, 290 MB): not worth it below.
@@ -79,8 +81,8 @@ class TickOptions:
     def __post_init__(self) -> None:
         if not 1 <= self.workers <= MAX_WORKERS:
             raise ValueError(f"tick workers must be between 1 and {MAX_WORKERS}, got {self.workers!r}")
-        if self.shards is not None and not 1 <= self.shards <= 1024:
-            raise ValueError(f"tick shards must be between 1 and 1024, got {self.shards!r}")
+        if self.shards is not None and not 1 <= self.shards <= MAX_SHARDS:
+            raise ValueError(f"tick shards must be between 1 and {MAX_SHARDS}, got {self.shards!r}")
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> TickOptions:

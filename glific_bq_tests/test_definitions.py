@@ -9,7 +9,7 @@ import uuid
 import dagster as dg
 import pytest
 
-from glific_bq import plan, watermarks
+from glific_bq import plan, tick, watermarks
 from glific_bq.defs.assets import table_assets
 from glific_bq.defs.jobs import sync_job
 from glific_bq.defs.partitions import tenants
@@ -141,12 +141,46 @@ def test_tenant_discovery_says_once_when_an_organization_stops_being_synced(seed
     assert instance.get_dynamic_partitions(tenants.name) == ["1", "2"]  # history kept
 
 
-def test_minute_schedule_requests_a_run_unless_one_is_in_flight():
+def test_minute_schedule_requests_a_run_unless_one_is_in_flight(seeded, resources):
     with dg.instance_for_test() as instance:
-        assert isinstance(sync_every_minute(dg.build_schedule_context(instance=instance)), dg.RunRequest)
+        assert isinstance(sync_every_minute(dg.build_schedule_context(instance=instance, resources=resources)),
+                          dg.RunRequest)
 
         instance.add_run(dg.DagsterRun(job_name=sync_job.name, run_id=str(uuid.uuid4()), status=dg.DagsterRunStatus.STARTED))
-        assert isinstance(sync_every_minute(dg.build_schedule_context(instance=instance)), dg.SkipReason)
+        assert isinstance(sync_every_minute(dg.build_schedule_context(instance=instance, resources=resources)),
+                          dg.SkipReason)
+
+
+def _executor_of(run_request: dg.RunRequest) -> str:
+    dg.validate_run_config(sync_job, run_request.run_config)  # raises if the job cannot run with it
+    (executor,) = run_request.run_config["execution"]["config"]
+    return executor
+
+
+def test_a_tick_of_one_shard_runs_in_one_process_and_a_larger_one_on_forked_step_processes(
+        seeded, resources, monkeypatch):
+    with dg.instance_for_test() as instance:
+        context = dg.build_schedule_context(instance=instance, resources=resources)
+        small = sync_every_minute(context)
+        monkeypatch.setattr(tick, "PAIRS_PER_SHARD", 3)  # the seed's dirty pairs: more than one shard
+        large = sync_every_minute(context)
+        monkeypatch.setenv(tick.SHARDS_ENV, "2")
+        monkeypatch.setattr(tick, "PAIRS_PER_SHARD", 1_500)
+        configured = sync_every_minute(context)
+
+    assert _executor_of(small) == "in_process"
+    assert _executor_of(large) == _executor_of(configured) == "multiprocess"
+    assert large.run_config["execution"]["config"]["multiprocess"]["start_method"] == {
+        "forkserver": {"preload_modules": ["glific_bq.definitions"]}}
+
+
+def test_a_tick_that_cannot_be_planned_is_still_requested(warehouse_config):
+    unreachable = {"postgres": GlificPostgres(database_url="postgresql://glific_bq@127.0.0.1:1/none?connect_timeout=2"),
+                   "bigquery": bigquery_resource(warehouse_config)}
+    with dg.instance_for_test() as instance:
+        request = sync_every_minute(dg.build_schedule_context(instance=instance, resources=unreachable))
+
+    assert _executor_of(request) == "multiprocess"  # its op fails, and says why
 
 
 def test_plan_finds_exactly_the_tenant_tables_beyond_their_watermarks(seeded, resources, warehouse_config):

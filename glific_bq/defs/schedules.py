@@ -3,7 +3,8 @@
 import dagster as dg
 
 from .checks import checks_job
-from .jobs import dedup_job, sync_job
+from .jobs import dedup_job, sync_job, tick_run_config
+from .resources import GlificBigQuery, GlificPostgres
 
 #: Every minute.
 SYNC_CRON = "* * * * *"
@@ -14,15 +15,16 @@ CHECKS_CRONS = ["45 0-21/3 * * *", "15 2-23/3 * * *"]
 
 
 @dg.schedule(job=sync_job, cron_schedule=SYNC_CRON, default_status=dg.DefaultScheduleStatus.RUNNING)
-def sync_every_minute(context: dg.ScheduleEvaluationContext):
-    """Every minute, one run syncs all dirty (tenant, table) pairs; skipped while the last one runs."""
+def sync_every_minute(context: dg.ScheduleEvaluationContext, postgres: GlificPostgres, bigquery: GlificBigQuery):
+    """Every minute, one run syncs all dirty (tenant, table) pairs, in one process or several
+    (``tick_run_config``); skipped while the last one runs."""
     in_flight = context.instance.get_run_records(
         dg.RunsFilter(job_name=sync_job.name, statuses=[dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]),
         limit=1,
     )
     if in_flight:
         return dg.SkipReason(f"run {in_flight[0].dagster_run.run_id} is still syncing")
-    return dg.RunRequest()
+    return dg.RunRequest(run_config=tick_run_config(postgres, bigquery))
 
 
 dedup_every_90_minutes = dg.ScheduleDefinition(
