@@ -327,8 +327,10 @@ def append_rows(client, stream: str, requests: Iterator[object], *, timeout: flo
     minute tick's one small page per table (docs/scale.md). A stream call is never retried here
     anyway: the requests are an iterator, sent once.
     """
+    request_class, response_class = _message_classes()
     call = client.transport.grpc_channel.stream_stream(
-        _APPEND_ROWS, request_serializer=_serialize, response_deserializer=_response_class().FromString)
+        _APPEND_ROWS, request_serializer=lambda request: request_class.pb(request).SerializeToString(),
+        response_deserializer=response_class.FromString)
     responses = call(requests, timeout=timeout, metadata=(("x-goog-request-params", f"write_stream={stream}"),))
     try:
         yield from responses
@@ -338,17 +340,13 @@ def append_rows(client, stream: str, requests: Iterator[object], *, timeout: flo
         responses.cancel()  # a caller that stops reading ends the call (no-op once it ended)
 
 
-def _serialize(request) -> bytes:
-    from google.cloud.bigquery_storage_v1 import types
-
-    return types.AppendRowsRequest.pb(request).SerializeToString()
-
-
 @functools.cache
-def _response_class():
+def _message_classes():
+    """The request's proto-plus class (requests are built as proto-plus) and the response's raw
+    protobuf class, imported once (google.cloud.bigquery_storage_v1 is imported on first use)."""
     from google.cloud.bigquery_storage_v1 import types
 
-    return types.AppendRowsResponse.pb()
+    return types.AppendRowsRequest, types.AppendRowsResponse.pb()
 
 
 def append_requests(stream: str, schema: tuple[SchemaField, ...], rows: pa.Table) -> list[tuple[object, int]]:
