@@ -19,11 +19,13 @@ Printed per variant: the run's seconds (after imports), its CPU seconds (user + 
 child process over the run, and of its step processes under the multiprocess executor) and CPU ms per dirty pair, pairs synced, rows
 sent, round trips at the proxy, and whether every changed row arrived (every pair's result
 counted, and nothing left dirty). ``--profile FILE`` writes a cProfile of this checkout's dirty
-tick (``python -m pstats FILE``).
+tick (``python -m pstats FILE``); ``--pg-statements FILE`` logs every PostgreSQL statement of that
+tick (``log_min_duration_statement = 0``) and writes where PostgreSQL's time went, statement by
+statement (count, total and mean ms, with literals masked), into FILE.
 
     python bench/bench_tick_scale.py [--organizations 1000] [--dirty 0.1] [--max-rows 20]
         [--delay-ms 50] [--dagster-storage postgres] [--executor multiprocess] [--baseline REF]
-        [--profile FILE | --py-spy FILE]
+        [--profile FILE | --py-spy FILE] [--pg-statements FILE]
     smoke: python bench/bench_tick_scale.py --organizations 3 --dirty 0.5 --max-rows 3 --delay-ms 0
 
 Out of the default test run: this is a script, not a test.
@@ -287,6 +289,46 @@ def spawn(spec: dict, code: Path, py_spy: str | None = None, services: dict[str,
     return out
 
 
+def statement_log(server, on: bool) -> int:
+    """Log every statement's duration (``on``) or none; returns the server log's size before."""
+    import psycopg
+
+    with psycopg.connect(server.get_uri(), autocommit=True) as conn:
+        conn.execute(f"ALTER SYSTEM SET log_min_duration_statement = {0 if on else -1}")
+        conn.execute("SELECT pg_reload_conf()")
+    return (Path(server.pgdata) / "log").stat().st_size
+
+
+#: A logged statement's duration line (the extended protocol logs parse, bind and execute apart).
+DURATION = re.compile(r"LOG:  duration: ([0-9.]+) ms  (statement|parse|bind|execute)[^:]*: (.*)")
+
+
+def summarize_statements(log: Path, start: int, out: Path, top: int = 40) -> str:
+    """Where PostgreSQL's time went in the log from byte ``start``: per statement, literals and
+    numbers masked, count and milliseconds (parse, bind and execute counted apart)."""
+    text = log.read_bytes()[start:].decode(errors="replace")
+    totals: dict[str, list[float]] = {}
+    entries = re.split(r"\n(?=\d{4}-\d\d-\d\d )", text)
+    for entry in entries:
+        m = DURATION.search(entry)
+        if not m:
+            continue
+        statement = " ".join((m.group(3) + entry[m.end():]).split())
+        statement = re.sub(r"'[^']*'", "?", statement)
+        statement = re.sub(r"\b\d+(\.\d+)?\b", "N", statement)
+        key = f"{m.group(2)}: {statement[:160]}"
+        total = totals.setdefault(key, [0, 0.0])
+        total[0] += 1
+        total[1] += float(m.group(1))
+    rows = sorted(totals.items(), key=lambda kv: -kv[1][1])
+    all_ms = sum(t for _, t in totals.values())
+    lines = [f"{sum(c for c, _ in totals.values())} statements, {all_ms / 1000:.1f} s in PostgreSQL", "",
+             f"{'count':>7} {'total ms':>9} {'mean ms':>8} {'share':>6}  statement"]
+    lines += [f"{c:>7} {t:>9.0f} {t / c:>8.3f} {t / all_ms:>6.1%}  {k}" for k, (c, t) in rows]
+    out.write_text("\n".join(lines) + "\n")
+    return "\n".join(lines[: top + 3])
+
+
 def remaining_dirty(url: str, env: dict[str, str]) -> int:
     """Tenant-tables the plan still finds dirty."""
     import psycopg
@@ -320,6 +362,8 @@ def main() -> None:
     parser.add_argument("--baseline", help="git revision whose code runs the same ticks first")
     parser.add_argument("--profile", help="cProfile this checkout's dirty tick (its main thread) into this file")
     parser.add_argument("--py-spy", help="py-spy record this checkout's dirty tick (all threads) into this file")
+    parser.add_argument("--pg-statements", help="log this checkout's dirty tick's PostgreSQL statements and write "
+                        "where PostgreSQL's time went into this file")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -408,9 +452,15 @@ def main() -> None:
                 time.sleep(max(0.0, dirtied + 65 - time.monotonic()))
             dirtied = time.monotonic()
             dirty = make_dirty(psycopg.connect(url, autocommit=True), args.dirty, args.max_rows, seed=n)
+            logged = args.pg_statements and code == ROOT
+            log_start = statement_log(server, True) if logged else 0
             busy = spawn({**spec, "delay_ms": args.delay_ms,
                           "profile": args.profile if code == ROOT else None}, code,
                          py_spy=args.py_spy if code == ROOT else None, services=services)
+            if logged:
+                statement_log(server, False)
+                print(summarize_statements(Path(server.pgdata) / "log", log_start, Path(args.pg_statements)),
+                      flush=True)
             idle = spawn({**spec, "delay_ms": args.delay_ms}, code, services=services)
             quiet = spawn({**spec, "delay_ms": args.delay_ms}, code, services=services)
             # Rows a trigger stamped with the commit's own time (contacts, when their groups

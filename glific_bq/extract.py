@@ -95,21 +95,29 @@ _SETTINGS = ("organization_id", "id_bound", "ids", "limit", "timezone", "cursor_
 
 
 def bind(reader, export_snapshot: bool = False, **values: object) -> str | None:
-    """Set the values the next queries of this transaction read (see ``build_query``); with
-    ``export_snapshot``, also export the transaction's snapshot (``pg_export_snapshot``, for
-    ``glific_bq.joins``) and return its id, in the same round trip."""
+    """Set the values the next queries of this transaction read (see ``build_query``; a None is
+    not set: no query reads it); with ``export_snapshot``, also export the transaction's snapshot
+    (``pg_export_snapshot``, for ``glific_bq.joins``) and return its id, in the same round trip.
+    Values this transaction already holds, and a snapshot it already exported, are not set again:
+    a minute sync's insert pass, after an update pass that read nothing, costs no statement here."""
     unknown = set(values) - set(_SETTINGS)
     if unknown:
         raise ValueError(f"unknown query values: {sorted(unknown)}")
-    names = list(values)
-    select = [f"set_config('glific_bq.{name}', ${i}, true)" for i, name in enumerate(names, start=1)]
-    if export_snapshot:
-        select.append("pg_export_snapshot()")
-    with reader.cursor() as cur:
-        cur.execute(f"SELECT {', '.join(select)}",
-                    parameters=tuple("" if values[n] is None else str(values[n]) for n in names))
-        row = cur.fetchone()
-    return row[-1] if export_snapshot else None
+    bound = reader.bound
+    wanted = {name: str(value) for name, value in values.items() if value is not None and bound.get(name) != str(value)}
+    exporting = export_snapshot and reader.snapshot is None
+    if wanted or exporting:
+        names = list(wanted)
+        select = [f"set_config('glific_bq.{name}', ${i}, true)" for i, name in enumerate(names, start=1)]
+        if exporting:
+            select.append("pg_export_snapshot()")
+        with reader.cursor() as cur:
+            cur.execute(f"SELECT {', '.join(select)}", parameters=tuple(wanted[n] for n in names))
+            row = cur.fetchone()
+        bound.update(wanted)
+        if exporting:
+            reader.snapshot = row[-1]
+    return reader.snapshot if export_snapshot else None
 
 
 def build_query(shape: Shape, pass_: Pass, schema: str = "public") -> str:

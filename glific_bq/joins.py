@@ -18,6 +18,8 @@ between the extract and the join. Renames after the snapshot reach the rows by
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
@@ -39,6 +41,10 @@ CACHE_ROWS = 200_000
 #: Keys spanning at most this many times their number are read as one id range (an index range
 #: scan that costs what it returns) rather than a list of keys (a probe per key).
 DENSE_SPAN = 4
+
+
+#: What ``pg_export_snapshot()`` returns (``00000003-0000001B-1``).
+_SNAPSHOT_ID = re.compile(r"[0-9A-Fa-f]+(-[0-9A-Fa-f]+)+")
 
 
 class Rows(str, Enum):
@@ -97,7 +103,9 @@ class _Group:
     values: tuple[str, ...]
     types: tuple[pa.DataType, ...]
 
-    def query(self, dense: bool) -> sql.Composed:
+    @functools.cache  # noqa: B019  (a few dozen groups in all, alive for the process anyway)
+    def query(self, dense: bool) -> str:
+        """The group's read, composed once per process (composing is most of its Python cost)."""
         values = sql.SQL("").join(sql.SQL(", {} AS {}").format(sql.SQL(v), sql.Identifier(f"v{i}"))
                                   for i, v in enumerate(self.values))
         match, source = sql.SQL(self.fetch.match), sql.SQL(self.fetch.source)
@@ -106,11 +114,13 @@ class _Group:
         for alias in self.fetch.tenant:
             where += sql.SQL(" AND {}.organization_id = %(organization_id)s").format(sql.Identifier(alias))
         if self.fetch.rows is Rows.GROUP:
-            return sql.SQL("SELECT {} AS key{} FROM {} WHERE {} GROUP BY 1").format(match, values, source, where)
-        if self.fetch.rows is Rows.FIRST:
-            return sql.SQL("SELECT DISTINCT ON ({}) {} AS key{} FROM {} WHERE {} ORDER BY {}, x.id").format(
+            query = sql.SQL("SELECT {} AS key{} FROM {} WHERE {} GROUP BY 1").format(match, values, source, where)
+        elif self.fetch.rows is Rows.FIRST:
+            query = sql.SQL("SELECT DISTINCT ON ({}) {} AS key{} FROM {} WHERE {} ORDER BY {}, x.id").format(
                 match, match, values, source, where, match)
-        return sql.SQL("SELECT {} AS key{} FROM {} WHERE {}").format(match, values, source, where)
+        else:
+            query = sql.SQL("SELECT {} AS key{} FROM {} WHERE {}").format(match, values, source, where)
+        return query.as_string()
 
     def table(self, rows: list[tuple]) -> pa.Table:
         columns = list(zip(*rows, strict=True)) if rows else [[] for _ in range(len(self.values) + 1)]
@@ -172,7 +182,7 @@ class Joiner:
         """For each group, its rows matching the wanted keys (and maybe more): for ``Rows.ONE``
         those cached in this snapshot, and the rest read now, all groups in one transaction."""
         found: dict[_Group, list[pa.Table]] = {}
-        reads: list[tuple[_Group, sql.Composed, dict]] = []
+        reads: list[tuple[_Group, str, dict]] = []
         for group, keys in wanted.items():
             found[group] = []
             cached = self._cache.get(group)
@@ -194,13 +204,15 @@ class Joiner:
                     else pa.concat_tables(found[group])
         return {g: pa.concat_tables(t) if t else g.table([]) for g, t in found.items()}
 
-    def _run(self, snapshot: str, reads: list[tuple[_Group, sql.Composed, dict]]) -> list[pa.Table]:
+    def _run(self, snapshot: str, reads: list[tuple[_Group, str, dict]]) -> list[pa.Table]:
         """The reads in one transaction that imports ``snapshot``, in one round trip."""
+        if not _SNAPSHOT_ID.fullmatch(snapshot):  # spliced into the statement below
+            raise ValueError(f"not a snapshot id: {snapshot!r}")
         conn = self.connection
         try:
             with conn.pipeline():
                 conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
+                conn.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
                 cursors = [conn.execute(query, params) for _, query, params in reads]
                 conn.execute("COMMIT")
             return [group.table(cur.fetchall()) for (group, _, _), cur in zip(reads, cursors, strict=True)]

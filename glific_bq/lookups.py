@@ -24,9 +24,10 @@ rows again when the value changes (glific#4586). Here the change reaches them:
    and one that dies leaves the rest, not the whole batch, to the next. When a batch has no
    rows left its queue entries go (``done``); one queued again meanwhile (renamed twice) stays.
 
-The state lives in the source database beside ``glific_bq_watermarks``. Cost: for each organization
-synced, one probe per looked-up table; per change of a copied value, the rows copying it once;
-per looked-up row new since the last look, its few dependents once. The first look at an
+The state lives in the source database beside ``glific_bq_watermarks``. Cost: for the
+organizations synced (a tick's together), one statement per looked-up table, an index probe per
+organization; per change of a copied value, the rows copying it once; per looked-up row new
+since the last look, its few dependents once. The first look at an
 organization records the digests and sends nothing again.
 """
 
@@ -82,38 +83,43 @@ CREATE INDEX IF NOT EXISTS glific_bq_refresh_in_progress ON glific_bq_refresh (o
 """
 
 _DETECT = """
-WITH seen AS (  -- where the last look stopped; no row: this is the first look
-    SELECT updated_at FROM glific_bq_lookup_cursors WHERE organization_id = %(org)s AND parent = %(parent)s
+WITH seen AS (  -- where each organization's last look stopped; NULL: this is its first look
+    SELECT o.org, c.updated_at
+    FROM unnest(%(orgs)s::bigint[]) AS o(org)
+    LEFT JOIN glific_bq_lookup_cursors c ON c.organization_id = o.org AND c.parent = %(parent)s
 ), current AS (
-    SELECT p.id, p.updated_at, s.copied, s.digest
-    FROM {parent} p CROSS JOIN LATERAL (VALUES {digests}) AS s(copied, digest)
-    WHERE p.organization_id = %(org)s
-      AND p.updated_at > COALESCE((SELECT updated_at FROM seen), '-infinity')
-      AND p.updated_at < %(horizon)s
+    SELECT s.org, p.id, p.updated_at, d.copied, d.digest
+    FROM seen s
+    JOIN {parent} p ON p.organization_id = s.org
+                   AND p.updated_at > COALESCE(s.updated_at, '-infinity') AND p.updated_at < %(horizon)s
+    CROSS JOIN LATERAL (VALUES {digests}) AS d(copied, digest)
 ), changed AS (  -- a row without a digest is new since the last look: its dependents may copy an older value
-    SELECT c.id, c.copied FROM current c
+    SELECT c.org, c.id, c.copied FROM current c
+    JOIN seen s ON s.org = c.org AND s.updated_at IS NOT NULL  -- a first look only records
     LEFT JOIN glific_bq_lookup_digests l
-           ON l.organization_id = %(org)s AND l.parent = %(parent)s AND l.copied = c.copied AND l.id = c.id
-    WHERE EXISTS (SELECT 1 FROM seen) AND l.digest IS DISTINCT FROM c.digest
+           ON l.organization_id = c.org AND l.parent = %(parent)s AND l.copied = c.copied AND l.id = c.id
+    WHERE l.digest IS DISTINCT FROM c.digest
 ), kept AS (
     INSERT INTO glific_bq_lookup_digests (organization_id, parent, copied, id, digest)
-    SELECT %(org)s, %(parent)s, copied, id, digest FROM current
+    SELECT org, %(parent)s, copied, id, digest FROM current
     ON CONFLICT (organization_id, parent, copied, id) DO UPDATE SET digest = EXCLUDED.digest
     WHERE glific_bq_lookup_digests.digest <> EXCLUDED.digest  -- most changes copy nothing: no write
 ), queued AS (
     INSERT INTO glific_bq_refresh (organization_id, "table", parent, id, queued)
-    SELECT DISTINCT %(org)s, d.name, %(parent)s, changed.id, txid_current()
+    SELECT DISTINCT changed.org, d.name, %(parent)s, changed.id, txid_current()
     FROM changed JOIN unnest(%(copied)s::text[], %(tables)s::text[]) AS d(copied, name) USING (copied)
     ON CONFLICT (organization_id, "table", parent, id)  -- changed again: sent again from the beginning
     DO UPDATE SET progress = 0, queued = EXCLUDED.queued
-    RETURNING 1
+    RETURNING organization_id
 ), moved AS (
     INSERT INTO glific_bq_lookup_cursors (organization_id, parent, updated_at)
-    SELECT %(org)s, %(parent)s, COALESCE((SELECT max(updated_at) FROM current), (SELECT updated_at FROM seen), '-infinity')
-    ON CONFLICT (organization_id, parent)
-    DO UPDATE SET updated_at = GREATEST(glific_bq_lookup_cursors.updated_at, EXCLUDED.updated_at)
+    SELECT s.org, %(parent)s,
+           COALESCE((SELECT max(c.updated_at) FROM current c WHERE c.org = s.org), s.updated_at, '-infinity')
+    FROM seen s
+    ON CONFLICT (organization_id, parent) DO UPDATE SET updated_at = EXCLUDED.updated_at
+    WHERE EXCLUDED.updated_at > glific_bq_lookup_cursors.updated_at  -- nothing new: no write
 )
-SELECT (SELECT count(DISTINCT id) FROM current), (SELECT count(*) FROM queued)
+SELECT queued.organization_id, count(*) FROM queued GROUP BY 1
 """
 
 def ensure_tables(conn: psycopg.Connection) -> None:
@@ -121,10 +127,12 @@ def ensure_tables(conn: psycopg.Connection) -> None:
     ensure_state_tables(conn, "lookups", _SCHEMA)
 
 
-def detect(conn: psycopg.Connection, organization_id: int,
+def detect(conn: psycopg.Connection, organization_ids: Iterable[int],
            copied: dict[str, dict[tuple[str, ...], list[str]]], horizon: datetime) -> int:
-    """Queue refreshes for the rows that copy a value of this organization's looked-up rows
-    that changed since the last look (or of a row new since then); returns the refreshes queued.
+    """Queue refreshes for the rows that copy a value of these organizations' looked-up rows
+    that changed since their last look (or of a row new since then); returns the refreshes
+    queued. One statement per looked-up table for all the organizations (a tick's tenants are
+    checked together), each organization's look moving on its own.
 
     ``copied``: ``{looked-up table: {columns: [tables copying exactly those]}}``
     (``layouts.lookup_sources``): a change queues only the tables copying a changed column.
@@ -134,6 +142,7 @@ def detect(conn: psycopg.Connection, organization_id: int,
     never passed.
     """
     ensure_tables(conn)
+    organization_ids = sorted(set(organization_ids))  # one order for every look: rows locked alike
     queued = 0
     for parent, sets in copied.items():
         present = _columns(conn, parent)
@@ -148,13 +157,13 @@ def detect(conn: psycopg.Connection, organization_id: int,
         statement = sql.SQL(_DETECT).format(parent=sql.Identifier("public", parent), digests=digests)
         pairs = [(labels[columns], table) for columns, tables in sets.items() for table in tables]
         with conn.transaction():
-            _, count = conn.execute(statement, {
-                "org": organization_id, "parent": parent, "horizon": horizon,
+            counts = conn.execute(statement, {
+                "orgs": organization_ids, "parent": parent, "horizon": horizon,
                 "copied": [label for label, _ in pairs], "tables": [table for _, table in pairs],
-            }).fetchone()
-        if count:
+            }).fetchall()
+        for organization_id, count in counts:
             log.info("organization %s: %s change(s) of looked-up %s values queued", organization_id, count, parent)
-        queued += count
+            queued += count
     return queued
 
 

@@ -104,6 +104,12 @@ class ExtractConnection:
     ``fetch_arrow_table``, ``fetchone``, ``fetchall``)."""
 
     def __init__(self, url: str) -> None:
+        #: Whether a statement ran since the last commit (else the transaction has no snapshot yet,
+        #: and committing it would only cost a round trip).
+        self.in_transaction = False
+        #: The query values (``extract.bind``) and the exported snapshot of this transaction.
+        self.bound: dict[str, str] = {}
+        self.snapshot: str | None = None
         self._database = adbc_driver_postgresql.connect(postgres.with_deadlines(url, postgres.EXTRACT_STATEMENT_SECONDS))
         try:
             self._connection = adbc_driver_manager.AdbcConnection(self._database)
@@ -113,10 +119,14 @@ class ExtractConnection:
             raise
 
     def cursor(self) -> ExtractCursor:
+        self.in_transaction = True  # a statement is about to run
         return ExtractCursor(self._connection)
 
     def commit(self) -> None:
-        self._connection.commit()
+        """End the transaction (nothing to do, and no round trip, if no statement ran in it)."""
+        if self.in_transaction:
+            self._connection.commit()
+            self.in_transaction, self.bound, self.snapshot = False, {}, None
 
     def close(self) -> None:
         try:

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import NamedTuple
@@ -66,10 +67,16 @@ class SyncOptions:
         refresh_rows: rows sent again per call because a value they copy changed (a contact
             renamed…, see ``glific_bq.lookups``); the rest goes at the next sync.
         lookup_check_seconds: how often (per organization, per process) looked-up tables are
-            checked for changed values: the syncs of one tenant's tables in one tick share one check.
+            checked for changed values: the syncs of one tenant's tables in one tick share one check,
+            and the tenants of one tick are checked together (``LookupChecks``).
         horizon_seconds: changes stamped less than this long ago (database clock) wait for the
             next sync, so that the update cursor never passes a change still being committed
             in the same second (see ``horizon.horizon``). Raise it if writers' clocks drift.
+        horizon_reuse_seconds: a horizon read less than this long ago by another sync of this
+            process (another tenant's) is used again instead of asking PostgreSQL (whose
+            ``pg_stat_activity`` costs about 1.5 ms of its CPU a read). An older horizon only holds
+            the update cursor back more; 0: every tenant reads its own (the tick reuses, see
+            ``tick.TickOptions``).
         load_backlog_rows: an insert backlog of at least this many rows (a new organization, a
             resync, a table added to the registry) goes by Parquet load jobs of ``load_rows``
             rows each, within the table's daily budget (``writes.LOADS_PER_TABLE_PER_DAY``);
@@ -85,6 +92,7 @@ class SyncOptions:
     lookup_check_seconds: float = 30.0
     max_rows: int | None = None
     horizon_seconds: float = horizon.HORIZON_SECONDS
+    horizon_reuse_seconds: float = 0.0
     load_backlog_rows: int | None = 500_000
     load_rows: int = 500_000
 
@@ -162,12 +170,22 @@ def sync_table(
         raise
 
 
+#: The last horizon read in this process, per database: (``time.monotonic()`` before it, horizon).
+_horizons: dict[str, tuple[float, datetime]] = {}
+
+
 def read_horizon(source: Source, options: SyncOptions) -> datetime:
-    """The horizon (``horizon.horizon``), read in a transaction of its own: every snapshot the
-    reader takes afterwards may use it (it only holds a cursor back more than a fresher one)."""
-    source.reader.commit()
+    """The horizon (``horizon.horizon``), read in a transaction of its own, or one read less than
+    ``options.horizon_reuse_seconds`` ago: every snapshot the reader takes afterwards may use it
+    (an older horizon only holds a cursor back more than a fresher one)."""
+    source.reader.commit()  # no snapshot of the reader predates the horizon
+    asked = time.monotonic()
+    last = _horizons.get(source.url)
+    if last is not None and asked - last[0] < options.horizon_reuse_seconds:
+        return last[1]
     top = horizon.horizon(source.reader, options.horizon_seconds)
     source.reader.commit()
+    _horizons[source.url] = (asked, top)
     return top
 
 
@@ -337,8 +355,56 @@ def _sync_table(source, warehouse, organization, spec, options, on_step, horizon
     return result
 
 
-#: When each organization's looked-up values were last checked, in this process.
-_detected: dict[tuple[str, int], float] = {}
+class LookupChecks:
+    """When each organization's looked-up values were last checked (``lookups.detect``) in this
+    process, and the tenants expected next (``expect``: a tick's), checked together: the first
+    sync whose tenant is due checks every expected tenant that is due too, one statement per
+    looked-up table for all of them instead of one per tenant. Thread-safe: a tick's workers wait
+    for that one check rather than each running its own."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._checked: dict[tuple[str, int], float] = {}
+        self._expected: set[int] = set()
+
+    def expect(self, work: Mapping[int, Sequence[TableSpec]]) -> None:
+        """The tenants about to be synced (``{organization id: tables}``), those with a table that
+        copies looked-up values checked with the first that needs its check."""
+        copying = {table for sets in layouts.lookup_sources().values() for tables in sets.values() for table in tables}
+        with self._lock:
+            self._expected = {org for org, specs in work.items() if any(spec.name in copying for spec in specs)}
+
+    def ensure(self, source: Source, organization_id: int, options: SyncOptions, top: datetime | None) -> None:
+        """Check ``organization_id`` (and the expected tenants due as well) unless it was checked
+        less than ``options.lookup_check_seconds`` ago. ``top``: a horizon read before this call."""
+        with self._lock:
+            now = time.monotonic()
+
+            def due(organization: int) -> bool:
+                last = self._checked.get((source.url, organization))
+                return last is None or now - last >= options.lookup_check_seconds
+
+            if not due(organization_id):
+                return
+            together = sorted(org for org in self._expected | {organization_id} if due(org))
+            top = top or read_horizon(source, options)  # before the look
+            try:
+                lookups.detect(source.control, together, layouts.lookup_sources(), top)
+            except psycopg.Error as error:
+                if together == [organization_id]:
+                    raise
+                log.warning("looked-up values of %s organizations, checked together: %s; checking organization %s "
+                            "alone", len(together), _describe(error), organization_id)
+                together = [organization_id]  # another tenant's trouble stays its own
+                lookups.detect(source.control, together, layouts.lookup_sources(), top)
+            checked = time.monotonic()
+            for organization in together:
+                self._checked[(source.url, organization)] = checked
+            self._expected.difference_update(together)
+
+
+#: This process's looked-up values checks (``LookupChecks``).
+lookup_checks = LookupChecks()
 
 
 def _refresh(source, organization, spec, shape, watermark, timezone_name, options, write, top) -> int:
@@ -347,12 +413,7 @@ def _refresh(source, organization, spec, shape, watermark, timezone_name, option
     every confirmed page, so that a parent with more dependents (a flow renamed after a million
     messages) goes on at the next sync where this one stopped, even if this one dies."""
     control, reader = source.control, source.reader
-    key = (source.url, organization.id)
-    last = _detected.get(key)
-    if last is None or time.monotonic() - last >= options.lookup_check_seconds:
-        top = top or read_horizon(source, options)  # before the look
-        lookups.detect(control, organization.id, layouts.lookup_sources(), top)
-        _detected[key] = time.monotonic()
+    lookup_checks.ensure(source, organization.id, options, top)
     lookups.forget(control, organization.id, spec.name, keep=shape.refresh)  # nothing here refers to the others
     read = sent = 0
     while read < options.refresh_rows and (batch := lookups.next_batch(control, organization.id, spec.name,
@@ -539,5 +600,5 @@ def _describe(error: Exception) -> str:
     return redact.describe(error)
 
 
-__all__ = ["STEPS", "SyncOptions", "TableSync", "WarehouseError", "record_failure", "sync_table", "table_shape",
-           "sync_tenant"]
+__all__ = ["STEPS", "LookupChecks", "SyncOptions", "TableSync", "WarehouseError", "lookup_checks", "record_failure",
+           "sync_table", "sync_tenant", "table_shape"]

@@ -151,7 +151,7 @@ def test_a_flow_renamed_again_while_its_messages_are_sent_again_gives_them_all_t
             if step == "written" and not pages:
                 pages.append(step)
                 gw.update(db, "flows", ids["flow"], at=NOW + timedelta(seconds=1), name="Onboarding")
-                lookups.detect(db, org.id, layouts.lookup_sources(), horizon=NOW + timedelta(seconds=2))
+                lookups.detect(db, [org.id], layouts.lookup_sources(), horizon=NOW + timedelta(seconds=2))
 
         sync_table(source, warehouse, org, MESSAGES, SyncOptions(page_rows=2, **LOOK),
                    on_step=renamed_again_at_the_first_page)
@@ -286,9 +286,85 @@ def test_a_change_that_copies_nothing_queues_nothing_and_writes_no_digest(db, so
         gw.update(db, "contacts", ids["ravi"], at=NOW, name="Ravi K")
         gw.update(db, "contacts", ids["ravi"], at=NOW + timedelta(seconds=1), name="Ravi")
 
-        queued = lookups.detect(db, org.id, layouts.lookup_sources(), horizon=NOW + timedelta(seconds=2))
+        queued = lookups.detect(db, [org.id], layouts.lookup_sources(), horizon=NOW + timedelta(seconds=2))
         result = _sync(source, warehouse, org, **LOOK)
 
         assert (queued, result.refreshed) == (0, 0)
         assert db.execute("SELECT count(*) FROM glific_bq_refresh").fetchone()[0] == 0
         assert _digest_versions(db) == kept
+
+
+def test_a_ticks_tenants_are_checked_together_and_each_gets_its_own_renames(
+        db, database_url, glific_warehouse_config, monkeypatch):
+    """The tenants of one tick are checked together (``sync.LookupChecks``): one look covers every
+    tenant, one statement per looked-up table, and each tenant's rename reaches its own messages
+    and no one else's; a tenant first looked at in that look records and sends nothing again."""
+    from glific_bq import sync as sync_module
+    from glific_bq import tick
+
+    worlds = [_world(db) for _ in range(3)]
+    orgs = [org for org, _ in worlds]
+    looks: list[list[int]] = []
+    real_detect = lookups.detect
+
+    def counted(conn, organization_ids, *args, **kwargs):
+        looks.append(sorted(organization_ids))
+        return real_detect(conn, organization_ids, *args, **kwargs)
+
+    monkeypatch.setattr(lookups, "detect", counted)
+    options = tick.TickOptions(workers=3, sync=SyncOptions(lookup_check_seconds=3600))
+    work = {org.id: [MESSAGES] for org in orgs[:2]}  # the third one is first synced later
+
+    def open_warehouse(org):
+        return Warehouse(glific_warehouse_config, org)
+
+    tick.sync_tenants(database_url, open_warehouse, work, options)  # the first look at the first two
+    for n, (_, ids) in enumerate(worlds):
+        gw.update(db, "contacts", ids["asha"], at=NOW, name=f"Asha {n}")
+    looks.clear()
+    monkeypatch.setattr(sync_module, "lookup_checks", sync_module.LookupChecks())  # a new process: all due
+
+    results = tick.sync_tenants(database_url, open_warehouse, {org.id: [MESSAGES] for org in orgs}, options)
+
+    assert looks == [[org.id for org in orgs]]  # one look for the three
+    refreshed = {r.organization_id: r.refreshed for r in results}
+    assert refreshed == {orgs[0].id: 1, orgs[1].id: 1, orgs[2].id: 0}  # the third: a first look
+    for n, (org, ids) in enumerate(worlds[:2]):
+        with Warehouse(glific_warehouse_config, org) as warehouse:
+            assert _latest(warehouse)[ids["messages"][0]]["contact_name"] == f"Asha {n}"
+
+
+def test_a_joint_look_that_fails_leaves_each_tenant_to_look_alone(db, database_url, glific_warehouse_config,
+                                                                   monkeypatch):
+    """A look at several tenants that PostgreSQL refuses (here: any look at more than one) does not
+    fail their syncs: each tenant looks alone, and gets its rename."""
+    from glific_bq import sync as sync_module
+    from glific_bq import tick
+
+    worlds = [_world(db) for _ in range(2)]
+    real_detect = lookups.detect
+    looks: list[list[int]] = []
+
+    def refuses_several(conn, organization_ids, *args, **kwargs):
+        looks.append(sorted(organization_ids))
+        if len(set(organization_ids)) > 1:
+            raise psycopg.errors.DeadlockDetected("deadlock detected")
+        return real_detect(conn, organization_ids, *args, **kwargs)
+
+    options = tick.TickOptions(workers=1, sync=SyncOptions(lookup_check_seconds=3600))
+    work = {org.id: [MESSAGES] for org, _ in worlds}
+
+    def open_warehouse(org):
+        return Warehouse(glific_warehouse_config, org)
+
+    tick.sync_tenants(database_url, open_warehouse, work, options)
+    for n, (_, ids) in enumerate(worlds):
+        gw.update(db, "contacts", ids["asha"], at=NOW, name=f"Asha {n}")
+    monkeypatch.setattr(lookups, "detect", refuses_several)
+    monkeypatch.setattr(sync_module, "lookup_checks", sync_module.LookupChecks())  # a new process: all due
+
+    results = tick.sync_tenants(database_url, open_warehouse, work, options)
+
+    assert [r.status for r in results] == ["synced", "synced"]
+    assert [r.refreshed for r in results] == [1, 1]
+    assert looks == [sorted(work), [min(work)], [max(work)]]  # together (refused), then each alone

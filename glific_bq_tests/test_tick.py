@@ -9,9 +9,10 @@ import uuid
 
 import pytest
 
-from glific_bq import tick
+from glific_bq import horizon, tick
 from glific_bq.local import glific_writes
 from glific_bq.registry import TableSpec
+from glific_bq.sync import SyncOptions
 from glific_bq.tenants import get_organization
 from glific_bq.tick import TickOptions
 from glific_bq.warehouse import Warehouse, known_tables, limits
@@ -80,6 +81,33 @@ def test_two_tenants_sync_at_the_same_time_each_into_its_own_dataset(notes, data
     for organization in (first, second):
         rows = warehouse_rows(Warehouse(warehouse_config, organization), "notes")
         assert len(rows) == 3 and {r["organization_id"] for r in rows} == {organization.id}
+
+
+def test_a_ticks_tenants_share_a_horizon_that_no_cursor_passes(notes, database_url, warehouse_config, monkeypatch):
+    """Tenants of one tick reuse a horizon read less than ``horizon_reuse_seconds`` ago: one
+    ``pg_stat_activity`` read for them all. A reused horizon was still read before each snapshot,
+    so a change stamped after it waits for a fresh one, and is then sent."""
+    first, second = add_tenant(notes), add_tenant(notes)
+    reads = []
+    real = horizon.horizon
+    monkeypatch.setattr(horizon, "horizon", lambda reader, margin: reads.append(margin) or real(reader, margin))
+    sharing = TickOptions(workers=1, sync=SyncOptions(horizon_seconds=0, horizon_reuse_seconds=3600))
+
+    def run(organization, options=sharing):
+        [result] = tick.sync_tenants(database_url, lambda o: Warehouse(warehouse_config, o), {organization.id: [NOTES]},
+                                     options)
+        return result
+
+    synced = [run(first), run(second)]
+    shared = len(reads)
+    notes.execute("UPDATE notes SET body = 'changed', updated_at = now() AT TIME ZONE 'UTC' WHERE organization_id = %s",
+                  (second.id,))
+    held_back = run(second)
+    fresh = run(second, TickOptions(workers=1, sync=SyncOptions(horizon_seconds=0)))
+
+    assert [r.inserted for r in synced] == [3, 3] and shared == 1  # one read for both tenants
+    assert held_back.updated == 0  # stamped after the horizon it reused
+    assert fresh.updated == 3 and len(reads) == 2
 
 
 def test_one_worker_syncs_tenants_one_after_another_in_the_calling_thread(notes, database_url, warehouse_config):
