@@ -47,6 +47,42 @@ def test_incremental_sync_sends_only_new_rows(notes, source, warehouse_for):
     assert len(rows) == 5 and [r["id"] for r in rows][-3:] == new_ids
 
 
+def test_a_minute_syncs_passes_share_the_values_bound_in_their_snapshot(notes, source, warehouse_for, monkeypatch):
+    """The insert pass after an update pass that read nothing runs in the same transaction with
+    the same values: they are bound once (one ``set_config`` statement for both passes). After an
+    update pass that read rows, the insert pass binds only the limit that changed, and both still
+    send exactly their rows."""
+    from glific_bq import source as source_module
+
+    org = add_organization(notes)
+    add_notes(notes, org, ["a", "b"])
+    warehouse = warehouse_for(org)
+    sync_table(source, warehouse, org, NOTES)
+    statements: list[str] = []
+    real_execute = source_module.ExtractCursor.execute
+
+    def recorded(cursor, query, parameters=None):
+        statements.append(query if parameters is None else f"{query} {list(parameters)}")
+        return real_execute(cursor, query, parameters)
+
+    monkeypatch.setattr(source_module.ExtractCursor, "execute", recorded)
+    add_notes(notes, org, ["c", "d", "e"])
+    inserted = sync_table(source, warehouse, org, NOTES)
+    binds_for_inserts = [s for s in statements if "set_config" in s]
+    statements.clear()
+    notes.execute("UPDATE notes SET body = 'a2', updated_at = now() AT TIME ZONE 'UTC' - interval '1 minute' "
+                  "WHERE organization_id = %s AND body = 'a'", (org.id,))
+    add_notes(notes, org, ["f"])
+    both = sync_table(source, warehouse, org, NOTES)
+    binds_for_both = [s for s in statements if "set_config" in s]
+
+    assert (inserted.inserted, inserted.updated) == (3, 0) and len(binds_for_inserts) == 1
+    assert (both.inserted, both.updated) == (1, 1) and len(binds_for_both) == 2
+    assert binds_for_both[1].count("set_config") == 1 and "glific_bq.limit" in binds_for_both[1]
+    assert sorted(r["body"] for r in latest_versions(warehouse_rows(warehouse, "notes")).values()) == \
+        ["a2", "b", "c", "d", "e", "f"]
+
+
 def test_nothing_to_do_sends_nothing(notes, source, warehouse_for):
     org = add_organization(notes)
     add_notes(notes, org, ["a"])
