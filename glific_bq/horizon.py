@@ -20,7 +20,7 @@ SELECT least(
     clock_timestamp(),
     (SELECT min(xact_start) FROM pg_stat_activity
      WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid())
-) AT TIME ZONE 'UTC' - make_interval(secs => $1::float8)
+) AT TIME ZONE 'UTC' - make_interval(secs => '{margin}'::float8)
 """
 
 
@@ -47,7 +47,7 @@ def horizon(reader, margin_seconds: float) -> datetime:
     without it only the clock and the margin protect.
     """
     with reader.cursor() as cur:
-        cur.execute(_HORIZON_QUERY, parameters=(float(margin_seconds),))
+        cur.execute(_HORIZON_QUERY.format(margin=repr(float(margin_seconds))))  # no parameters: fewer round trips
         (value,) = cur.fetchone()
     return value
 

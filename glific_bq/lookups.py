@@ -184,6 +184,10 @@ class Batch:
 BATCH_PARENTS = 1_000
 
 _BATCH = """
+WITH forgotten AS (  -- refreshes for looked-up tables this table no longer copies from
+    DELETE FROM glific_bq_refresh
+    WHERE organization_id = %(org)s AND "table" = %(table)s AND parent <> ALL(%(parents)s)
+)
 SELECT parent, id, queued, progress FROM glific_bq_refresh
 WHERE organization_id = %(org)s AND "table" = %(table)s AND parent = ANY(%(parents)s)
   AND progress = COALESCE((SELECT max(progress) FROM glific_bq_refresh  -- a batch under way goes on first
@@ -202,7 +206,9 @@ _IN_BATCH = """r.organization_id = %(org)s AND r."table" = %(table)s
 def next_batch(conn: psycopg.Connection, organization_id: int, table: str, parents: Iterable[str],
                size: int = BATCH_PARENTS) -> Batch | None:
     """The refreshes of ``table`` for changes of the looked-up tables ``parents`` to send next
-    (None: nothing queued): the batch a sync left under way, or else up to ``size`` queued ones."""
+    (None: nothing queued): the batch a sync left under way, or else up to ``size`` queued ones.
+    Refreshes queued for other looked-up tables are dropped on the way: nothing in ``table``
+    copies from them any more (a layout changed), and left queued they would keep it planned."""
     ensure_tables(conn)
     rows = conn.execute(_BATCH, {"org": organization_id, "table": table, "parents": list(parents),
                                  "limit": size}).fetchall()
@@ -233,14 +239,6 @@ def done(conn: psycopg.Connection, batch: Batch) -> None:
     A refresh queued again meanwhile stays, to be sent from the beginning."""
     conn.execute(f"DELETE FROM glific_bq_refresh r USING {_BATCH_ROWS} WHERE {_IN_BATCH}",
                  _batch_values(batch))
-
-
-def forget(conn: psycopg.Connection, organization_id: int, table: str, keep: Iterable[str]) -> None:
-    """Remove the refreshes of ``table`` for looked-up tables other than ``keep`` (those its rows
-    refer to now): nothing in it copies from them."""
-    ensure_tables(conn)
-    conn.execute('DELETE FROM glific_bq_refresh WHERE organization_id = %s AND "table" = %s AND parent <> ALL(%s)',
-                 (organization_id, table, list(keep)))
 
 
 def _columns(conn: psycopg.Connection, table: str) -> set[str]:

@@ -414,7 +414,6 @@ def _refresh(source, organization, spec, shape, watermark, timezone_name, option
     messages) goes on at the next sync where this one stopped, even if this one dies."""
     control, reader = source.control, source.reader
     lookup_checks.ensure(source, organization.id, options, top)
-    lookups.forget(control, organization.id, spec.name, keep=shape.refresh)  # nothing here refers to the others
     read = sent = 0
     while read < options.refresh_rows and (batch := lookups.next_batch(control, organization.id, spec.name,
                                                                        shape.refresh)):

@@ -368,3 +368,25 @@ def test_a_joint_look_that_fails_leaves_each_tenant_to_look_alone(db, database_u
     assert [r.status for r in results] == ["synced", "synced"]
     assert [r.refreshed for r in results] == [1, 1]
     assert looks == [sorted(work), [min(work)], [max(work)]]  # together (refused), then each alone
+
+
+def test_a_refresh_queued_for_a_table_no_longer_copied_from_is_dropped_and_plans_nothing(
+        db, source, glific_warehouse_config):
+    """A refresh queued for a looked-up table that messages no longer copy from (the layout
+    changed since it was queued): the next sync of messages drops it, so it does not keep the
+    pair planned every minute."""
+    from glific_bq import plan
+
+    org, ids = _world(db)
+    with Warehouse(glific_warehouse_config, org) as warehouse:
+        _sync(source, warehouse, org, **LOOK)
+        db.execute('INSERT INTO glific_bq_refresh (organization_id, "table", parent, id) VALUES (%s, %s, %s, %s)',
+                   (org.id, "messages", "no_longer_copied", 1))
+        planned = plan.dirty_organizations(db, MESSAGES, {org.id: warehouse.destination})
+
+        _sync(source, warehouse, org, **LOOK)
+
+        assert planned == [org.id]
+        assert db.execute("SELECT count(*) FROM glific_bq_refresh WHERE organization_id = %s",
+                          (org.id,)).fetchone()[0] == 0
+        assert plan.dirty_organizations(db, MESSAGES, {org.id: warehouse.destination}) == []

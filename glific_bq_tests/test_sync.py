@@ -59,13 +59,18 @@ def test_a_minute_syncs_passes_share_the_values_bound_in_their_snapshot(notes, s
     warehouse = warehouse_for(org)
     sync_table(source, warehouse, org, NOTES)
     statements: list[str] = []
-    real_execute = source_module.ExtractCursor.execute
+    real_execute, real_run = source_module.ExtractCursor.execute, source_module.ExtractCursor.run
 
-    def recorded(cursor, query, parameters=None):
+    def executed(cursor, query, parameters=None):
         statements.append(query if parameters is None else f"{query} {list(parameters)}")
         return real_execute(cursor, query, parameters)
 
-    monkeypatch.setattr(source_module.ExtractCursor, "execute", recorded)
+    def ran(cursor, query):
+        statements.append(query)
+        return real_run(cursor, query)
+
+    monkeypatch.setattr(source_module.ExtractCursor, "execute", executed)
+    monkeypatch.setattr(source_module.ExtractCursor, "run", ran)
     add_notes(notes, org, ["c", "d", "e"])
     inserted = sync_table(source, warehouse, org, NOTES)
     binds_for_inserts = [s for s in statements if "set_config" in s]
@@ -81,6 +86,19 @@ def test_a_minute_syncs_passes_share_the_values_bound_in_their_snapshot(notes, s
     assert binds_for_both[1].count("set_config") == 1 and "glific_bq.limit" in binds_for_both[1]
     assert sorted(r["body"] for r in latest_versions(warehouse_rows(warehouse, "notes")).values()) == \
         ["a2", "b", "c", "d", "e", "f"]
+
+
+def test_query_values_are_bound_exactly_whatever_they_hold(source):
+    """The extract's values reach its queries as they are: quotes, backslashes, a statement
+    separator and a ``current_setting`` lookalike included (they are quoted, never spliced)."""
+    from glific_bq import extract
+
+    odd = "it's \\ a; SELECT 1 -- current_setting('x') \n"
+    extract.bind(source.reader, timezone=odd, organization_id=7)
+    with source.reader.cursor() as cur:
+        cur.execute("SELECT current_setting('glific_bq.timezone') AS tz, current_setting('glific_bq.organization_id') AS org")
+        assert cur.fetchone() == (odd, "7")
+    source.reader.commit()
 
 
 def test_nothing_to_do_sends_nothing(notes, source, warehouse_for):
