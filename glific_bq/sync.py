@@ -213,8 +213,7 @@ def _sync_table(source, warehouse, organization, spec, options, on_step, horizon
             result.status, result.message = "busy", "another run is syncing this table"
             return result
         destination = warehouse.destination
-        watermarks.create(control, organization.id, spec.name, destination)
-        watermark = result.before = watermarks.get(control, organization.id, spec.name, destination)
+        watermark = result.before = watermarks.ensure(control, organization.id, spec.name, destination)
 
         def ready(page: extract.Page, encode: bool) -> _ReadyPage:
             """The encode stage (a thread of its own): the page as BigQuery receives it, its

@@ -193,8 +193,8 @@ def ensure_table(conn: psycopg.Connection) -> None:
 # A missing row of a ``glific`` destination starts where Glific's ``bigquery_jobs`` stands (or a
 # row claims the state moved from an old ``bigquery_jobs``); an existing one moves up to Glific's
 # row when Glific's sync got further. One statement, one round trip.
-_CREATE = f"""
-WITH glifics AS (
+_TAKEN_OVER = f"""
+glifics AS (
     SELECT min(COALESCE(table_id, 0))::bigint AS table_id,
            min(COALESCE(last_updated_at, '1970-01-01')) AS last_updated_at,
            max(updated_at) AT TIME ZONE 'UTC' AS moved_at
@@ -205,7 +205,8 @@ WITH glifics AS (
       AND NOT EXISTS (SELECT FROM {TABLE} WHERE organization_id = %(org)s AND "table" = %(table)s
                       AND destination = %(destination)s)
     RETURNING *
-)
+)"""
+_UPSERT = f"""
 INSERT INTO {TABLE} AS w (organization_id, "table", destination, table_id, last_updated_at, last_updated_id,
                           created_at, advanced_at, failures, last_error, last_failed_at, deduped_at, loads_on, loads)
 SELECT %(org)s, %(table)s, %(destination)s,
@@ -219,6 +220,16 @@ ON CONFLICT (organization_id, "table", destination) DO UPDATE SET
     last_updated_id = CASE WHEN excluded.last_updated_at > w.last_updated_at THEN 0 ELSE w.last_updated_id END
 WHERE %(glific)s AND excluded.table_id > w.table_id  -- only a sync that ran past ours moves it
 """
+_CREATE = f"WITH {_TAKEN_OVER} {_UPSERT}"
+# The same, and the row it leaves, in one statement: as the upsert wrote it, or else as it stood
+# (the statement's snapshot, taken before the upsert, holds a row the upsert left untouched).
+_OPEN = f"""WITH {_TAKEN_OVER}, upserted AS ({_UPSERT} RETURNING {_COLUMNS})
+SELECT {_COLUMNS} FROM upserted
+UNION ALL
+SELECT {_COLUMNS} FROM {TABLE}
+WHERE organization_id = %(org)s AND "table" = %(table)s AND destination = %(destination)s
+  AND NOT EXISTS (SELECT FROM upserted)
+"""
 
 
 def create(conn: psycopg.Connection, organization_id: int, table: str, destination: str) -> None:
@@ -229,6 +240,17 @@ def create(conn: psycopg.Connection, organization_id: int, table: str, destinati
     # With the row in place and Glific behind, the upsert's WHERE leaves it untouched (no write).
     conn.execute(_CREATE, {"org": organization_id, "table": table, "destination": destination,
                            "glific": is_glific(destination), "beginning": BEGINNING})
+
+
+def ensure(conn: psycopg.Connection, organization_id: int, table: str, destination: str) -> Watermark:
+    """The watermark a sync starts from: ``create``, then ``get``, in one round trip."""
+    with conn.cursor(row_factory=class_row(Watermark)) as cur:
+        cur.execute(_OPEN, {"org": organization_id, "table": table, "destination": destination,
+                            "glific": is_glific(destination), "beginning": BEGINNING})
+        watermark = cur.fetchone()
+    # None: another session created the row after this statement's snapshot (its upsert then
+    # left it untouched, unseen); it is there now.
+    return watermark or get(conn, organization_id, table, destination)
 
 
 def get(conn: psycopg.Connection, organization_id: int, table: str, destination: str | None = None) -> Watermark:

@@ -141,6 +141,32 @@ def test_glifics_sync_running_in_between_is_taken_over_where_it_stopped(glific_d
     assert watermarks.get(glific_db, org.id, "messages", GLIFIC).table_id == 40
 
 
+def test_where_a_sync_starts_is_the_row_create_leaves_in_one_statement(glific_db):
+    """``ensure`` (where a sync starts) returns exactly the row ``create`` then ``get`` give: a new
+    one taken over from Glific's ``bigquery_jobs``, an existing one untouched, one moved up to
+    where Glific's sync ran past it, and a new one of another destination."""
+    org = add_organization(glific_db)
+    glific_db.execute('INSERT INTO bigquery_jobs ("table", table_id, organization_id, last_updated_at) VALUES '
+                      "('messages', 10, %s, '2026-01-01')", (org.id,))
+    watermarks.ensure_table(glific_db)
+
+    def started(destination=GLIFIC):
+        watermark = watermarks.ensure(glific_db, org.id, "messages", destination)
+        assert watermark == watermarks.get(glific_db, org.id, "messages", destination)
+        return watermark.table_id, watermark.cursor
+
+    taken_over = started()
+    watermarks.advance(glific_db, org.id, "messages", GLIFIC, table_id=25, cursor=(datetime(2026, 5, 1), 7))
+    untouched = started()
+    glific_db.execute("UPDATE bigquery_jobs SET table_id = 40, last_updated_at = '2026-05-02'")  # Glific's sync ran
+    moved = started()
+
+    assert taken_over == (10, (datetime(2026, 1, 1), 0))
+    assert untouched == (25, (datetime(2026, 5, 1), 7))
+    assert moved == (40, (datetime(2026, 5, 2), 0))
+    assert started(RAW) == (0, (watermarks.BEGINNING, 0))
+
+
 def test_state_in_an_old_bigquery_jobs_moves_to_glific_bq_watermarks(glific_db):
     glific_db.execute(LEGACY_COLUMNS)
     org = add_organization(glific_db)
