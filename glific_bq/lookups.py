@@ -27,8 +27,8 @@ rows again when the value changes (glific#4586). Here the change reaches them:
 The state lives in the source database beside ``glific_bq_watermarks``. Cost: for the
 organizations synced (a tick's together), one statement per looked-up table, an index probe per
 organization; per change of a copied value, the rows copying it once; per looked-up row new
-since the last look, its few dependents once. The first look at an
-organization records the digests and sends nothing again.
+since the last look, its few dependents once. The first look at an organization records the
+digests and sends nothing again.
 """
 
 from __future__ import annotations

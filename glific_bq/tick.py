@@ -53,7 +53,7 @@ MAX_WORKERS = 64
 #: Processes a tick may spread over.
 MAX_SHARDS = 1_024
 #: Dirty pairs one process syncs with room to spare within the minute (bench/bench_tick_scale.py:
-#: about 14 ms of CPU a pair, 21 s, beside PostgreSQL's); above this, ``shards`` left to choose
+#: about 11 ms of CPU a pair, 16 s, beside PostgreSQL's); above this, ``shards`` left to choose
 #: spreads the tick over the machine's cores. A shard is a step process of its own (forked from a
 #: preloaded server: about 0.5 s of CPU, 290 MB; see ``defs/jobs.tick_run_config``): not worth it below.
 PAIRS_PER_SHARD = 1_500
