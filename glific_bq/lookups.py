@@ -24,6 +24,9 @@ rows again when the value changes (glific#4586). Here the change reaches them:
    and one that dies leaves the rest, not the whole batch, to the next. When a batch has no
    rows left its queue entries go (``done``); one queued again meanwhile (renamed twice) stays.
 
+When to look is ``Checks``'s (one per process, ``checks``): at most every
+``SyncOptions.lookup_check_seconds`` per organization, a tick's tenants together.
+
 The state lives in the source database beside ``glific_bq_watermarks``. Cost: for the
 organizations synced (a tick's together), one statement per looked-up table, an index probe per
 organization; per change of a copied value, the rows copying it once; per looked-up row new
@@ -34,14 +37,21 @@ digests and sends nothing again.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import psycopg
 from psycopg import sql
 
+from glific_bq import layouts, redact
 from glific_bq.source import ensure_state_tables
+
+if TYPE_CHECKING:
+    from glific_bq.registry import TableSpec
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +175,60 @@ def detect(conn: psycopg.Connection, organization_ids: Iterable[int],
             log.info("organization %s: %s change(s) of looked-up %s values queued", organization_id, count, parent)
             queued += count
     return queued
+
+
+class Checks:
+    """When each organization's looked-up values were last checked (``detect``) in this process,
+    and the tenants expected next (``expect``: a tick's), checked together: the first sync whose
+    tenant is due checks every expected tenant that is due too, one statement per looked-up table
+    for all of them instead of one per tenant. Thread-safe: a tick's workers wait for that one
+    check rather than each running its own."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._checked: dict[tuple[str, int], float] = {}
+        self._expected: set[int] = set()
+
+    def expect(self, work: Mapping[int, Sequence[TableSpec]]) -> None:
+        """The tenants about to be synced (``{organization id: tables}``): those with a table that
+        copies looked-up values are checked with the first that needs its check."""
+        copying = {table for sets in layouts.lookup_sources().values() for tables in sets.values() for table in tables}
+        with self._lock:
+            self._expected = {org for org, specs in work.items() if any(spec.name in copying for spec in specs)}
+
+    def ensure(self, conn: psycopg.Connection, database: str, organization_id: int, every_seconds: float,
+               horizon: Callable[[], datetime]) -> None:
+        """Check ``organization_id`` of ``database`` (and the expected tenants due as well) unless
+        it was checked less than ``every_seconds`` ago; ``horizon`` gives the sync's, read before
+        the look (``horizon.horizon``)."""
+        with self._lock:
+            now = time.monotonic()
+
+            def due(organization: int) -> bool:
+                last = self._checked.get((database, organization))
+                return last is None or now - last >= every_seconds
+
+            if not due(organization_id):
+                return
+            together = sorted(org for org in self._expected | {organization_id} if due(org))
+            top = horizon()
+            try:
+                detect(conn, together, layouts.lookup_sources(), top)
+            except psycopg.Error as error:
+                if together == [organization_id]:
+                    raise
+                log.warning("looked-up values of %s organizations, checked together: %s; checking organization %s "
+                            "alone", len(together), redact.describe(error), organization_id)
+                together = [organization_id]  # another tenant's trouble stays its own
+                detect(conn, together, layouts.lookup_sources(), top)
+            checked = time.monotonic()
+            for organization in together:
+                self._checked[(database, organization)] = checked
+            self._expected.difference_update(together)
+
+
+#: This process's looked-up values checks.
+checks = Checks()
 
 
 @dataclass(frozen=True)

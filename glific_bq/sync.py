@@ -20,9 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import NamedTuple
@@ -68,7 +67,7 @@ class SyncOptions:
             renamed…, see ``glific_bq.lookups``); the rest goes at the next sync.
         lookup_check_seconds: how often (per organization, per process) looked-up tables are
             checked for changed values: the syncs of one tenant's tables in one tick share one check,
-            and the tenants of one tick are checked together (``LookupChecks``).
+            and the tenants of one tick are checked together (``lookups.Checks``).
         horizon_seconds: changes stamped less than this long ago (database clock) wait for the
             next sync, so that the update cursor never passes a change still being committed
             in the same second (see ``horizon.horizon``). Raise it if writers' clocks drift.
@@ -354,65 +353,14 @@ def _sync_table(source, warehouse, organization, spec, options, on_step, horizon
     return result
 
 
-class LookupChecks:
-    """When each organization's looked-up values were last checked (``lookups.detect``) in this
-    process, and the tenants expected next (``expect``: a tick's), checked together: the first
-    sync whose tenant is due checks every expected tenant that is due too, one statement per
-    looked-up table for all of them instead of one per tenant. Thread-safe: a tick's workers wait
-    for that one check rather than each running its own."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._checked: dict[tuple[str, int], float] = {}
-        self._expected: set[int] = set()
-
-    def expect(self, work: Mapping[int, Sequence[TableSpec]]) -> None:
-        """The tenants about to be synced (``{organization id: tables}``), those with a table that
-        copies looked-up values checked with the first that needs its check."""
-        copying = {table for sets in layouts.lookup_sources().values() for tables in sets.values() for table in tables}
-        with self._lock:
-            self._expected = {org for org, specs in work.items() if any(spec.name in copying for spec in specs)}
-
-    def ensure(self, source: Source, organization_id: int, options: SyncOptions, top: datetime | None) -> None:
-        """Check ``organization_id`` (and the expected tenants due as well) unless it was checked
-        less than ``options.lookup_check_seconds`` ago. ``top``: a horizon read before this call."""
-        with self._lock:
-            now = time.monotonic()
-
-            def due(organization: int) -> bool:
-                last = self._checked.get((source.url, organization))
-                return last is None or now - last >= options.lookup_check_seconds
-
-            if not due(organization_id):
-                return
-            together = sorted(org for org in self._expected | {organization_id} if due(org))
-            top = top or read_horizon(source, options)  # before the look
-            try:
-                lookups.detect(source.control, together, layouts.lookup_sources(), top)
-            except psycopg.Error as error:
-                if together == [organization_id]:
-                    raise
-                log.warning("looked-up values of %s organizations, checked together: %s; checking organization %s "
-                            "alone", len(together), _describe(error), organization_id)
-                together = [organization_id]  # another tenant's trouble stays its own
-                lookups.detect(source.control, together, layouts.lookup_sources(), top)
-            checked = time.monotonic()
-            for organization in together:
-                self._checked[(source.url, organization)] = checked
-            self._expected.difference_update(together)
-
-
-#: This process's looked-up values checks (``LookupChecks``).
-lookup_checks = LookupChecks()
-
-
 def _refresh(source, organization, spec, shape, watermark, timezone_name, options, write, top) -> int:
     """Send again the rows of ``spec`` whose looked-up values changed (``glific_bq.lookups``):
     at most ``options.refresh_rows`` rows read per call, the progress of each batch kept after
     every confirmed page, so that a parent with more dependents (a flow renamed after a million
     messages) goes on at the next sync where this one stopped, even if this one dies."""
     control, reader = source.control, source.reader
-    lookup_checks.ensure(source, organization.id, options, top)
+    lookups.checks.ensure(control, source.url, organization.id, options.lookup_check_seconds,
+                          lambda: top or read_horizon(source, options))
     read = sent = 0
     while read < options.refresh_rows and (batch := lookups.next_batch(control, organization.id, spec.name,
                                                                        shape.refresh)):
@@ -598,5 +546,5 @@ def _describe(error: Exception) -> str:
     return redact.describe(error)
 
 
-__all__ = ["STEPS", "LookupChecks", "SyncOptions", "TableSync", "WarehouseError", "lookup_checks", "record_failure",
-           "sync_table", "sync_tenant", "table_shape"]
+__all__ = ["STEPS", "SyncOptions", "TableSync", "WarehouseError", "record_failure", "sync_table", "sync_tenant",
+           "table_shape"]

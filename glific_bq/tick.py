@@ -29,7 +29,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from glific_bq import horizon, notices, plan, platform, redact, sync, watermarks
+from glific_bq import horizon, lookups, notices, plan, platform, redact, watermarks
 from glific_bq.registry import TABLES, Scope, TableSpec
 from glific_bq.roster import Roster, select_tenants
 from glific_bq.source import Source
@@ -235,7 +235,7 @@ def sync_tenants(
         return tenant.destination if tenant else None
 
     shapes: dict = {}  # the tick's table shapes, read from the catalog once per table (Source.shapes)
-    sync.lookup_checks.expect(work)  # the tenants' looked-up values are checked together, at the first need
+    lookups.checks.expect(work)  # the tenants' looked-up values are checked together, at the first need
     if options.workers == 1 or len(work) <= 1:
         with Source(database_url) as source:
             source.shapes = shapes

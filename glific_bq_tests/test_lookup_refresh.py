@@ -296,10 +296,9 @@ def test_a_change_that_copies_nothing_queues_nothing_and_writes_no_digest(db, so
 
 def test_a_ticks_tenants_are_checked_together_and_each_gets_its_own_renames(
         db, database_url, glific_warehouse_config, monkeypatch):
-    """The tenants of one tick are checked together (``sync.LookupChecks``): one look covers every
+    """The tenants of one tick are checked together (``lookups.Checks``): one look covers every
     tenant, one statement per looked-up table, and each tenant's rename reaches its own messages
     and no one else's; a tenant first looked at in that look records and sends nothing again."""
-    from glific_bq import sync as sync_module
     from glific_bq import tick
 
     worlds = [_world(db) for _ in range(3)]
@@ -322,7 +321,7 @@ def test_a_ticks_tenants_are_checked_together_and_each_gets_its_own_renames(
     for n, (_, ids) in enumerate(worlds):
         gw.update(db, "contacts", ids["asha"], at=NOW, name=f"Asha {n}")
     looks.clear()
-    monkeypatch.setattr(sync_module, "lookup_checks", sync_module.LookupChecks())  # a new process: all due
+    monkeypatch.setattr(lookups, "checks", lookups.Checks())  # a new process: all due
 
     results = tick.sync_tenants(database_url, open_warehouse, {org.id: [MESSAGES] for org in orgs}, options)
 
@@ -338,7 +337,6 @@ def test_a_joint_look_that_fails_leaves_each_tenant_to_look_alone(db, database_u
                                                                    monkeypatch):
     """A look at several tenants that PostgreSQL refuses (here: any look at more than one) does not
     fail their syncs: each tenant looks alone, and gets its rename."""
-    from glific_bq import sync as sync_module
     from glific_bq import tick
 
     worlds = [_world(db) for _ in range(2)]
@@ -361,7 +359,7 @@ def test_a_joint_look_that_fails_leaves_each_tenant_to_look_alone(db, database_u
     for n, (_, ids) in enumerate(worlds):
         gw.update(db, "contacts", ids["asha"], at=NOW, name=f"Asha {n}")
     monkeypatch.setattr(lookups, "detect", refuses_several)
-    monkeypatch.setattr(sync_module, "lookup_checks", sync_module.LookupChecks())  # a new process: all due
+    monkeypatch.setattr(lookups, "checks", lookups.Checks())  # a new process: all due
 
     results = tick.sync_tenants(database_url, open_warehouse, work, options)
 
